@@ -1,0 +1,132 @@
+"""asyncio client for protocol v1:
+
+    client = LingtingClient("ws://127.0.0.1:8765/v1/stream")
+    async for event in client.stream(pcm_bytes, StreamOptions(language="en")):
+        print(event["type"], event.get("text"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterable, AsyncIterator, Iterable
+
+import msgpack
+import websockets
+
+from .audio import RATE, pcm_chunks
+
+DEFAULT_URL = "ws://127.0.0.1:8765/v1/stream"
+
+
+class LingtingError(Exception):
+    """The server sent a fatal error, or the connection failed."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class StreamOptions:
+    language: str = "auto"
+    partials: bool = True
+    sample_rate: int = RATE
+    encoding: str = "pcm_s16le"
+    speed: float = 1.0            # pacing: 1 = real time, 0 = as fast as possible
+    chunk_ms: int = 100
+    word_timestamps: bool = True
+    endpointing: dict = field(default_factory=dict)
+    hotwords: list = field(default_factory=list)
+    itn: bool | None = None
+
+    def start_message(self) -> dict:
+        msg = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
+               "language": self.language, "partials": self.partials,
+               "word_timestamps": self.word_timestamps}
+        if self.endpointing:
+            msg["endpointing"] = self.endpointing
+        if self.hotwords:
+            msg["hotwords"] = self.hotwords
+        if self.itn is not None:
+            msg["itn"] = self.itn
+        return msg
+
+
+class LingtingClient:
+    def __init__(self, url: str = DEFAULT_URL, use_msgpack: bool = False, open_timeout: float = 10):
+        self.url = url
+        self.use_msgpack = use_msgpack
+        self.open_timeout = open_timeout
+        self.audio_started_at: float | None = None   # monotonic time the first audio was due
+
+    def _encode(self, msg: dict):
+        return msgpack.packb(msg, use_bin_type=True) if self.use_msgpack else json.dumps(msg)
+
+    def _decode(self, frame) -> dict:
+        return msgpack.unpackb(frame, raw=False) if self.use_msgpack else json.loads(frame)
+
+    async def stream(self, audio: bytes | Iterable[bytes] | AsyncIterable[bytes],
+                     options: StreamOptions | None = None) -> AsyncIterator[dict]:
+        """Send audio (paced at options.speed x real time) and yield every
+        server event, each a dict with a `type`, ending with `stopped`.
+        Each event gets `received_at` (time.monotonic()) added."""
+        options = options or StreamOptions()
+        protocol = "lingting.v1.msgpack" if self.use_msgpack else "lingting.v1.json"
+        try:
+            ws = await websockets.connect(self.url, subprotocols=[protocol],
+                                          open_timeout=self.open_timeout, max_size=None)
+        except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
+            raise LingtingError(f"cannot connect to {self.url}: {exc}") from None
+        async with ws:
+            await ws.send(self._encode(options.start_message()))
+            sender = asyncio.create_task(self._send_audio(ws, audio, options))
+            try:
+                async for frame in ws:
+                    event = self._decode(frame)
+                    event["received_at"] = time.monotonic()
+                    yield event
+                    if event.get("type") == "error" and event.get("fatal"):
+                        raise LingtingError(f"server error {event.get('code')}: {event.get('message')}",
+                                            event.get("code"))
+                    if event.get("type") == "stopped":
+                        return
+            except websockets.ConnectionClosedError as exc:
+                raise LingtingError(f"connection lost: {exc}") from None
+            finally:
+                sender.cancel()
+                try:
+                    await sender
+                except (asyncio.CancelledError, websockets.ConnectionClosed):
+                    pass
+            raise LingtingError(f"server closed the stream before 'stopped' "
+                                f"(code {ws.close_code}: {ws.close_reason or 'no reason'})")
+
+    async def _send_audio(self, ws, audio, options: StreamOptions) -> None:
+        bytes_per_second = options.sample_rate * (4 if options.encoding == "pcm_f32le" else
+                                                  1 if options.encoding == "mulaw" else 2)
+        if isinstance(audio, (bytes, bytearray)):
+            audio = pcm_chunks(bytes(audio), options.chunk_ms, options.sample_rate,
+                               bytes_per_second // options.sample_rate)
+        started = self.audio_started_at = time.monotonic()
+        sent = 0
+
+        async def send(chunk: bytes):
+            nonlocal sent
+            if options.speed > 0:   # a chunk goes once all of it "was spoken", like a microphone's
+                due = started + (sent + len(chunk)) / bytes_per_second / options.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await ws.send(self._encode({"type": "audio", "data": chunk}) if self.use_msgpack else chunk)
+            sent += len(chunk)
+
+        if hasattr(audio, "__aiter__"):
+            async for chunk in audio:
+                await send(chunk)
+        else:
+            for chunk in audio:
+                await send(chunk)
+        await ws.send(self._encode({"type": "stop"}))

@@ -1,0 +1,163 @@
+"""Batch collector: gathers decode jobs from every session into batches for
+the one model worker thread that owns the device.
+
+Finals come before partials and are never dropped. A session has at most one
+partial waiting: a newer one replaces it (only the newest hypothesis matters),
+so under overload partial cadence degrades while finals keep flowing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .engines.base import Engine, EngineOutOfMemory
+from .streaming.session import DecodeJob
+
+log = logging.getLogger("lingting.batching")
+
+
+@dataclass
+class _Waiting:
+    job: DecodeJob
+    future: asyncio.Future
+    since: float
+
+
+@dataclass
+class CollectorStats:
+    batches: Counter = field(default_factory=Counter)          # batch size -> count
+    decoded: Counter = field(default_factory=Counter)          # kind -> requests decoded
+    decode_seconds: Counter = field(default_factory=Counter)   # kind -> seconds in the engine
+    partials_dropped: int = 0
+    oom_splits: int = 0
+    failures: int = 0
+
+    def as_dict(self) -> dict:
+        return {"batches": {str(k): v for k, v in sorted(self.batches.items())},
+                "decoded": dict(self.decoded),
+                "decode_seconds": {k: round(v, 3) for k, v in self.decode_seconds.items()},
+                "partials_dropped": self.partials_dropped, "oom_splits": self.oom_splits,
+                "failures": self.failures}
+
+
+class BatchCollector:
+    def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0):
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.stats = CollectorStats()
+        self._finals: deque[_Waiting] = deque()
+        self._partials: dict[str, _Waiting] = {}
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lingting-model")
+        self._task: asyncio.Task | None = None
+
+    # ---- lifecycle ----------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-collector")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queue_depth(self) -> dict:
+        return {"final": len(self._finals), "partial": len(self._partials)}
+
+    # ---- submitting ---------------------------------------------------
+    def submit(self, job: DecodeJob) -> asyncio.Future:
+        """Future of the job's DecodeResult; a partial replaced by a newer one
+        resolves to None."""
+        future = asyncio.get_running_loop().create_future()
+        waiting = _Waiting(job, future, time.monotonic())
+        stale = self._partials.pop(job.session_id, None)
+        if stale is not None:      # a newer partial, or the final, supersedes it
+            self.stats.partials_dropped += 1
+            if not stale.future.done():
+                stale.future.set_result(None)
+        if job.kind == "final":
+            self._finals.append(waiting)
+        else:
+            self._partials[job.session_id] = waiting
+        self._wakeup.set()
+        return future
+
+    def cancel_session(self, session_id: str) -> None:
+        """The client left: its waiting partial need not run."""
+        stale = self._partials.pop(session_id, None)
+        if stale is not None and not stale.future.done():
+            stale.future.cancel()
+
+    # ---- the loop -----------------------------------------------------
+    def _take_batch(self) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        while self._finals and len(batch) < self.max_batch_size:
+            waiting = self._finals.popleft()
+            if not waiting.future.done():
+                batch.append(waiting)
+        if batch:
+            return batch
+        for key in sorted(self._partials, key=lambda k: self._partials[k].since)[:self.max_batch_size]:
+            waiting = self._partials.pop(key)
+            if not waiting.future.done():
+                batch.append(waiting)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self.max_wait and len(self._finals) + len(self._partials) < self.max_batch_size:
+                await asyncio.sleep(self.max_wait)   # let more sessions join this batch
+            while batch := self._take_batch():
+                await self._decode(loop, batch)
+
+    async def _decode(self, loop, batch: list[_Waiting]) -> None:
+        kind = batch[0].job.kind
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.engine.decode,
+                                                 [w.job.request for w in batch])
+        except EngineOutOfMemory:
+            self.stats.oom_splits += 1
+            if len(batch) > 1:
+                half = len(batch) // 2
+                log.warning("device out of memory on a batch of %d: retrying as %d + %d",
+                            len(batch), half, len(batch) - half)
+                await self._decode(loop, batch[:half])
+                await self._decode(loop, batch[half:])
+                return
+            if await loop.run_in_executor(self._executor, self.engine.fallback_to_cpu):
+                await self._decode(loop, batch)
+                return
+            self._fail(batch, "out of memory")
+            return
+        except Exception as exc:  # a broken decode must not stop the loop
+            log.exception("decode of a batch of %d failed", len(batch))
+            self._fail(batch, f"{type(exc).__name__}: {exc}")
+            return
+        self.stats.batches[len(batch)] += 1
+        self.stats.decoded[kind] += len(batch)
+        self.stats.decode_seconds[kind] += time.perf_counter() - started
+        for waiting, result in zip(batch, results):
+            if not waiting.future.done():
+                waiting.future.set_result(result)
+
+    def _fail(self, batch: list[_Waiting], reason: str) -> None:
+        self.stats.failures += len(batch)
+        for waiting in batch:
+            if not waiting.future.done():
+                waiting.future.set_exception(RuntimeError(reason))
+

@@ -1,0 +1,57 @@
+"""The one small interface every recognition engine implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+Kind = Literal["partial", "final"]
+
+
+@dataclass
+class DecodeRequest:
+    audio: np.ndarray                  # 16 kHz mono float32
+    kind: Kind
+    language: str | None = None        # None: let the model detect it
+    hotwords: tuple[str, ...] = ()
+    word_timestamps: bool = False
+
+
+@dataclass
+class Word:
+    word: str
+    start_ms: int                      # relative to the start of the request's audio
+    end_ms: int
+    probability: float
+
+
+@dataclass
+class DecodeResult:
+    text: str
+    language: str | None
+    words: list[Word] | None = None
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class EngineOutOfMemory(RuntimeError):
+    """The device ran out of memory for this batch; a smaller one may fit."""
+
+
+class Engine(Protocol):
+    name: str
+    device: str
+    languages: tuple[str, ...]         # empty: many (model decides)
+
+    def decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        """Decode a batch; results in request order. Runs on the worker thread."""
+        ...
+
+    def fallback_to_cpu(self) -> bool:
+        """Move to the CPU after repeated device failures; False if already there."""
+        ...
+
+    def describe(self) -> dict: ...

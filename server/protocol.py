@@ -1,0 +1,208 @@
+"""Wire protocol v1: message parsing and validation, event encoding.
+
+Pure functions and dataclasses, no I/O. Two subprotocols carry the same
+messages: lingting.v1.json (control as JSON text frames, audio as binary
+frames) and lingting.v1.msgpack (every message a msgpack map)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import msgpack
+
+from .streaming.audio import ENCODINGS
+from .streaming.segmenter import EndpointConfig
+
+SUBPROTOCOL_JSON = "lingting.v1.json"
+SUBPROTOCOL_MSGPACK = "lingting.v1.msgpack"
+SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
+LANGUAGES = ("auto", "en", "zh", "ja")
+MIN_RATE, MAX_RATE = 8000, 48000
+MAX_HOTWORDS, MAX_HOTWORD_CHARS = 100, 64
+
+
+class ErrorCode:
+    BAD_MESSAGE = "bad_message"          # not JSON/msgpack, not a map, unknown type
+    INVALID_FIELD = "invalid_field"      # a field with a wrong type or value
+    NOT_STARTED = "not_started"          # audio/flush before start
+    ALREADY_STARTED = "already_started"
+    BAD_AUDIO = "bad_audio"              # an undecodable frame
+    UNSUPPORTED = "unsupported"          # sample rate, language the model lacks
+    TOO_LARGE = "too_large"
+    OVERLOADED = "overloaded"
+    DECODE_FAILED = "decode_failed"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.code, self.message, self.fatal = code, message, fatal
+
+    def event(self) -> dict:
+        return {"type": "error", "code": self.code, "message": self.message, "fatal": self.fatal}
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    sample_rate: int = 16000
+    encoding: str = "pcm_s16le"
+    language: str = "auto"
+    partials: bool = True
+    partial_interval_ms: int = 500
+    endpointing: EndpointConfig = field(default_factory=EndpointConfig)
+    word_timestamps: bool = True
+    hotwords: tuple[tuple[str, float], ...] = ()   # (phrase, boost); used from the ITN/hotwords issue
+    itn: bool = True
+
+
+@dataclass(frozen=True)
+class Start:
+    config: StartConfig
+
+
+@dataclass(frozen=True)
+class Audio:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Flush:
+    pass
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+ClientMessage = Start | Audio | Flush | KeepAlive | Stop
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, message)
+
+
+def _int(value, name: str, low: int, high: int) -> int:
+    _require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
+    _require(low <= value <= high, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(value, name: str) -> bool:
+    _require(isinstance(value, bool), f"{name} must be true or false")
+    return value
+
+
+def _hotwords(value) -> tuple[tuple[str, float], ...]:
+    _require(isinstance(value, list), "hotwords must be a list of strings or {phrase, boost} maps")
+    _require(len(value) <= MAX_HOTWORDS, f"at most {MAX_HOTWORDS} hotwords")
+    out = []
+    for item in value:
+        phrase, boost = (item, 1.0) if isinstance(item, str) else (
+            (item.get("phrase"), item.get("boost", 1.0)) if isinstance(item, dict) else (None, None))
+        _require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_HOTWORD_CHARS,
+                 f"each hotword must be a non-empty string of at most {MAX_HOTWORD_CHARS} characters")
+        _require(isinstance(boost, (int, float)) and not isinstance(boost, bool) and 0 < boost <= 10,
+                 "hotword boost must be a number in (0, 10]")
+        out.append((phrase.strip(), float(boost)))
+    return tuple(out)
+
+
+_START_FIELDS = {"type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
+                 "endpointing", "word_timestamps", "hotwords", "itn"}
+_ENDPOINT_FIELDS = {"silence_ms", "max_utterance_ms", "vad_aggressiveness"}
+
+
+def parse_start(msg: dict) -> StartConfig:
+    unknown = set(msg) - _START_FIELDS
+    _require(not unknown, f"unknown start field(s): {', '.join(sorted(unknown))}")
+    d = StartConfig()
+    rate = msg.get("sample_rate", d.sample_rate)
+    _require(isinstance(rate, int) and not isinstance(rate, bool), "sample_rate must be an integer")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {rate} not supported: use {MIN_RATE}..{MAX_RATE} Hz")
+    encoding = msg.get("encoding", d.encoding)
+    if encoding not in ENCODINGS:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"encoding {encoding!r} not supported: use one of {', '.join(ENCODINGS)}")
+    language = msg.get("language", d.language)
+    if language not in LANGUAGES:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"language {language!r} not supported: use one of {', '.join(LANGUAGES)}")
+    endpoint = msg.get("endpointing", {})
+    _require(isinstance(endpoint, dict), "endpointing must be a map")
+    unknown = set(endpoint) - _ENDPOINT_FIELDS
+    _require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
+    e = EndpointConfig()
+    endpointing = EndpointConfig(
+        silence_ms=_int(endpoint.get("silence_ms", e.silence_ms), "endpointing.silence_ms", 100, 10000),
+        max_utterance_ms=_int(endpoint.get("max_utterance_ms", e.max_utterance_ms), "endpointing.max_utterance_ms", 1000, 28000),
+        vad_aggressiveness=_int(endpoint.get("vad_aggressiveness", e.vad_aggressiveness), "endpointing.vad_aggressiveness", 0, 3),
+    )
+    return StartConfig(
+        sample_rate=rate,
+        encoding=encoding,
+        language=language,
+        partials=_bool(msg.get("partials", d.partials), "partials"),
+        partial_interval_ms=_int(msg.get("partial_interval_ms", d.partial_interval_ms), "partial_interval_ms", 100, 10000),
+        endpointing=endpointing,
+        word_timestamps=_bool(msg.get("word_timestamps", d.word_timestamps), "word_timestamps"),
+        hotwords=_hotwords(msg.get("hotwords", [])),
+        itn=_bool(msg.get("itn", d.itn), "itn"),
+    )
+
+
+def parse_message(msg) -> ClientMessage:
+    """A decoded map (from JSON or msgpack) -> a typed client message."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map with a 'type' field")
+    kind = msg.get("type")
+    if kind == "start":
+        return Start(parse_start(msg))
+    if kind == "audio":
+        data = msg.get("data")
+        _require(isinstance(data, (bytes, bytearray)), "audio.data must be binary")
+        return Audio(bytes(data))
+    simple = {"flush": Flush, "keepalive": KeepAlive, "stop": Stop}
+    if kind in simple:
+        return simple[kind]()
+    known = "start, audio, flush, keepalive, stop"
+    raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r}; known: {known}")
+
+
+class Codec:
+    """Frames <-> messages for one subprotocol."""
+
+    def __init__(self, subprotocol: str | None):
+        self.msgpack = subprotocol == SUBPROTOCOL_MSGPACK
+        self.subprotocol = SUBPROTOCOL_MSGPACK if self.msgpack else SUBPROTOCOL_JSON
+
+    def decode(self, frame: str | bytes) -> ClientMessage:
+        if self.msgpack:
+            if isinstance(frame, str):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "lingting.v1.msgpack takes binary frames only")
+            try:
+                msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+            except Exception as exc:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, f"frame is not valid msgpack: {exc}") from None
+            return parse_message(msg)
+        if isinstance(frame, bytes):
+            return Audio(frame)
+        try:
+            msg = json.loads(frame)
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"text frame is not valid JSON: {exc}") from None
+        if isinstance(msg, dict) and msg.get("type") == "audio":
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "in lingting.v1.json audio goes in binary frames")
+        return parse_message(msg)
+
+    def encode(self, event: dict) -> str | bytes:
+        if self.msgpack:
+            return msgpack.packb(event, use_bin_type=True)
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,190 @@
+"""Incremental VAD and endpointing: 16 kHz samples in, utterance events out.
+
+webrtcvad classifies 30 ms frames; hysteresis turns those flags into
+utterances: speech starts once enough frames of a short window are voiced,
+and ends after a run of trailing silence, at the maximum utterance length
+(cut at the quietest recent pause), or when the client flushes."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import webrtcvad
+
+RATE = 16000
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    silence_ms: int = 600          # trailing silence that ends an utterance
+    max_utterance_ms: int = 20000  # Whisper sees 30 s at most; leave room
+    vad_aggressiveness: int = 2    # webrtcvad 0 (lenient) .. 3 (strict)
+    start_window_ms: int = 240     # window that decides that speech started
+    start_ratio: float = 0.6       # fraction of voiced frames in that window
+    preroll_ms: int = 300          # audio kept before the detected start
+    tail_ms: int = 300             # silence kept after the last voiced frame
+    frame_ms: int = 30
+
+    def validate(self) -> None:
+        checks = [
+            (100 <= self.silence_ms <= 10000, "silence_ms must be 100..10000"),
+            (1000 <= self.max_utterance_ms <= 28000, "max_utterance_ms must be 1000..28000"),
+            (self.vad_aggressiveness in (0, 1, 2, 3), "vad_aggressiveness must be 0..3"),
+            (self.frame_ms in (10, 20, 30), "frame_ms must be 10, 20 or 30"),
+            (0 < self.start_ratio <= 1, "start_ratio must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    utterance: int
+    start_sample: int        # onset: the first voiced frame
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    utterance: int
+    start_sample: int
+    end_sample: int          # end of the last voiced audio (or the cut)
+    audio: np.ndarray        # what the recognizer should decode
+    audio_start: int         # where `audio` begins (before the onset: pre-roll)
+    reason: str              # "silence" | "max_length" | "flush" | "stop"
+
+
+class Segmenter:
+    def __init__(self, config: EndpointConfig | None = None):
+        self.config = config or EndpointConfig()
+        self.config.validate()
+        c = self.config
+        self._vad = webrtcvad.Vad(c.vad_aggressiveness)
+        self._frame = RATE * c.frame_ms // 1000
+        self._pending = np.zeros(0, np.float32)      # samples short of a whole frame
+        self._clock = 0                              # samples classified so far
+        self._window = deque(maxlen=max(1, c.start_window_ms // c.frame_ms))
+        self._history: deque[np.ndarray] = deque(maxlen=(c.preroll_ms + c.start_window_ms) // c.frame_ms + 1)
+        self._next_index = 0
+        # Open utterance: frames and their voiced flags.
+        self.in_speech = False
+        self._frames: list[np.ndarray] = []
+        self._flags: list[bool] = []
+        self._start = 0
+        self._onset = 0
+        self._last_voiced_end = 0
+
+    # ---- public API -------------------------------------------------
+    @property
+    def clock(self) -> int:
+        return self._clock + len(self._pending)
+
+    @property
+    def utterance_index(self) -> int:
+        """Index of the open utterance (or of the next one)."""
+        return self._next_index - 1 if self.in_speech else self._next_index
+
+    def utterance_audio(self) -> np.ndarray:
+        """Audio of the open utterance so far (for partial decodes)."""
+        return np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
+
+    @property
+    def utterance_start(self) -> int:
+        """Where the open utterance's audio begins (pre-roll included)."""
+        return self._start
+
+    def feed(self, samples: np.ndarray) -> list:
+        events: list = []
+        buf = np.concatenate([self._pending, samples]) if len(self._pending) else samples
+        n = len(buf) // self._frame * self._frame
+        for i in range(0, n, self._frame):
+            events.extend(self._on_frame(buf[i:i + self._frame]))
+        self._pending = buf[n:].copy()
+        return events
+
+    def flush(self, reason: str = "flush") -> list:
+        """Force an endpoint now; the partial frame counts as audio."""
+        if not self.in_speech:
+            self._clock += len(self._pending)
+            self._pending = np.zeros(0, np.float32)
+            return []
+        if len(self._pending):
+            self._frames.append(self._pending)
+            self._flags.append(False)
+            self._clock += len(self._pending)
+            self._pending = np.zeros(0, np.float32)
+        return [self._close(len(self._frames), reason, end_sample=self._clock)]
+
+    # ---- internals --------------------------------------------------
+    def _on_frame(self, frame: np.ndarray) -> list:
+        pcm = (np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes()
+        voiced = self._vad.is_speech(pcm, RATE)
+        self._clock += len(frame)
+        if not self.in_speech:
+            return self._while_silent(frame, voiced)
+        self._frames.append(frame)
+        self._flags.append(voiced)
+        if voiced:
+            self._last_voiced_end = self._clock
+        c = self.config
+        if self._clock - self._last_voiced_end >= c.silence_ms * RATE // 1000:
+            keep = len(self._frames) - (self._clock - self._last_voiced_end) // self._frame
+            keep += c.tail_ms // c.frame_ms
+            return [self._close(min(keep, len(self._frames)), "silence", end_sample=self._last_voiced_end)]
+        if self._clock - self._start >= c.max_utterance_ms * RATE // 1000:
+            return self._cut_at_pause()
+        return []
+
+    def _while_silent(self, frame: np.ndarray, voiced: bool) -> list:
+        self._history.append(frame)
+        self._window.append(voiced)
+        window = self._window
+        if len(window) < window.maxlen or sum(window) < self.config.start_ratio * window.maxlen:
+            return []
+        onset = self._clock - (len(window) - list(window).index(True)) * self._frame
+        frames = list(self._history)
+        self._history.clear()
+        self._window.clear()
+        return [self._open(frames, self._clock - sum(len(f) for f in frames), onset)]
+
+    def _open(self, frames: list[np.ndarray], start: int, onset: int,
+              flags: list[bool] | None = None) -> SpeechStarted:
+        self.in_speech = True
+        self._onset = onset
+        self._frames = list(frames)
+        self._flags = list(flags) if flags is not None else [True] * len(frames)
+        self._start = start
+        self._last_voiced_end = self._clock
+        index = self._next_index
+        self._next_index += 1
+        return SpeechStarted(index, onset)
+
+    def _close(self, keep: int, reason: str, end_sample: int) -> SpeechEnded:
+        audio = np.concatenate(self._frames[:keep]) if keep else np.zeros(0, np.float32)
+        event = SpeechEnded(self._next_index - 1, self._onset, end_sample, audio, self._start, reason)
+        # Frames after the cut are silence history for the next start decision.
+        for frame in self._frames[keep:][-self._history.maxlen:]:
+            self._history.append(frame)
+        self.in_speech = False
+        self._frames, self._flags = [], []
+        return event
+
+    def _cut_at_pause(self) -> list:
+        """Max length reached: end at the longest pause of the last 3 s, keep
+        the rest as the start of the next utterance, so no word is split."""
+        c = self.config
+        look = min(len(self._flags), 3000 // c.frame_ms)
+        best_len, best_end, run = 0, len(self._flags), 0
+        for i in range(len(self._flags) - look, len(self._flags)):
+            run = 0 if self._flags[i] else run + 1
+            if run > best_len:
+                best_len, best_end = run, i + 1
+        cut = best_end - best_len // 2 if best_len else len(self._flags)
+        rest, rest_flags = self._frames[cut:], self._flags[cut:]
+        cut_sample = self._start + sum(len(f) for f in self._frames[:cut])
+        ended = self._close(cut, "max_length", end_sample=cut_sample)
+        self._history.clear()
+        started = self._open(rest, cut_sample, cut_sample, rest_flags)
+        return [ended, started]

@@ -1,0 +1,226 @@
+"""One stream's state machine: client messages and decode results in,
+events to send and decode jobs to run out. No sockets, no clock: time is
+the stream's own audio clock (samples at 16 kHz)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engines.base import DecodeRequest, DecodeResult
+from ..protocol import (Audio, ClientMessage, ErrorCode, Flush, KeepAlive, ProtocolError, Start,
+                        StartConfig, Stop)
+from .audio import MODEL_RATE, AudioDecoder, AudioFormatError
+from .segmenter import Segmenter, SpeechEnded, SpeechStarted
+from .stabilizer import Stabilizer
+
+
+def ms(samples: int) -> int:
+    return samples * 1000 // MODEL_RATE
+
+
+@dataclass
+class DecodeJob:
+    session_id: str
+    utterance: int
+    seq: int                      # per session, increasing: newer partials win
+    request: DecodeRequest
+    start_sample: int             # speech onset, for the events
+    end_sample: int
+    audio_start: int              # where the request's audio begins (word timings count from it)
+    reason: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.request.kind
+
+
+@dataclass
+class Output:
+    events: list[dict] = field(default_factory=list)
+    jobs: list[DecodeJob] = field(default_factory=list)
+    close: bool = False
+
+    def extend(self, other: "Output") -> "Output":
+        self.events += other.events
+        self.jobs += other.jobs
+        self.close = self.close or other.close
+        return self
+
+
+class Session:
+    def __init__(self, session_id: str, model: str, model_languages: tuple[str, ...] = (),
+                 limits: dict | None = None):
+        self.id = session_id
+        self.model = model
+        self.model_languages = model_languages
+        self.limits = limits or {}
+        self.state = "new"              # new -> streaming -> stopping -> stopped
+        self.config: StartConfig | None = None
+        self._decoder: AudioDecoder | None = None
+        self._segmenter: Segmenter | None = None
+        self._stabilizer = Stabilizer()
+        self._seq = 0
+        self._last_partial_sample = 0   # utterance audio length at the last partial request
+        self._onset = 0                 # speech onset of the open utterance
+        self._shown_partial_seq = -1
+        self._utterance_language: dict[int, str] = {}
+        self._finals_pending: dict[int, DecodeJob] = {}
+        self._finals_ready: dict[int, dict] = {}
+        self._next_final = 0
+        self.utterances = 0
+        self.audio_samples = 0
+
+    # ---- client messages ----------------------------------------------
+    def handle(self, message: ClientMessage) -> Output:
+        if isinstance(message, Start):
+            return self._start(message.config)
+        if isinstance(message, KeepAlive):
+            return Output()
+        if self.state == "new":
+            raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio, flush or stop")
+        if self.state != "streaming":
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "the stream is stopping: no more messages are taken")
+        if isinstance(message, Audio):
+            return self._audio(message.data)
+        if isinstance(message, Flush):
+            return self._segment_events(self._segmenter.flush("flush"))
+        if isinstance(message, Stop):
+            return self._stop()
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unhandled message {message!r}")
+
+    def _start(self, config: StartConfig) -> Output:
+        if self.state != "new":
+            raise ProtocolError(ErrorCode.ALREADY_STARTED, "this stream has started already")
+        if (config.language != "auto" and self.model_languages
+                and config.language not in self.model_languages):
+            raise ProtocolError(ErrorCode.UNSUPPORTED,
+                                f"model {self.model} does not know language {config.language!r}")
+        self.config = config
+        self._decoder = AudioDecoder(config.encoding, config.sample_rate)
+        self._segmenter = Segmenter(config.endpointing)
+        self.state = "streaming"
+        return Output(events=[{
+            "type": "ready", "session_id": self.id, "model": self.model,
+            "sample_rate": config.sample_rate, "encoding": config.encoding,
+            "language": config.language, "limits": self.limits,
+        }])
+
+    def _audio(self, data: bytes) -> Output:
+        try:
+            samples = self._decoder.decode(data)
+        except AudioFormatError as exc:
+            raise ProtocolError(ErrorCode.BAD_AUDIO, str(exc)) from None
+        self.audio_samples += len(samples)
+        out = self._segment_events(self._segmenter.feed(samples))
+        return out.extend(self._maybe_partial())
+
+    def _stop(self) -> Output:
+        out = self._segment_events(self._segmenter.feed(self._decoder.flush()))
+        out.extend(self._segment_events(self._segmenter.flush("stop")))
+        self.state = "stopping"
+        return out.extend(self._maybe_stopped())
+
+    # ---- segmentation -------------------------------------------------
+    def _segment_events(self, events: list) -> Output:
+        out = Output()
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                self._stabilizer.reset()
+                self._last_partial_sample = 0
+                self._onset = event.start_sample
+                out.events.append({"type": "speech_started", "utterance": event.utterance,
+                                   "start_ms": ms(event.start_sample)})
+            elif isinstance(event, SpeechEnded):
+                out.events.append({"type": "speech_ended", "utterance": event.utterance,
+                                   "start_ms": ms(event.start_sample), "end_ms": ms(event.end_sample),
+                                   "reason": event.reason})
+                out.jobs.append(self._final_job(event))
+        return out
+
+    def _language(self, utterance: int) -> str | None:
+        if self.config.language != "auto":
+            return self.config.language
+        return self._utterance_language.get(utterance)
+
+    def _request(self, kind: str, audio, utterance: int) -> DecodeRequest:
+        return DecodeRequest(
+            audio=audio, kind=kind, language=self._language(utterance),
+            hotwords=tuple(p for p, _ in self.config.hotwords),
+            word_timestamps=kind == "final" and self.config.word_timestamps,
+        )
+
+    def _final_job(self, ended: SpeechEnded) -> DecodeJob:
+        self._seq += 1
+        job = DecodeJob(self.id, ended.utterance, self._seq, self._request("final", ended.audio, ended.utterance),
+                        ended.start_sample, ended.end_sample, ended.audio_start, ended.reason)
+        self._finals_pending[ended.utterance] = job
+        self.utterances = max(self.utterances, ended.utterance + 1)
+        return job
+
+    def _maybe_partial(self) -> Output:
+        seg = self._segmenter
+        if not (self.config.partials and seg.in_speech):
+            return Output()
+        length = seg.clock - seg.utterance_start
+        if length - self._last_partial_sample < self.config.partial_interval_ms * MODEL_RATE // 1000:
+            return Output()
+        self._last_partial_sample = length
+        self._seq += 1
+        index = seg.utterance_index
+        return Output(jobs=[DecodeJob(self.id, index, self._seq,
+                                      self._request("partial", seg.utterance_audio(), index),
+                                      self._onset, seg.clock, seg.utterance_start)])
+
+    # ---- decode results -----------------------------------------------
+    def on_result(self, job: DecodeJob, result: DecodeResult | None, error: str | None = None) -> Output:
+        """A decode finished (result), failed (error) or was dropped as stale (both None)."""
+        if job.kind == "partial":
+            return self._on_partial(job, result)
+        return self._on_final(job, result, error)
+
+    def _on_partial(self, job: DecodeJob, result: DecodeResult | None) -> Output:
+        seg = self._segmenter
+        current = seg.in_speech and seg.utterance_index == job.utterance
+        if result is None or not current or job.seq < self._shown_partial_seq or self.state != "streaming":
+            return Output()
+        self._shown_partial_seq = job.seq
+        if result.language and self.config.language == "auto":
+            self._utterance_language.setdefault(job.utterance, result.language)
+        if not result.text:
+            return Output()
+        stable, text = self._stabilizer.update(result.text)
+        return Output(events=[{"type": "partial", "utterance": job.utterance,
+                               "start_ms": ms(job.start_sample), "end_ms": ms(job.end_sample),
+                               "text": text, "stable_text": stable, "language": result.language}])
+
+    def _on_final(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> Output:
+        self._finals_pending.pop(job.utterance, None)
+        offset = ms(job.audio_start)
+        event = {"type": "final", "utterance": job.utterance, "start_ms": ms(job.start_sample),
+                 "end_ms": ms(job.end_sample), "reason": job.reason,
+                 "text": result.text if result else "", "language": result.language if result else None,
+                 "words": [{"word": w.word, "start_ms": offset + w.start_ms, "end_ms": offset + w.end_ms,
+                            "probability": w.probability} for w in result.words] if result and result.words else None}
+        out = Output()
+        if error:
+            event["error"] = error
+            out.events.append(ProtocolError(ErrorCode.DECODE_FAILED,
+                                            f"utterance {job.utterance} could not be decoded: {error}").event())
+        # Finals go out in utterance order, whatever order decodes end in.
+        self._finals_ready[job.utterance] = event
+        while self._next_final in self._finals_ready:
+            out.events.append(self._finals_ready.pop(self._next_final))
+            self._utterance_language.pop(self._next_final, None)
+            self._next_final += 1
+        return out.extend(self._maybe_stopped())
+
+    def _maybe_stopped(self) -> Output:
+        if self.state != "stopping" or self._finals_pending or self._finals_ready:
+            return Output()
+        self.state = "stopped"
+        return Output(events=[{"type": "stopped", "utterances": self.utterances,
+                               "audio_ms": ms(self.audio_samples)}], close=True)
+
+    @property
+    def finals_pending(self) -> int:
+        return len(self._finals_pending)

@@ -1,0 +1,113 @@
+"""Batch collector logic, with a small recording engine (the real model is
+exercised by the end-to-end tests)."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from lingting_server.batching import BatchCollector
+from lingting_server.engines.base import DecodeRequest, DecodeResult, EngineOutOfMemory
+from lingting_server.streaming.session import DecodeJob
+
+
+class RecordingEngine:
+    name, device, languages = "recording", "cpu", ()
+
+    def __init__(self, oom_above=None):
+        self.batches = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.oom_above = oom_above
+        self.fell_back = False
+
+    def decode(self, requests):
+        self.gate.wait(5)
+        if self.oom_above and len(requests) > self.oom_above and not self.fell_back:
+            raise EngineOutOfMemory("CUDA out of memory")
+        self.batches.append([(r.kind, len(r.audio)) for r in requests])
+        return [DecodeResult(f"{r.kind}:{len(r.audio)}", "en") for r in requests]
+
+    def fallback_to_cpu(self):
+        self.fell_back = True
+        return True
+
+
+def job(session, kind, n, seq=0):
+    return DecodeJob(session, 0, seq, DecodeRequest(np.zeros(n, np.float32), kind), 0, n, 0)
+
+
+async def test_requests_of_many_sessions_share_a_batch():
+    engine = RecordingEngine()
+    c = BatchCollector(engine, max_batch_size=4, max_wait_ms=20)
+    c.start()
+    futures = [c.submit(job(f"s{i}", "final", 100 + i)) for i in range(6)]
+    results = await asyncio.gather(*futures)
+    await c.close()
+    assert [r.text for r in results] == [f"final:{100 + i}" for i in range(6)]
+    assert [len(b) for b in engine.batches] == [4, 2]
+    assert c.stats.batches == {4: 1, 2: 1}
+
+
+async def test_finals_first_and_stale_partials_coalesced():
+    engine = RecordingEngine()
+    engine.gate.clear()                       # hold the worker busy
+    c = BatchCollector(engine, max_batch_size=8, max_wait_ms=0)
+    c.start()
+    busy = c.submit(job("x", "final", 1))
+    await asyncio.sleep(0.05)
+    p1 = c.submit(job("a", "partial", 10, seq=1))
+    p2 = c.submit(job("a", "partial", 20, seq=2))   # replaces p1
+    p3 = c.submit(job("b", "partial", 30))
+    f1 = c.submit(job("c", "final", 40))
+    engine.gate.set()
+    assert (await p1) is None                      # dropped as stale
+    results = await asyncio.gather(busy, p2, p3, f1)
+    await c.close()
+    assert [r.text for r in results] == ["final:1", "partial:20", "partial:30", "final:40"]
+    assert engine.batches[1] == [("final", 40)]      # the final ran before the partials
+    assert sorted(engine.batches[2]) == [("partial", 20), ("partial", 30)]
+    assert c.stats.partials_dropped == 1
+
+
+async def test_a_final_supersedes_the_waiting_partial_of_its_session():
+    engine = RecordingEngine()
+    engine.gate.clear()
+    c = BatchCollector(engine, max_batch_size=8, max_wait_ms=0)
+    c.start()
+    c.submit(job("y", "final", 1))
+    await asyncio.sleep(0.05)
+    partial = c.submit(job("a", "partial", 10))
+    final = c.submit(job("a", "final", 11))
+    engine.gate.set()
+    assert (await partial) is None
+    assert (await final).text == "final:11"
+    await c.close()
+
+
+async def test_out_of_memory_halves_the_batch_then_falls_back():
+    engine = RecordingEngine(oom_above=2)
+    c = BatchCollector(engine, max_batch_size=8, max_wait_ms=20)
+    c.start()
+    results = await asyncio.gather(*[c.submit(job(f"s{i}", "final", i + 1)) for i in range(5)])
+    await c.close()
+    assert [r.text for r in results] == [f"final:{i + 1}" for i in range(5)]   # nothing lost
+    assert all(len(b) <= 2 for b in engine.batches)
+    assert c.stats.oom_splits >= 2
+
+
+async def test_engine_failure_fails_only_that_batch():
+    class Broken(RecordingEngine):
+        def decode(self, requests):
+            if any(len(r.audio) == 13 for r in requests):
+                raise ValueError("bad audio")
+            return super().decode(requests)
+
+    c = BatchCollector(Broken(), max_batch_size=1, max_wait_ms=0)
+    c.start()
+    bad, good = c.submit(job("a", "final", 13)), c.submit(job("b", "final", 14))
+    with pytest.raises(RuntimeError, match="bad audio"):
+        await bad
+    assert (await good).text == "final:14"
+    await c.close()

@@ -1,0 +1,71 @@
+import json
+
+import msgpack
+import pytest
+
+from lingting_server.protocol import (Audio, Codec, ErrorCode, Flush, KeepAlive, ProtocolError, Start, Stop,
+                                      parse_message)
+
+
+def error_of(fn, *args):
+    with pytest.raises(ProtocolError) as info:
+        fn(*args)
+    return info.value
+
+
+def test_start_defaults_and_fields():
+    msg = parse_message({"type": "start", "sample_rate": 8000, "encoding": "mulaw", "language": "zh",
+                         "partials": False, "endpointing": {"silence_ms": 300},
+                         "hotwords": ["ComfyUI", {"phrase": "T minus", "boost": 2}]})
+    assert isinstance(msg, Start)
+    c = msg.config
+    assert (c.sample_rate, c.encoding, c.language, c.partials) == (8000, "mulaw", "zh", False)
+    assert c.endpointing.silence_ms == 300 and c.endpointing.max_utterance_ms == 20000
+    assert c.hotwords == (("ComfyUI", 1.0), ("T minus", 2.0))
+
+
+@pytest.mark.parametrize("fields, code, words", [
+    ({"sample_rate": 96000}, ErrorCode.UNSUPPORTED, "sample_rate 96000"),
+    ({"sample_rate": 4000}, ErrorCode.UNSUPPORTED, "8000..48000"),
+    ({"sample_rate": "16000"}, ErrorCode.INVALID_FIELD, "integer"),
+    ({"encoding": "opus"}, ErrorCode.UNSUPPORTED, "encoding"),
+    ({"language": "fr"}, ErrorCode.UNSUPPORTED, "language"),
+    ({"partials": "yes"}, ErrorCode.INVALID_FIELD, "partials"),
+    ({"endpointing": {"silence_ms": 5}}, ErrorCode.INVALID_FIELD, "silence_ms"),
+    ({"endpointing": {"bogus": 1}}, ErrorCode.INVALID_FIELD, "bogus"),
+    ({"samplerate": 16000}, ErrorCode.INVALID_FIELD, "samplerate"),
+    ({"hotwords": ["x" * 200]}, ErrorCode.INVALID_FIELD, "hotword"),
+    ({"hotwords": ["a"] * 101}, ErrorCode.INVALID_FIELD, "at most"),
+])
+def test_bad_start_fields(fields, code, words):
+    err = error_of(parse_message, {"type": "start", **fields})
+    assert err.code == code and words in err.message and not err.fatal
+
+
+def test_simple_messages():
+    assert isinstance(parse_message({"type": "flush"}), Flush)
+    assert isinstance(parse_message({"type": "keepalive"}), KeepAlive)
+    assert isinstance(parse_message({"type": "stop"}), Stop)
+
+
+def test_json_codec():
+    codec = Codec("lingting.v1.json")
+    assert codec.decode(b"\x01\x02") == Audio(b"\x01\x02")
+    assert error_of(codec.decode, "{not json").code == ErrorCode.BAD_MESSAGE
+    assert error_of(codec.decode, "[1, 2]").code == ErrorCode.BAD_MESSAGE
+    err = error_of(codec.decode, json.dumps({"type": "dance"}))
+    assert err.code == ErrorCode.BAD_MESSAGE and "dance" in err.message
+    assert json.loads(codec.encode({"type": "final", "text": "你好"})) == {"type": "final", "text": "你好"}
+
+
+def test_msgpack_codec():
+    codec = Codec("lingting.v1.msgpack")
+    assert codec.decode(msgpack.packb({"type": "audio", "data": b"\x00\x00"})) == Audio(b"\x00\x00")
+    assert error_of(codec.decode, b"\xc1garbage").code == ErrorCode.BAD_MESSAGE
+    assert error_of(codec.decode, "text frame").code == ErrorCode.BAD_MESSAGE
+    assert error_of(codec.decode, msgpack.packb({"type": "audio", "data": "str"})).code == ErrorCode.INVALID_FIELD
+    assert msgpack.unpackb(codec.encode({"type": "stopped"})) == {"type": "stopped"}
+
+
+def test_no_subprotocol_means_json():
+    assert Codec(None).subprotocol == "lingting.v1.json"
