@@ -89,6 +89,12 @@ class LingtingServer:
         self.active.add(session_id)
         stream = _Stream(self, ws, session_id)
         try:
+            if len(self.active) > self.settings.max_connections:
+                # Handshakes that raced past process_request's check.
+                await stream.refuse(ProtocolError(
+                    ErrorCode.OVERLOADED, f"server is at its limit of {self.settings.max_connections} streams; "
+                    "retry later", fatal=True), 1013)
+                return
             await stream.run()
         finally:
             self.active.discard(session_id)
@@ -126,6 +132,10 @@ class _Stream:
         self.errors = 0
         self.closing = False
         self.log = logging.LoggerAdapter(log, {"session": session_id})
+
+    async def refuse(self, error: ProtocolError, code: int) -> None:
+        await self.ws.send(self.codec.encode(error.event()))
+        await self.ws.close(code, error.code)
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())

@@ -1,0 +1,91 @@
+"""Fixtures that start the real server, with the real embedded model, on a free port."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench.corpus import audio_dir
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "tests" / "artifacts"
+
+
+@dataclass
+class RunningServer:
+    url: str          # ws://.../v1/stream
+    http: str         # http://host:port
+    process: subprocess.Popen
+    log: deque
+
+    def log_text(self) -> str:
+        return "\n".join(self.log)
+
+
+def start_server(*args: str, timeout: float = 180) -> RunningServer:
+    cmd = [sys.executable, "-m", "lingting_server", "--port", "0", *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    log: deque = deque(maxlen=2000)
+    ready = threading.Event()
+    found: dict = {}
+
+    def pump():
+        for line in proc.stderr:
+            log.append(line.rstrip())
+            m = re.search(r"ready: (ws://\S+)", line)
+            if m and not ready.is_set():
+                found["url"] = m.group(1)
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.2):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("server did not become ready:\n" + "\n".join(log))
+    if "url" not in found:
+        proc.kill()
+        raise RuntimeError("server exited before it was ready:\n" + "\n".join(log))
+    url = found["url"]
+    return RunningServer(url, url.replace("ws://", "http://").rsplit("/v1/", 1)[0], proc, log)
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    root = audio_dir()
+    if root is None:
+        pytest.skip("real speech corpus not found: set LINGTING_AUDIO_DIR or put it at ../shared/audio")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The real server with the default embedded model (whisper-base)."""
+    running = start_server("--max-connections", "40")
+    yield running
+    stop_server(running)
+    assert running.process.returncode is not None
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

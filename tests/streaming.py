@@ -1,0 +1,69 @@
+"""Helpers for end-to-end tests: stream through the real Python client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import soxr
+
+from bench.corpus import read_wav
+from lingting_client import LingtingClient, StreamOptions
+
+
+async def stream_events(url: str, pcm, options: StreamOptions | None = None, use_msgpack=False) -> list[dict]:
+    client = LingtingClient(url, use_msgpack=use_msgpack)
+    events = [e async for e in client.stream(pcm, options or StreamOptions())]
+    for e in events:
+        e["audio_started_at"] = client.audio_started_at
+    return events
+
+
+def finals_text(events: list[dict]) -> str:
+    return " ".join(e["text"] for e in events if e["type"] == "final" and e["text"]).strip()
+
+
+def check_event_grammar(events: list[dict]) -> None:
+    """ready first, stopped last; every utterance: started, ended, final, in order."""
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "ready" and kinds[-1] == "stopped", kinds
+    started = [e["utterance"] for e in events if e["type"] == "speech_started"]
+    ended = [e["utterance"] for e in events if e["type"] == "speech_ended"]
+    finals = [e["utterance"] for e in events if e["type"] == "final"]
+    assert started == ended == finals == list(range(len(finals))), (started, ended, finals)
+    for e in events:
+        if e["type"] in ("partial", "final"):
+            assert 0 <= e["start_ms"] <= e["end_ms"]
+        if e["type"] == "partial":
+            assert e["text"].startswith(e["stable_text"])
+    assert events[-1]["utterances"] == len(finals)
+
+
+async def gather_limited(coros, limit: int):
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coro):
+        async with semaphore:
+            return await coro
+    return await asyncio.gather(*(run(c) for c in coros))
+
+
+def wav_pcm(path) -> bytes:
+    data, rate = read_wav(path)
+    assert rate == 16000
+    return data.tobytes()
+
+
+def resampled(path, rate: int) -> np.ndarray:
+    data, source_rate = read_wav(path)
+    return soxr.resample(data.astype(np.float32) / 32768, source_rate, rate).astype(np.float32)
+
+
+def mulaw_encode(samples: np.ndarray) -> bytes:
+    """G.711 mu-law: the test's own encoder, independent of the server's decoder table."""
+    x = np.clip(samples, -1, 1)
+    y = np.sign(x) * np.log1p(255 * np.abs(x)) / np.log1p(255)
+    q = np.round((y + 1) / 2 * 255).astype(np.int32)   # 0..255, 128 ~ zero
+    # G.711 stores the complement, with the sign bit set for positive values.
+    code = np.where(q >= 128, 0xFF - (q - 128), 0x7F - (127 - q))
+    return code.astype(np.uint8).tobytes()
