@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--compute-type", default=None, help="CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
     p.add_argument("--max-batch-size", type=int, default=8, help="decode requests per batch (default: 8)")
+    p.add_argument("--max-partial-batch-size", type=int, default=4,
+                   help="partial decodes per batch; a final waits for at most one such batch (default: 4)")
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a batch to fill (default: 10)")
     p.add_argument("--final-beam-size", type=int, default=5, help="beam size of final decodes (default: 5)")
     p.add_argument("--window", choices=("fit", "full"), default="fit",
@@ -61,7 +63,7 @@ async def run(args) -> None:
     # One decode up front, so the first client does not pay for warm-up.
     from .engines.base import DecodeRequest
     engine.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en")])
-    collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms)
+    collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size)
     collector.start()
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
                               max_frame_bytes=args.max_frame_bytes)

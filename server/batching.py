@@ -45,11 +45,15 @@ class CollectorStats:
 
 
 class BatchCollector:
-    def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0):
+    def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0,
+                 max_partial_batch_size: int | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.engine = engine
         self.max_batch_size = max_batch_size
+        # A final that arrives while partials decode waits for that whole
+        # batch: smaller partial batches bound that wait.
+        self.max_partial_batch_size = min(max_batch_size, max_partial_batch_size or max_batch_size)
         self.max_wait = max_wait_ms / 1000
         self.stats = CollectorStats()
         self._finals: deque[_Waiting] = deque()
@@ -86,6 +90,9 @@ class BatchCollector:
             self.stats.partials_dropped += 1
             if not stale.future.done():
                 stale.future.set_result(None)
+            # The session has waited since its first unserved partial: keep
+            # its place in line, or a busy session would never get a turn.
+            waiting.since = stale.since
         if job.kind == "final":
             self._finals.append(waiting)
         else:
@@ -108,7 +115,7 @@ class BatchCollector:
                 batch.append(waiting)
         if batch:
             return batch
-        for key in sorted(self._partials, key=lambda k: self._partials[k].since)[:self.max_batch_size]:
+        for key in sorted(self._partials, key=lambda k: self._partials[k].since)[:self.max_partial_batch_size]:
             waiting = self._partials.pop(key)
             if not waiting.future.done():
                 batch.append(waiting)

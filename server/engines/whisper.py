@@ -32,7 +32,8 @@ class WhisperOptions:
     partial_beam_size: int = 1
     window: str = "fit"            # "fit": encode the audio's length; "full": pad to 30 s
     margin_s: float = 1.0          # silence added after the audio in "fit" mode
-    min_window_s: float = 10.0     # shorter windows make Whisper repeat itself
+    min_window_s: float = 10.0     # shorter windows make Whisper repeat itself...
+    partial_min_window_s: float = 5.0   # ...but partials are cheaper so, and the loop guard catches it
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     compute_type: str | None = None
@@ -95,8 +96,9 @@ class WhisperEngine:
         if self.options.window == "full":
             width = FULL_WINDOW
         else:
+            minimum = self.options.min_window_s if requests[0].kind == "final" else self.options.partial_min_window_s
             longest = max(max(frames) + int(self.options.margin_s * FRAMES_PER_SECOND),
-                          int(self.options.min_window_s * FRAMES_PER_SECOND))
+                          int(minimum * FRAMES_PER_SECOND))
             width = min(FULL_WINDOW, math.ceil(longest / FRAMES_PER_SECOND) * FRAMES_PER_SECOND)
         batch = []
         for r in requests:

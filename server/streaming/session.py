@@ -14,6 +14,9 @@ from .segmenter import Segmenter, SpeechEnded, SpeechStarted
 from .stabilizer import Stabilizer
 
 
+FIRST_PARTIAL_RETRY_MS = 250
+
+
 def ms(samples: int) -> int:
     return samples * 1000 // MODEL_RATE
 
@@ -162,7 +165,10 @@ class Session:
         if not (self.config.partials and seg.in_speech):
             return Output()
         length = seg.clock - seg.utterance_start
-        if length - self._last_partial_sample < self.config.partial_interval_ms * MODEL_RATE // 1000:
+        interval = self.config.partial_interval_ms
+        if not self._stabilizer.has_text:   # nothing on screen yet: ask again sooner
+            interval = min(interval, FIRST_PARTIAL_RETRY_MS)
+        if length - self._last_partial_sample < interval * MODEL_RATE // 1000:
             return Output()
         self._last_partial_sample = length
         self._seq += 1

@@ -17,6 +17,10 @@ class Stabilizer:
         self._stable: list[str] = []
         self._previous: list[str] = []
 
+    @property
+    def has_text(self) -> bool:
+        return bool(self._previous)
+
     def update(self, hypothesis: str) -> tuple[str, str]:
         """Returns (stable_text, full_text) for a new partial hypothesis."""
         units = split_units(hypothesis)

@@ -1,0 +1,175 @@
+"""Streaming benchmark: N concurrent clients stream real speech in real time.
+
+    python -m bench.stream_bench --streams 1 2 4 8 [--batch-sizes 8 1] [--model whisper-base]
+
+Starts its own server per batch size (or uses --url), streams English dev clips
+from the shared corpus (joined with 1 s pauses, rotated per client) and reports
+WER, first-partial latency, final latency (end of utterance audio -> final
+received), partial cadence, caption lag, lost utterances, and server CPU/RSS.
+Prints a table and writes JSON. Numbers, not assertions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.corpus import REPO, audio_dir, dev_clips, error_rate, read_wav
+
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import start_server, stop_server  # noqa: E402  (the tests' own server launcher)
+
+from lingting_client import LingtingClient, StreamOptions  # noqa: E402
+
+
+def playlist(offset: int, seconds: float) -> tuple[bytes, str]:
+    clips = dev_clips("en")
+    clips = clips[offset % len(clips):] + clips[:offset % len(clips)]
+    pieces, words, total = [], [], 0.0
+    gap = np.zeros(16000, np.int16)
+    for clip in clips:
+        if total >= seconds:
+            break
+        data, _ = read_wav(clip.path)
+        pieces += [data, gap]
+        words.append(clip.transcript)
+        total += len(data) / 16000 + 1
+    return np.concatenate(pieces).tobytes(), " ".join(words)
+
+
+def pct(values, q):
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+async def one_client(url: str, index: int, seconds: float) -> dict:
+    pcm, reference = playlist(index * 5, seconds)
+    client = LingtingClient(url)
+    events = [e async for e in client.stream(pcm, StreamOptions(language="en", speed=1.0))]
+    t0 = client.audio_started_at
+    finals = [e for e in events if e["type"] == "final"]
+    started = {e["utterance"]: e for e in events if e["type"] == "speech_started"}
+    partials: dict[int, list] = {}
+    for e in events:
+        if e["type"] == "partial":
+            partials.setdefault(e["utterance"], []).append(e)
+    first_partial = [ps[0]["received_at"] - (t0 + started[u]["start_ms"] / 1000)
+                     for u, ps in partials.items() if u in started]
+    cadence = [b["received_at"] - a["received_at"] for ps in partials.values() for a, b in zip(ps, ps[1:])]
+    return {
+        "reference": reference,
+        "hypothesis": " ".join(f["text"] for f in finals if f["text"]),
+        "final_latency": [f["received_at"] - (t0 + f["end_ms"] / 1000) for f in finals if f["reason"] != "stop"],
+        "first_partial": first_partial,
+        "cadence": cadence,
+        "partial_lag": [p["received_at"] - (t0 + p["end_ms"] / 1000) for ps in partials.values() for p in ps],
+        "lost": len(started) - len(finals),
+        "tail": events[-1]["received_at"] - (t0 + len(pcm) / 32000),
+        "utterances": len(finals),
+        "audio_s": len(pcm) / 32000,
+    }
+
+
+async def sample_process(pid: int, stop: asyncio.Event) -> dict:
+    import psutil
+    proc = psutil.Process(pid)
+    cpu0, t0, rss = sum(proc.cpu_times()[:2]), time.monotonic(), []
+    while not stop.is_set():
+        rss.append(proc.memory_info().rss)
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except asyncio.TimeoutError:
+            pass
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    return {"cpu_cores": round(cpu / (time.monotonic() - t0), 2),
+            "rss_mb_start": round(rss[0] / 2**20), "rss_mb_peak": round(max(rss) / 2**20)}
+
+
+async def run_level(url: str, pid: int | None, n: int, seconds: float) -> dict:
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_process(pid, stop)) if pid else None
+    results = await asyncio.gather(*(one_client(url, i, seconds) for i in range(n)))
+    stop.set()
+    server = await sampler if sampler else {}
+    merged = {k: [v for r in results for v in r[k]] for k in ("final_latency", "first_partial", "cadence", "partial_lag")}
+    return {
+        "streams": n,
+        "wer": round(error_rate([r["reference"] for r in results], [r["hypothesis"] for r in results], "en"), 4),
+        "final_latency_p50": pct(merged["final_latency"], 50), "final_latency_p95": pct(merged["final_latency"], 95),
+        "first_partial_p50": pct(merged["first_partial"], 50), "first_partial_p95": pct(merged["first_partial"], 95),
+        "partial_cadence_p50": pct(merged["cadence"], 50),
+        "partial_lag_p95": pct(merged["partial_lag"], 95),
+        "utterances": sum(r["utterances"] for r in results), "lost": sum(r["lost"] for r in results),
+        "stopped_after_audio_end_p95": pct([r["tail"] for r in results], 95),
+        **server,
+    }
+
+
+COLUMNS = ["streams", "wer", "first_partial_p50", "first_partial_p95", "final_latency_p50", "final_latency_p95",
+           "partial_cadence_p50", "partial_lag_p95", "utterances", "lost", "stopped_after_audio_end_p95",
+           "cpu_cores", "rss_mb_peak"]
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(" | ".join(COLUMNS))
+    for row in rows:
+        print(" | ".join(str(row.get(c, "")) for c in COLUMNS), flush=True)
+
+
+async def main_async(args) -> dict:
+    report = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform()},
+              "model": args.model, "seconds_per_stream": args.seconds, "runs": []}
+    for batch in (args.batch_sizes if not args.url else [None]):
+        server = None
+        if args.url:
+            url, pid = args.url, None
+        else:
+            server = start_server("--model", args.model, "--max-batch-size", str(batch),
+                                  "--max-connections", str(max(args.streams) + 4))
+            url, pid = server.url, server.process.pid
+        rows = []
+        try:
+            for n in args.streams:
+                rows.append(await run_level(url, pid, n, args.seconds))
+                print_table(f"model {args.model}, max batch size {batch}", rows[-1:])
+        finally:
+            if server:
+                health = json.loads(__import__("urllib.request").request.urlopen(server.http + "/health").read())
+                stop_server(server)
+        report["runs"].append({"max_batch_size": batch, "rows": rows,
+                               "batching": health.get("batching") if server else None})
+        print_table(f"== model {args.model}, max batch size {batch}", rows)
+    return report
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.stream_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 1],
+                   help="server --max-batch-size values to compare (1 = batching off)")
+    p.add_argument("--seconds", type=float, default=60, help="audio per stream (default: 60)")
+    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--url", help="benchmark a running server instead of starting one")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = p.parse_args()
+    if audio_dir() is None:
+        print("speech corpus not found: set LINGTING_AUDIO_DIR or put it at ../shared/audio", file=sys.stderr)
+        return 2
+    report = asyncio.run(main_async(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"stream_bench-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
