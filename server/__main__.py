@@ -63,6 +63,8 @@ async def run(args) -> None:
     # One decode up front, so the first client does not pay for warm-up.
     from .engines.base import DecodeRequest
     engine.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en")])
+    from .itn import warm_up
+    warm_up()
     collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size)
     collector.start()
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import msgpack
 
+from .alerts import WatchPhrase
+from .hotwords import Hotword
 from .streaming.audio import ENCODINGS
 from .streaming.segmenter import EndpointConfig
 
@@ -20,6 +22,7 @@ SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 LANGUAGES = ("auto", "en", "zh", "ja")
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_HOTWORDS, MAX_HOTWORD_CHARS = 100, 64
+MAX_WATCH, MAX_WATCH_CHARS = 50, 64
 
 
 class ErrorCode:
@@ -53,13 +56,22 @@ class StartConfig:
     partial_interval_ms: int = 500
     endpointing: EndpointConfig = field(default_factory=EndpointConfig)
     word_timestamps: bool = True
-    hotwords: tuple[tuple[str, float], ...] = ()   # (phrase, boost); used from the ITN/hotwords issue
+    hotwords: tuple[Hotword, ...] = ()
+    watch: tuple[WatchPhrase, ...] = ()
     itn: bool = True
+    itn_partials: bool = False
 
 
 @dataclass(frozen=True)
 class Start:
     config: StartConfig
+
+
+@dataclass(frozen=True)
+class Update:
+    """Replaces hotwords and/or watch phrases mid-stream (None: keep)."""
+    hotwords: tuple[Hotword, ...] | None = None
+    watch: tuple[WatchPhrase, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,7 @@ class Stop:
     pass
 
 
-ClientMessage = Start | Audio | Flush | KeepAlive | Stop
+ClientMessage = Start | Update | Audio | Flush | KeepAlive | Stop
 
 
 def _require(ok: bool, message: str) -> None:
@@ -101,7 +113,7 @@ def _bool(value, name: str) -> bool:
     return value
 
 
-def _hotwords(value) -> tuple[tuple[str, float], ...]:
+def _hotwords(value) -> tuple[Hotword, ...]:
     _require(isinstance(value, list), "hotwords must be a list of strings or {phrase, boost} maps")
     _require(len(value) <= MAX_HOTWORDS, f"at most {MAX_HOTWORDS} hotwords")
     out = []
@@ -112,12 +124,26 @@ def _hotwords(value) -> tuple[tuple[str, float], ...]:
                  f"each hotword must be a non-empty string of at most {MAX_HOTWORD_CHARS} characters")
         _require(isinstance(boost, (int, float)) and not isinstance(boost, bool) and 0 < boost <= 10,
                  "hotword boost must be a number in (0, 10]")
-        out.append((phrase.strip(), float(boost)))
+        out.append(Hotword(phrase.strip(), float(boost)))
+    return tuple(out)
+
+
+def _watch(value) -> tuple[WatchPhrase, ...]:
+    _require(isinstance(value, list), "watch must be a list of phrases, e.g. [\"hold\", \"T minus <number>\"]")
+    _require(len(value) <= MAX_WATCH, f"at most {MAX_WATCH} watch phrases")
+    out = []
+    for phrase in value:
+        _require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_WATCH_CHARS,
+                 f"each watch phrase must be a non-empty string of at most {MAX_WATCH_CHARS} characters")
+        try:
+            out.append(WatchPhrase.compile(phrase))
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, str(exc)) from None
     return tuple(out)
 
 
 _START_FIELDS = {"type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
-                 "endpointing", "word_timestamps", "hotwords", "itn"}
+                 "endpointing", "word_timestamps", "hotwords", "watch", "itn", "itn_partials"}
 _ENDPOINT_FIELDS = {"silence_ms", "max_utterance_ms", "vad_aggressiveness"}
 
 
@@ -154,7 +180,9 @@ def parse_start(msg: dict) -> StartConfig:
         endpointing=endpointing,
         word_timestamps=_bool(msg.get("word_timestamps", d.word_timestamps), "word_timestamps"),
         hotwords=_hotwords(msg.get("hotwords", [])),
+        watch=_watch(msg.get("watch", [])),
         itn=_bool(msg.get("itn", d.itn), "itn"),
+        itn_partials=_bool(msg.get("itn_partials", d.itn_partials), "itn_partials"),
     )
 
 
@@ -165,6 +193,12 @@ def parse_message(msg) -> ClientMessage:
     kind = msg.get("type")
     if kind == "start":
         return Start(parse_start(msg))
+    if kind == "update":
+        unknown = set(msg) - {"type", "hotwords", "watch"}
+        _require(not unknown, f"unknown update field(s): {', '.join(sorted(unknown))}")
+        _require("hotwords" in msg or "watch" in msg, "update needs hotwords and/or watch")
+        return Update(hotwords=_hotwords(msg["hotwords"]) if "hotwords" in msg else None,
+                      watch=_watch(msg["watch"]) if "watch" in msg else None)
     if kind == "audio":
         data = msg.get("data")
         _require(isinstance(data, (bytes, bytearray)), "audio.data must be binary")
@@ -172,7 +206,7 @@ def parse_message(msg) -> ClientMessage:
     simple = {"flush": Flush, "keepalive": KeepAlive, "stop": Stop}
     if kind in simple:
         return simple[kind]()
-    known = "start, audio, flush, keepalive, stop"
+    known = "start, update, audio, flush, keepalive, stop"
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r}; known: {known}")
 
 

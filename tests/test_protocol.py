@@ -3,6 +3,7 @@ import json
 import msgpack
 import pytest
 
+from lingting_server.hotwords import Hotword
 from lingting_server.protocol import (Audio, Codec, ErrorCode, Flush, KeepAlive, ProtocolError, Start, Stop,
                                       parse_message)
 
@@ -21,7 +22,7 @@ def test_start_defaults_and_fields():
     c = msg.config
     assert (c.sample_rate, c.encoding, c.language, c.partials) == (8000, "mulaw", "zh", False)
     assert c.endpointing.silence_ms == 300 and c.endpointing.max_utterance_ms == 20000
-    assert c.hotwords == (("ComfyUI", 1.0), ("T minus", 2.0))
+    assert c.hotwords == (Hotword("ComfyUI", 1.0), Hotword("T minus", 2.0))
 
 
 @pytest.mark.parametrize("fields, code, words", [
@@ -69,3 +70,16 @@ def test_msgpack_codec():
 
 def test_no_subprotocol_means_json():
     assert Codec(None).subprotocol == "lingting.v1.json"
+
+
+def test_update_and_watch_messages():
+    from lingting_server.protocol import Update
+    msg = parse_message({"type": "update", "hotwords": ["Lingting"], "watch": ["hold", "T minus <number>"]})
+    assert isinstance(msg, Update)
+    assert [h.phrase for h in msg.hotwords] == ["Lingting"]
+    assert [w.phrase for w in msg.watch] == ["hold", "T minus <number>"]
+    assert parse_message({"type": "update", "watch": []}).hotwords is None
+    assert error_of(parse_message, {"type": "update"}).code == ErrorCode.INVALID_FIELD
+    assert error_of(parse_message, {"type": "update", "watch": ["x" * 65]}).code == ErrorCode.INVALID_FIELD
+    assert error_of(parse_message, {"type": "start", "watch": "hold"}).code == ErrorCode.INVALID_FIELD
+    assert error_of(parse_message, {"type": "start", "watch": ["   "]}).code == ErrorCode.INVALID_FIELD

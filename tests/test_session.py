@@ -110,3 +110,35 @@ def test_auto_language_follows_first_partial():
     s.on_result(jobs[-1], DecodeResult("你好", "zh"))
     later = s.handle(Audio(to_s16(voice(0.5)))).jobs
     assert later and later[-1].request.language == "zh"
+
+
+def test_hotwords_itn_and_alerts_in_events():
+    s = started(hotwords=["ComfyUI"], watch=["<number>"], partial_interval_ms=300)
+    jobs = s.handle(Audio(to_s16(voice(1.0)))).jobs
+    assert jobs[-1].request.hotwords == ("ComfyUI",)       # the engine is biased, partials too
+    out = s.on_result(jobs[-1], DecodeResult("open comfy UI in ten", "en"))
+    assert out.events[0]["text"] == "open ComfyUI in ten"
+    assert [(e["type"], e["number"], e["status"]) for e in out.events[1:]] == [("alert", 10, "detected")]
+    (final_job,) = s.handle(Flush()).jobs
+    out = s.on_result(final_job, DecodeResult("open comfy UI in twenty five dollars", "en"))
+    kinds = [(e["type"], e.get("status")) for e in out.events]
+    assert kinds == [("alert", "retracted"), ("alert", "confirmed"), ("final", None)]
+    final = out.events[-1]
+    assert final["raw_text"] == "open ComfyUI in twenty five dollars"
+    assert final["text"] == "open ComfyUI in $25"
+
+
+def test_update_replaces_hotwords_mid_stream():
+    s = started()
+    out = s.handle(parse_message({"type": "update", "hotwords": ["Lingting"], "watch": ["hold"]}))
+    assert out.events == [{"type": "updated", "hotwords": ["Lingting"], "watch": ["hold"]}]
+    jobs = s.handle(Audio(to_s16(voice(1.0)))).jobs
+    assert jobs[-1].request.hotwords == ("Lingting",)
+
+
+def test_itn_can_be_turned_off():
+    s = started(itn=False, partials=False)
+    s.handle(Audio(to_s16(voice(1.0))))
+    (job,) = s.handle(Flush()).jobs
+    final = s.on_result(job, DecodeResult("twenty five dollars", "en")).events[-1]
+    assert final["text"] == final["raw_text"] == "twenty five dollars"

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..alerts import AlertTracker
 from ..engines.base import DecodeRequest, DecodeResult
+from ..hotwords import apply_hotwords, prompt_text
+from ..itn import inverse_normalize
 from ..protocol import (Audio, ClientMessage, ErrorCode, Flush, KeepAlive, ProtocolError, Start,
-                        StartConfig, Stop)
+                        StartConfig, Stop, Update)
 from .audio import MODEL_RATE, AudioDecoder, AudioFormatError
 from .segmenter import Segmenter, SpeechEnded, SpeechStarted
 from .stabilizer import Stabilizer
@@ -62,6 +65,8 @@ class Session:
         self._decoder: AudioDecoder | None = None
         self._segmenter: Segmenter | None = None
         self._stabilizer = Stabilizer()
+        self._alerts = AlertTracker()
+        self._hotwords: tuple = ()
         self._seq = 0
         self._last_partial_sample = 0   # utterance audio length at the last partial request
         self._onset = 0                 # speech onset of the open utterance
@@ -85,6 +90,8 @@ class Session:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "the stream is stopping: no more messages are taken")
         if isinstance(message, Audio):
             return self._audio(message.data)
+        if isinstance(message, Update):
+            return self._update(message)
         if isinstance(message, Flush):
             return self._segment_events(self._segmenter.flush("flush"))
         if isinstance(message, Stop):
@@ -99,6 +106,8 @@ class Session:
             raise ProtocolError(ErrorCode.UNSUPPORTED,
                                 f"model {self.model} does not know language {config.language!r}")
         self.config = config
+        self._hotwords = config.hotwords
+        self._alerts.watch = config.watch
         self._decoder = AudioDecoder(config.encoding, config.sample_rate)
         self._segmenter = Segmenter(config.endpointing)
         self.state = "streaming"
@@ -107,6 +116,15 @@ class Session:
             "sample_rate": config.sample_rate, "encoding": config.encoding,
             "language": config.language, "limits": self.limits,
         }])
+
+    def _update(self, update: Update) -> Output:
+        # Takes effect from the next decode request on, partials included.
+        if update.hotwords is not None:
+            self._hotwords = update.hotwords
+        if update.watch is not None:
+            self._alerts.watch = update.watch
+        return Output(events=[{"type": "updated", "hotwords": [h.phrase for h in self._hotwords],
+                               "watch": [w.phrase for w in self._alerts.watch]}])
 
     def _audio(self, data: bytes) -> Output:
         try:
@@ -148,7 +166,7 @@ class Session:
     def _request(self, kind: str, audio, utterance: int) -> DecodeRequest:
         return DecodeRequest(
             audio=audio, kind=kind, language=self._language(utterance),
-            hotwords=tuple(p for p, _ in self.config.hotwords),
+            hotwords=(prompt_text(self._hotwords),) if self._hotwords else (),
             word_timestamps=kind == "final" and self.config.word_timestamps,
         )
 
@@ -194,17 +212,23 @@ class Session:
             self._utterance_language.setdefault(job.utterance, result.language)
         if not result.text:
             return Output()
-        stable, text = self._stabilizer.update(result.text)
-        return Output(events=[{"type": "partial", "utterance": job.utterance,
-                               "start_ms": ms(job.start_sample), "end_ms": ms(job.end_sample),
-                               "text": text, "stable_text": stable, "language": result.language}])
+        stable, text = self._stabilizer.update(apply_hotwords(result.text, self._hotwords))
+        event = {"type": "partial", "utterance": job.utterance,
+                 "start_ms": ms(job.start_sample), "end_ms": ms(job.end_sample),
+                 "text": text, "stable_text": stable, "language": result.language}
+        if self.config.itn and self.config.itn_partials:
+            event["itn_text"] = inverse_normalize(text, result.language)
+        return Output(events=[event, *self._alerts.on_partial(text, job.utterance, ms(job.end_sample))])
 
     def _on_final(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> Output:
         self._finals_pending.pop(job.utterance, None)
         offset = ms(job.audio_start)
+        language = result.language if result else None
+        raw = apply_hotwords(result.text, self._hotwords) if result else ""
+        text = inverse_normalize(raw, language) if self.config.itn else raw
         event = {"type": "final", "utterance": job.utterance, "start_ms": ms(job.start_sample),
                  "end_ms": ms(job.end_sample), "reason": job.reason,
-                 "text": result.text if result else "", "language": result.language if result else None,
+                 "text": text, "raw_text": raw, "language": language,
                  "words": [{"word": w.word, "start_ms": offset + w.start_ms, "end_ms": offset + w.end_ms,
                             "probability": w.probability} for w in result.words] if result and result.words else None}
         out = Output()
@@ -212,10 +236,11 @@ class Session:
             event["error"] = error
             out.events.append(ProtocolError(ErrorCode.DECODE_FAILED,
                                             f"utterance {job.utterance} could not be decoded: {error}").event())
-        # Finals go out in utterance order, whatever order decodes end in.
-        self._finals_ready[job.utterance] = event
+        # Finals go out in utterance order, whatever order decodes end in;
+        # an utterance's alert verdicts go right before its final.
+        self._finals_ready[job.utterance] = [*self._alerts.on_final(raw, job.utterance, ms(job.end_sample)), event]
         while self._next_final in self._finals_ready:
-            out.events.append(self._finals_ready.pop(self._next_final))
+            out.events.extend(self._finals_ready.pop(self._next_final))
             self._utterance_language.pop(self._next_final, None)
             self._next_final += 1
         return out.extend(self._maybe_stopped())

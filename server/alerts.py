@@ -1,0 +1,140 @@
+"""Watch phrases: "hold", "abort", "T minus <number>".
+
+A session registers phrases; each partial is scanned and every new
+occurrence raises an alert at once. The final confirms the alerts it still
+contains and retracts the others. Numbers (digits, English or Chinese number
+words) are parsed to integers, so a countdown reads as 10, 9, 8 ..."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+NUMBER_SLOT = "<number>"
+_EN_UNITS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_EN_UNITS["oh"] = 0
+_EN_TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i >= 2}
+_ZH_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
+_EN_NUMBER = (rf"(?:(?:{'|'.join(_EN_TENS)})(?: (?:{'|'.join(w for w in _EN_UNITS if _EN_UNITS[w] and _EN_UNITS[w] < 10)}))?"
+              rf"|{'|'.join(sorted(_EN_UNITS, key=len, reverse=True))})")
+_NUMBER = rf"(\d+|{_EN_NUMBER}|[零〇一二两三四五六七八九十百]+)"
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
+
+
+def parse_number(text: str) -> int | None:
+    text = text.strip().lower()
+    if text.isdigit():
+        return int(text)
+    words = text.split()
+    if words and all(w in _EN_UNITS or w in _EN_TENS for w in words):
+        return sum(_EN_TENS.get(w, 0) + _EN_UNITS.get(w, 0) for w in words)
+    if text and all(c in _ZH_DIGITS or c in "十百" for c in text):
+        value, current = 0, 0
+        for c in text:
+            if c == "十":
+                value += (current or 1) * 10
+                current = 0
+            elif c == "百":
+                value += (current or 1) * 100
+                current = 0
+            else:
+                current = current * 10 + _ZH_DIGITS[c] if current else _ZH_DIGITS[c]
+        return value + current
+    return None
+
+
+def normalize_for_matching(text: str) -> str:
+    text = re.sub(r"[-‐–—]", " ", text.lower())
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class WatchPhrase:
+    phrase: str
+    pattern: re.Pattern
+
+    @classmethod
+    def compile(cls, phrase: str) -> "WatchPhrase":
+        tokens = [t for t in re.split(r"\s*(<number>)\s*|\s+", phrase.strip(), flags=re.I) if t]
+        spacer = r"\s*" if _CJK.search(phrase) else r"\s+"
+        parts = [_NUMBER if t.lower() == NUMBER_SLOT else re.escape(normalize_for_matching(t)) for t in tokens]
+        parts = [p for p in parts if p]
+        if not parts:
+            raise ValueError(f"watch phrase {phrase!r} has nothing to match")
+        return cls(phrase, re.compile(_edge(tokens[0], left=True) + spacer.join(parts) + _edge(tokens[-1], left=False)))
+
+
+def _edge(token: str, left: bool) -> str:
+    """Whole words only ("hold" must not fire inside "holder"); CJK has no word edges."""
+    if token.lower() == NUMBER_SLOT:
+        return r"(?<![0-9A-Za-z])" if left else r"(?![0-9A-Za-z])"
+    if _CJK.search(token[0] if left else token[-1]):
+        return ""
+    return r"(?<!\w)" if left else r"(?!\w)"
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    phrase: str
+    index: int              # n-th occurrence of this phrase in the utterance
+    text: str
+    number: int | None
+
+
+def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurrence]:
+    normalized = normalize_for_matching(text)
+    found = []
+    for w in watch:
+        for index, m in enumerate(w.pattern.finditer(normalized)):
+            number = next((parse_number(g) for g in m.groups() if g is not None), None)
+            found.append((m.start(), Occurrence(w.phrase, index, m.group(0), number)))
+    return [o for _, o in sorted(found, key=lambda pair: pair[0])]
+
+
+@dataclass
+class AlertTracker:
+    """Alerts of one stream: which occurrences were announced, per utterance."""
+    watch: tuple[WatchPhrase, ...] = ()
+    _announced: dict[int, dict[tuple[str, int], tuple[str, Occurrence]]] = field(default_factory=dict)
+    _next_id: int = 0
+
+    def _alert(self, occurrence: Occurrence, utterance: int, audio_ms: int, status: str, alert_id: str) -> dict:
+        return {"type": "alert", "alert_id": alert_id, "status": status, "phrase": occurrence.phrase,
+                "text": occurrence.text, "number": occurrence.number, "utterance": utterance, "audio_ms": audio_ms}
+
+    def _new_id(self) -> str:
+        self._next_id += 1
+        return f"a{self._next_id}"
+
+    def on_partial(self, text: str, utterance: int, audio_ms: int) -> list[dict]:
+        if not self.watch:
+            return []
+        announced = self._announced.setdefault(utterance, {})
+        events = []
+        for occurrence in find_occurrences(text, self.watch):
+            key = (occurrence.phrase, occurrence.index)
+            if key not in announced:
+                alert_id = self._new_id()
+                announced[key] = (alert_id, occurrence)
+                events.append(self._alert(occurrence, utterance, audio_ms, "detected", alert_id))
+        return events
+
+    def on_final(self, text: str, utterance: int, audio_ms: int) -> list[dict]:
+        announced = self._announced.pop(utterance, {})
+        if not self.watch and not announced:
+            return []
+        events = []
+        final = {(o.phrase, o.index): o for o in find_occurrences(text, self.watch)}
+        for key, (alert_id, occurrence) in announced.items():
+            confirmed = final.get(key)
+            if confirmed is not None and confirmed.number == occurrence.number:
+                events.append(self._alert(confirmed, utterance, audio_ms, "confirmed", alert_id))
+                del final[key]
+            else:
+                events.append(self._alert(occurrence, utterance, audio_ms, "retracted", alert_id))
+        for occurrence in final.values():   # heard only in the final decode
+            events.append(self._alert(occurrence, utterance, audio_ms, "confirmed", self._new_id()))
+        return events

@@ -1,0 +1,46 @@
+from lingting_server.alerts import AlertTracker, WatchPhrase, find_occurrences, parse_number
+from lingting_server.hotwords import Hotword, apply_hotwords
+
+HOTWORDS = (Hotword("ComfyUI"), Hotword("Lingting"), Hotword("hold"), Hotword("达摩院"))
+
+
+def test_hotword_fixes_spacing_case_and_near_misses():
+    assert apply_hotwords("go into your comfy UI folder, the Comfy-UI.", HOTWORDS) == \
+        "go into your ComfyUI folder, the ComfyUI."
+    assert apply_hotwords("Welcome to Ling Ting.", HOTWORDS) == "Welcome to Lingting."
+    assert apply_hotwords("Welcome to Lingding.", HOTWORDS) == "Welcome to Lingting."
+
+
+def test_hotword_never_rewrites_text_far_from_it():
+    for text in ["I am old and cold", "ask not what your country can do for you",
+                 "then you go into your confi you eye folder", "欢迎大家来体验达魔院推出的模型",
+                 "Link thing is great"]:
+        assert apply_hotwords(text, HOTWORDS) == text
+
+
+def test_numbers_parse():
+    assert [parse_number(t) for t in ["10", "ten", "twenty one", "oh", "十", "二十一", "九"]] == [10, 10, 21, 0, 10, 21, 9]
+
+
+def test_watch_phrases_match_whole_words_and_numbers():
+    watch = tuple(WatchPhrase.compile(p) for p in ["T minus <number>", "<number>", "hold", "倒计时<number>"])
+    found = find_occurrences("T-minus 10, 9, 8. Hold, hold! the holder", watch)
+    assert [(o.phrase, o.number) for o in found] == [
+        ("T minus <number>", 10), ("<number>", 10), ("<number>", 9), ("<number>", 8), ("hold", None), ("hold", None)]
+    found = find_occurrences("倒计时十，九", watch)
+    assert [(o.phrase, o.number) for o in found] == [("倒计时<number>", 10), ("<number>", 10), ("<number>", 9)]
+    assert find_occurrences("often ninety nine", (WatchPhrase.compile("ten"),)) == []
+
+
+def test_alerts_once_per_occurrence_then_confirmed_or_retracted():
+    tracker = AlertTracker((WatchPhrase.compile("<number>"), WatchPhrase.compile("hold")))
+    first = tracker.on_partial("T minus 10, 9", 0, 1000)
+    assert [(a["number"], a["status"]) for a in first] == [(10, "detected"), (9, "detected")]
+    assert tracker.on_partial("T minus 10, 9", 0, 1200) == []              # no repeats
+    later = tracker.on_partial("T minus 10, 9, 8", 0, 1500)
+    assert [(a["number"], a["alert_id"]) for a in later] == [(8, "a3")]
+    verdicts = tracker.on_final("T minus 10, 9, hold", 0, 2000)
+    assert [(a["alert_id"], a["status"]) for a in verdicts] == [
+        ("a1", "confirmed"), ("a2", "confirmed"), ("a3", "retracted"), ("a4", "confirmed")]
+    # The next utterance starts counting again.
+    assert [a["number"] for a in tracker.on_partial("10", 1, 3000)] == [10]
