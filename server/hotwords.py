@@ -2,22 +2,27 @@
 
 The engine's own biasing (a Whisper prompt) does most of the work; this
 catches what is left: a hotword heard with other spacing or case ("comfy UI"
--> "ComfyUI"), or a near miss spelled a letter or two off. A span is only
-rewritten when it is nearly the hotword already, so text far from every
-hotword is never touched."""
+-> "ComfyUI"), a near miss spelled a letter or two off, or one that sounds
+the same (NYSIIS codes for Latin script, toneless pinyin for Chinese:
+"ConfUI" -> "ComfyUI", "达魔院" -> "达摩院"). A span is only rewritten when it
+is nearly the hotword already, so text far from every hotword is untouched."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+import jellyfish
+from pypinyin import lazy_pinyin
 from rapidfuzz.fuzz import ratio
 
-from .streaming.text import join_units, split_units
+from .streaming.text import _IS_CJK, join_units, split_units
 
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _EDGE_PUNCT = re.compile(r"^(\W*)(.*?)(\W*)$", re.UNICODE | re.DOTALL)
-MIN_FUZZY_CHARS = 5   # shorter hotwords must match exactly (up to case and spacing)
+MIN_FUZZY_CHARS = 5   # shorter Latin hotwords must match exactly (up to case and spacing)
+SOUNDS_ALIKE = 0.85   # phonetic-code similarity that counts as "sounds the same"...
+SPELLED_NEAR = 0.70   # ...for a span spelled at least this close
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,33 @@ def apply_hotwords(text: str, hotwords: tuple[Hotword, ...] | list[Hotword]) -> 
     return join_units(units) if replacements else text
 
 
+def _sounds(text: str) -> str:
+    if _IS_CJK.search(text):
+        return " ".join(lazy_pinyin(text))
+    return jellyfish.nysiis(text) if text else ""
+
+
+def _similarity(candidate: str, target: str, target_sound: str) -> float:
+    if candidate == target:
+        return 1.0
+    cjk = bool(_IS_CJK.search(target))
+    if not cjk and len(target) < MIN_FUZZY_CHARS:
+        return 0.0
+    spelled = ratio(candidate, target) / 100
+    if cjk:   # one wrong character of a short word is a different word unless it sounds the same
+        return 0.99 if len(candidate) == len(target) and _sounds(candidate) == target_sound else spelled
+    if spelled >= SPELLED_NEAR and ratio(_sounds(candidate), target_sound) / 100 >= SOUNDS_ALIKE:
+        return max(spelled, 0.9)
+    return spelled
+
+
 def _best_span(units: list[str], taken: list[bool], hotword: Hotword) -> tuple[int, int] | None:
     """The free span of units most like the hotword, if like enough."""
     target = _squash(hotword.phrase)
     if not target:
         return None
     width = len(split_units(hotword.phrase))
-    fuzzy = len(target) >= MIN_FUZZY_CHARS
+    target_sound = _sounds(target)
     best = None
     for n in range(max(1, width - 1), width + 3):
         for i in range(0, len(units) - n + 1):
@@ -68,12 +93,13 @@ def _best_span(units: list[str], taken: list[bool], hotword: Hotword) -> tuple[i
             candidate = _squash(join_units(units[i:i + n]))
             if not candidate or abs(len(candidate) - len(target)) > max(1, len(target) // 4):
                 continue
-            score = 1.0 if candidate == target else (ratio(candidate, target) / 100 if fuzzy else 0.0)
+            score = _similarity(candidate, target, target_sound)
             if score >= hotword.threshold and (best is None or score > best[0]):
                 best = (score, i, n)
     return best[1:] if best else None
 
 
-def prompt_text(hotwords: tuple[Hotword, ...] | list[Hotword]) -> str:
-    """Hotwords for the engine's prompt, the most boosted first."""
-    return ", ".join(h.phrase for h in sorted(hotwords, key=lambda h: -h.boost))
+def mentions_any(text: str, phrases: tuple[str, ...] | list[str]) -> bool:
+    """Whether text holds one of the phrases verbatim (up to case, spacing, punctuation)."""
+    squashed = _squash(text)
+    return any(_squash(p) and _squash(p) in squashed for p in phrases)

@@ -18,6 +18,7 @@ _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.!?;:%)\]}])")
 _SPACE_AFTER_CURRENCY = re.compile(r"([$¥€£])\s+(?=\d)")
 _ZH_DATE = re.compile(r"(?<!\d)(\d{4})/(\d{2})(?:/(\d{2}))?(?=\d{1,2}:\d{2}|\D|$)")
 _ZH_TIME = re.compile(r"(\d{1,2}):(\d{2})\s*([ap])\.?m\.?", re.IGNORECASE)
+_EN_CENTS = re.compile(r"\$(\d[\d,]*) and (\d{1,2}) cents?\b")   # "$1250 and 75 cents": wetext leaves it
 _EN_MATH = [(re.compile(r"(?<=\d) times (?=\d)"), " × "), (re.compile(r"(?<=\d) equals (?=\d)"), " = ")]
 _DIGIT_GROUP = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
@@ -55,6 +56,7 @@ def inverse_normalize(text: str, language: str | None) -> str:
     out = _SPACE_BEFORE_PUNCT.sub(r"\1", out)
     out = _SPACE_AFTER_CURRENCY.sub(r"\1", out)
     if language == "en":
+        out = _EN_CENTS.sub(lambda m: f"${m.group(1)}.{int(m.group(2)):02d}", out)
         for pattern, symbol in _EN_MATH:
             out = pattern.sub(symbol, out)
     if language == "zh":

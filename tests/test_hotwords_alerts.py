@@ -11,10 +11,16 @@ def test_hotword_fixes_spacing_case_and_near_misses():
     assert apply_hotwords("Welcome to Lingding.", HOTWORDS) == "Welcome to Lingting."
 
 
+def test_hotword_matches_what_sounds_the_same():
+    assert apply_hotwords("your ConfUI folder", HOTWORDS) == "your ComfyUI folder"
+    assert apply_hotwords("欢迎大家来体验达魔院推出的模型", HOTWORDS) == "欢迎大家来体验达摩院推出的模型"
+
+
 def test_hotword_never_rewrites_text_far_from_it():
     for text in ["I am old and cold", "ask not what your country can do for you",
-                 "then you go into your confi you eye folder", "欢迎大家来体验达魔院推出的模型",
-                 "Link thing is great"]:
+                 "then you go into your confi you eye folder", "欢迎大家来体验大模型",
+                 "He began a confused complaint", "the conference, you see",
+                 "Linking things is great"]:
         assert apply_hotwords(text, HOTWORDS) == text
 
 

@@ -15,7 +15,7 @@ class DecodeRequest:
     audio: np.ndarray                  # 16 kHz mono float32
     kind: Kind
     language: str | None = None        # None: let the model detect it
-    hotwords: tuple[str, ...] = ()
+    hotwords: tuple[str, ...] = ()     # phrases to bias toward, most important first
     word_timestamps: bool = False
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..streaming.text import collapse_repeats
+from ..hotwords import mentions_any
 from .base import DecodeRequest, DecodeResult, EngineOutOfMemory, Word
 
 log = logging.getLogger("lingting.whisper")
@@ -137,40 +138,84 @@ class WhisperEngine:
 
         kind = requests[0].kind
         beam = self.options.final_beam_size if kind == "final" else self.options.partial_beam_size
-        prompts = []
-        for request, language in zip(requests, languages):
-            tokenizer = self._tokenizer(language)
-            previous = _LANGUAGE_PROMPTS.get(language)
-            prompts.append(model.get_prompt(
-                tokenizer,
-                previous_tokens=tokenizer.encode(previous) if previous else [],
-                without_timestamps=True,
-                hotwords=" ".join(request.hotwords) or None,
-            ))
+        # Every request is decoded plainly; one with hotwords is decoded a second
+        # time with them in the prompt, sharing the encoder output. The biased
+        # text wins only if it has a hotword the plain one lacks: a prompt also
+        # nudges unrelated words, and unrelated hotwords must change nothing.
+        prompts = [self._prompt(language, ()) for language in languages]
+        rows = list(range(len(requests)))
+        biased: dict[int, int] = {}
+        for i, (request, language) in enumerate(zip(requests, languages)):
+            if request.hotwords:
+                biased[i] = len(prompts)
+                prompts.append(self._prompt(language, request.hotwords))
+                rows.append(i)
         # Bound the output by the audio's length: a looping decode stops early.
         max_new = max(16, int(max(len(r.audio) for r in requests) / 16000 * 12) + 16)
         max_length = min(model.max_length, max(len(p) for p in prompts) + max_new)
-        outputs = model.model.generate(
-            encoder_output, prompts, beam_size=beam, max_length=max_length,
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=[-1],
-        )
+        outputs = self._generate(encoder_output, rows, prompts, beam_size=beam, max_length=max_length)
 
         results = []
-        for i, (request, language, out) in enumerate(zip(requests, languages, outputs)):
-            tokens = [t for t in out.sequences_ids[0] if t < self._tokenizer(language).eot]
-            avg_logprob = out.scores[0] if out.scores else 0.0
-            silent = (out.no_speech_prob > self.options.no_speech_threshold
-                      and avg_logprob < self.options.logprob_threshold)
-            hit_limit = len(prompts[i]) + len(out.sequences_ids[0]) >= max_length
-            text = "" if silent else self._clean(self._tokenizer(language).decode(tokens), language, hit_limit)
+        for i, (request, language) in enumerate(zip(requests, languages)):
+            text, tokens, out = self._read(outputs[i], language, len(prompts[i]), max_length)
+            if i in biased:
+                alt_text, alt_tokens, alt_out = self._read(outputs[biased[i]], language,
+                                                           len(prompts[biased[i]]), max_length)
+                if mentions_any(alt_text, request.hotwords) and not mentions_any(text, request.hotwords):
+                    text, tokens, out = alt_text, alt_tokens, alt_out
             words = None
             if request.word_timestamps and text:
                 words = self._words(request, language, tokens, encoder_output, i, frames[i])
             results.append(DecodeResult(text=text, language=language, words=words,
-                                        avg_logprob=float(avg_logprob),
+                                        avg_logprob=float(out.scores[0] if out.scores else 0.0),
                                         no_speech_prob=float(out.no_speech_prob)))
         return results
+
+    def _prompt(self, language: str, hotwords: tuple[str, ...]) -> list[int]:
+        tokenizer = self._tokenizer(language)
+        previous = _LANGUAGE_PROMPTS.get(language)
+        return self._model.get_prompt(
+            tokenizer, previous_tokens=tokenizer.encode(previous) if previous else [],
+            without_timestamps=True, hotwords=", ".join(hotwords) or None)
+
+    def _generate(self, encoder_output, rows: list[int], prompts: list[list[int]], **options) -> list:
+        """Generate for prompts[j] from encoder row rows[j]. CTranslate2 wants
+        <|startoftranscript|> at one position across a batch, so prompts with
+        different context lengths (hotwords, language prompts) go in separate calls."""
+        sot = self._model.hf_tokenizer.token_to_id("<|startoftranscript|>")
+        groups: dict[int, list[int]] = {}
+        for j, prompt in enumerate(prompts):
+            groups.setdefault(prompt.index(sot), []).append(j)
+        outputs: list = [None] * len(prompts)
+        for members in groups.values():
+            results = self._model.model.generate(
+                self._rows(encoder_output, [rows[j] for j in members]), [prompts[j] for j in members],
+                return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+                suppress_tokens=[-1], **options)
+            for j, result in zip(members, results):
+                outputs[j] = result
+        return outputs
+
+    @staticmethod
+    def _rows(encoder_output, rows: list[int]):
+        """The encoder output with its rows in `rows` order (repeats allowed)."""
+        import ctranslate2
+        if rows == list(range(encoder_output.shape[0])):
+            return encoder_output
+        if encoder_output.device != "cpu":
+            encoder_output = encoder_output.to_device(ctranslate2.Device.cpu)
+        array = np.asarray(encoder_output)[rows]
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
+
+    def _read(self, out, language: str, prompt_length: int, max_length: int):
+        """(text, tokens, raw output) of one generation result."""
+        tokenizer = self._tokenizer(language)
+        tokens = [t for t in out.sequences_ids[0] if t < tokenizer.eot]
+        avg_logprob = out.scores[0] if out.scores else 0.0
+        if out.no_speech_prob > self.options.no_speech_threshold and avg_logprob < self.options.logprob_threshold:
+            return "", [], out
+        hit_limit = prompt_length + len(out.sequences_ids[0]) >= max_length
+        return self._clean(tokenizer.decode(tokens), language, hit_limit), tokens, out
 
     def _clean(self, text: str, language: str | None, hit_limit: bool) -> str:
         text = collapse_repeats(text.strip(), hit_limit)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..alerts import AlertTracker
 from ..engines.base import DecodeRequest, DecodeResult
-from ..hotwords import apply_hotwords, prompt_text
+from ..hotwords import apply_hotwords
 from ..itn import inverse_normalize
 from ..protocol import (Audio, ClientMessage, ErrorCode, Flush, KeepAlive, ProtocolError, Start,
                         StartConfig, Stop, Update)
@@ -166,7 +166,8 @@ class Session:
     def _request(self, kind: str, audio, utterance: int) -> DecodeRequest:
         return DecodeRequest(
             audio=audio, kind=kind, language=self._language(utterance),
-            hotwords=(prompt_text(self._hotwords),) if self._hotwords else (),
+            # The most boosted first: the engine's prompt may have to cut the tail.
+            hotwords=tuple(h.phrase for h in sorted(self._hotwords, key=lambda h: -h.boost)),
             word_timestamps=kind == "final" and self.config.word_timestamps,
         )
 

@@ -1,0 +1,151 @@
+"""End to end: ITN, hotwords and watch-phrase alerts on real (and espeak) speech."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import websockets
+from rapidfuzz.distance import Levenshtein
+
+from bench.corpus import dev_clips, error_rate, load_manifest
+from lingting_client import StreamOptions
+from streaming import check_event_grammar, finals_text, gather_limited, stream_events, wav_pcm
+
+pytestmark = pytest.mark.e2e
+
+
+def written_words(text: str) -> list[str]:
+    """Score on the written form: case and punctuation go, symbols and digits stay."""
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
+    return re.findall(r"[\w%×=$.]+", text.replace(". ", " ").rstrip("."))
+
+
+async def test_itn_gives_the_written_form(server, shared_audio):
+    (clip,) = [c for c in load_manifest() if c.file == "en/cheetah_test_en_norm_ITN.wav"]
+    events = await stream_events(server.url, wav_pcm(clip.path), StreamOptions(language="en", speed=0))
+    check_event_grammar(events)
+    final = " ".join(e["text"] for e in events if e["type"] == "final")
+    raw = " ".join(e["raw_text"] for e in events if e["type"] == "final")
+    import jiwer
+    rate = jiwer.wer(" ".join(written_words(clip.transcript)), " ".join(written_words(final)))
+    print(f"written-form WER {rate:.3f}: {final!r} (raw {raw!r})")
+    assert rate <= 0.1, final
+    assert "6 × 10 = 60" in final and "12%" in final and "times" in raw
+
+
+async def test_itn_off_keeps_the_spoken_form(server, shared_audio):
+    (clip,) = [c for c in load_manifest() if c.file == "en/cheetah_test_en_norm_ITN.wav"]
+    events = await stream_events(server.url, wav_pcm(clip.path), StreamOptions(language="en", speed=0, itn=False))
+    finals = [e for e in events if e["type"] == "final"]
+    assert all(e["text"] == e["raw_text"] for e in finals) and "times" in finals_text(events)
+
+
+async def test_digit_strings_come_out_as_digits(server, shared_audio):
+    expected = {"en/vosk_test_digits.wav": "100019021001803", "en/sr_english_123.wav": "123"}
+    for file, digits in expected.items():
+        events = await stream_events(server.url, wav_pcm(shared_audio / file), StreamOptions(language="en", speed=0))
+        got = "".join(re.findall(r"\d", finals_text(events)))
+        print(file, repr(finals_text(events)), got)
+        assert Levenshtein.distance(got, digits) <= 2, finals_text(events)
+
+
+async def test_dates_and_money(server, shared_audio):
+    events = await stream_events(server.url, wav_pcm(shared_audio / "synthetic" / "en_itn_dates_money.wav"),
+                                 StreamOptions(language="en", speed=0))
+    text = finals_text(events)
+    print(repr(text))
+    assert "March 3" in text and "2024" in text
+    assert "$1250.75" in text or "$1,250.75" in text
+
+
+async def test_countdown_alerts_arrive_in_order_before_each_final(server, shared_audio):
+    pcm = wav_pcm(shared_audio / "synthetic" / "en_countdown.wav")
+    options = StreamOptions(language="en", speed=1.0)
+    async with websockets.connect(server.url) as ws:
+        await ws.send(json.dumps({**options.start_message(), "watch": ["T minus <number>", "<number>"],
+                                  "partial_interval_ms": 300}))
+        events = await _stream_raw(ws, pcm)
+    check_event_grammar(events)
+    first_report: dict[str, int] = {}
+    retracted = set()
+    for i, e in enumerate(events):
+        if e["type"] == "alert" and e["phrase"] == "<number>":
+            first_report.setdefault(e["alert_id"], i)
+            if e["status"] == "retracted":
+                retracted.add(e["alert_id"])
+    kept = sorted((i, a) for a, i in first_report.items() if a not in retracted)
+    numbers = [next(e["number"] for e in events if e.get("alert_id") == a) for _, a in kept]
+    print("countdown alerts:", numbers, "retracted:", len(retracted))
+    assert numbers == list(range(10, 0, -1))
+    final_index = {e["utterance"]: i for i, e in enumerate(events) if e["type"] == "final"}
+    for i, alert_id in kept:
+        alert = events[i]
+        assert i < final_index[alert["utterance"]], "an alert comes before its utterance's final"
+    assert any(e["type"] == "alert" and e["status"] == "detected" for e in events), "alerts come from partials"
+    t_minus = [e for e in events if e["type"] == "alert" and e["phrase"] == "T minus <number>"]
+    assert t_minus and t_minus[0]["number"] == 10
+
+
+async def _stream_raw(ws, pcm: bytes) -> list[dict]:
+    import asyncio
+    import time
+    events = [json.loads(await ws.recv())]
+
+    async def send():
+        start = time.monotonic()
+        for k, i in enumerate(range(0, len(pcm), 3200)):
+            await asyncio.sleep(max(0, start + (k + 1) * 0.1 - time.monotonic()))
+            await ws.send(pcm[i:i + 3200])
+        await ws.send(json.dumps({"type": "stop"}))
+
+    sender = asyncio.create_task(send())
+    while events[-1]["type"] != "stopped":
+        events.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+    await sender
+    return events
+
+
+async def test_hotword_reaches_partials_and_finals(server, shared_audio):
+    pcm = wav_pcm(shared_audio / "en" / "fw_hotwords_ComfyUI.wav")
+
+    async def run(**extra):
+        options = StreamOptions(language="en", speed=1.0, **extra)
+        events = await stream_events(server.url, pcm, options)
+        check_event_grammar(events)
+        partials = [e["text"] for e in events if e["type"] == "partial"]
+        return finals_text(events), partials
+
+    final, partials = await run()
+    print("without:", final, partials)
+    assert "ComfyUI" not in final and not any("ComfyUI" in p for p in partials)
+    final, partials = await run(hotwords=["ComfyUI"])
+    print("with:", final, partials)
+    assert final.count("ComfyUI") == 2
+    assert any("ComfyUI" in p for p in partials)
+
+
+async def test_hotword_update_mid_stream(server, shared_audio):
+    pcm = wav_pcm(shared_audio / "en" / "fw_hotwords_ComfyUI.wav")
+    async with websockets.connect(server.url) as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
+        await ws.send(json.dumps({"type": "update", "hotwords": [{"phrase": "ComfyUI", "boost": 2}]}))
+        events = await _stream_raw(ws, pcm)
+    updated = next(e for e in events if e["type"] == "updated")
+    assert updated["hotwords"] == ["ComfyUI"]
+    assert "ComfyUI" in finals_text(events)
+
+
+async def test_unrelated_hotwords_leave_correct_text_alone(server, shared_audio):
+    clips = dev_clips("en")
+
+    async def score(hotwords):
+        options = StreamOptions(language="en", speed=0, partials=False, hotwords=hotwords)
+        results = await gather_limited([stream_events(server.url, wav_pcm(c.path), options) for c in clips], 4)
+        return error_rate([c.transcript for c in clips], [finals_text(r) for r in results], "en")
+
+    without = await score([])
+    with_unrelated = await score(["ComfyUI", "Lingting", "Kubernetes", "agent-assist"])
+    print(f"English WER without hotwords {without:.4f}, with unrelated hotwords {with_unrelated:.4f}")
+    assert with_unrelated <= without + 0.005
