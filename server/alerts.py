@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 
 NUMBER_SLOT = "<number>"
 _EN_UNITS = {w: i for i, w in enumerate(
@@ -96,9 +97,13 @@ def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurren
 
 @dataclass
 class AlertTracker:
-    """Alerts of one stream: which occurrences were announced, per utterance."""
+    """Alerts of one stream: which occurrences were announced, per utterance.
+
+    Occurrences are matched between hypotheses by aligning their sequences
+    (phrase and number), not by position: a partial that missed a word must
+    not shift every later occurrence into a "new" one."""
     watch: tuple[WatchPhrase, ...] = ()
-    _announced: dict[int, dict[tuple[str, int], tuple[str, Occurrence]]] = field(default_factory=dict)
+    _announced: dict[int, list[tuple[str, Occurrence]]] = field(default_factory=dict)
     _next_id: int = 0
 
     def _alert(self, occurrence: Occurrence, utterance: int, audio_ms: int, status: str, alert_id: str) -> dict:
@@ -109,32 +114,53 @@ class AlertTracker:
         self._next_id += 1
         return f"a{self._next_id}"
 
+    @staticmethod
+    def _align(announced: list[tuple[str, Occurrence]], found: list[Occurrence]) -> dict[int, int]:
+        """found index -> announced index, for occurrences that are the same."""
+        def key(o: Occurrence):
+            return (o.phrase, o.number if o.number is not None else o.text)
+        matcher = SequenceMatcher(None, [key(o) for _, o in announced], [key(o) for o in found], autojunk=False)
+        pairs = {}
+        for block in matcher.get_matching_blocks():
+            for k in range(block.size):
+                pairs[block.b + k] = block.a + k
+        return pairs
+
     def on_partial(self, text: str, utterance: int, audio_ms: int) -> list[dict]:
         if not self.watch:
             return []
-        announced = self._announced.setdefault(utterance, {})
+        announced = self._announced.setdefault(utterance, [])
+        found = find_occurrences(text, self.watch)
+        matched = self._align(announced, found)
         events = []
-        for occurrence in find_occurrences(text, self.watch):
-            key = (occurrence.phrase, occurrence.index)
-            if key not in announced:
-                alert_id = self._new_id()
-                announced[key] = (alert_id, occurrence)
-                events.append(self._alert(occurrence, utterance, audio_ms, "detected", alert_id))
+        inserted = 0
+        for index, occurrence in enumerate(found):
+            if index in matched:
+                continue
+            alert_id = self._new_id()
+            # Keep the announced list in spoken order: a late "9" goes between 10 and 8.
+            before = [matched[j] for j in range(index) if j in matched]
+            position = (max(before) + 1 if before else 0) + inserted
+            announced.insert(position, (alert_id, occurrence))
+            inserted += 1
+            events.append(self._alert(occurrence, utterance, audio_ms, "detected", alert_id))
         return events
 
     def on_final(self, text: str, utterance: int, audio_ms: int) -> list[dict]:
-        announced = self._announced.pop(utterance, {})
+        announced = self._announced.pop(utterance, [])
         if not self.watch and not announced:
             return []
+        found = find_occurrences(text, self.watch)
+        matched = self._align(announced, found)
         events = []
-        final = {(o.phrase, o.index): o for o in find_occurrences(text, self.watch)}
-        for key, (alert_id, occurrence) in announced.items():
-            confirmed = final.get(key)
-            if confirmed is not None and confirmed.number == occurrence.number:
-                events.append(self._alert(confirmed, utterance, audio_ms, "confirmed", alert_id))
-                del final[key]
-            else:
+        confirmed = set(matched.values())
+        for index, (alert_id, occurrence) in enumerate(announced):
+            if index not in confirmed:
                 events.append(self._alert(occurrence, utterance, audio_ms, "retracted", alert_id))
-        for occurrence in final.values():   # heard only in the final decode
-            events.append(self._alert(occurrence, utterance, audio_ms, "confirmed", self._new_id()))
+        for index, occurrence in enumerate(found):
+            if index in matched:
+                alert_id = announced[matched[index]][0]
+            else:   # heard only in the final decode
+                alert_id = self._new_id()
+            events.append(self._alert(occurrence, utterance, audio_ms, "confirmed", alert_id))
         return events

@@ -39,3 +39,12 @@ def test_stabilizer_reset_between_utterances():
     s.update("one two three four")
     s.reset()
     assert s.update("five") == ("", "five")
+
+
+def test_stabilizer_grafts_after_a_reworded_prefix():
+    s = Stabilizer()
+    s.update("t minus 10, i n 8")
+    s.update("t minus 10, i n 8, 7")
+    stable, text = s.update("t minus 10, 9, 8, 7, 6")
+    assert stable == "t minus 10, i n 8, 7,"       # committed words stay put, "7" now agreed
+    assert text == "t minus 10, i n 8, 7, 6"     # and the new words are not lost

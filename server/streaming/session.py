@@ -213,13 +213,15 @@ class Session:
             self._utterance_language.setdefault(job.utterance, result.language)
         if not result.text:
             return Output()
-        stable, text = self._stabilizer.update(apply_hotwords(result.text, self._hotwords))
+        hypothesis = apply_hotwords(result.text, self._hotwords)
+        stable, text = self._stabilizer.update(hypothesis)
         event = {"type": "partial", "utterance": job.utterance,
                  "start_ms": ms(job.start_sample), "end_ms": ms(job.end_sample),
                  "text": text, "stable_text": stable, "language": result.language}
         if self.config.itn and self.config.itn_partials:
             event["itn_text"] = inverse_normalize(text, result.language)
-        return Output(events=[event, *self._alerts.on_partial(text, job.utterance, ms(job.end_sample))])
+        # Alerts read the newest hypothesis itself, not the caption's frozen prefix.
+        return Output(events=[event, *self._alerts.on_partial(hypothesis, job.utterance, ms(job.end_sample))])
 
     def _on_final(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> Output:
         self._finals_pending.pop(job.utterance, None)
