@@ -17,10 +17,16 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/lingting-server $(ARGS)
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium; install it (and a CJK font) once.
+browser-deps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; } || \
+		echo "chromium could not be installed: the browser tests will be skipped"
+
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream_bench $(ARGS)
 
-.PHONY: install serve test bench
+.PHONY: install serve test bench browser-deps

@@ -35,6 +35,28 @@ class ServerSettings:
     send_queue: int = 256                # events waiting for a slow reader
 
 
+_CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                  ".css": "text/css; charset=utf-8", ".ts": "text/plain; charset=utf-8"}
+# URL prefix -> package holding the files; "/" is the live-caption page.
+_STATIC = {"/web/": "lingting_server.web", "/client_js/": "lingting_server.client_js"}
+
+
+def static_file(path: str) -> Response | None:
+    """The page and the browser client, from the installed package."""
+    from importlib.resources import files
+    if path == "/":
+        path = "/web/index.html"
+    for prefix, package in _STATIC.items():
+        name = path[len(prefix):]
+        if path.startswith(prefix) and name and "/" not in name and not name.startswith("."):
+            resource = files(package) / name
+            suffix = "." + name.rsplit(".", 1)[-1]
+            if suffix in _CONTENT_TYPES and resource.is_file():
+                headers = Headers({"Content-Type": _CONTENT_TYPES[suffix], "Cache-Control": "no-cache"})
+                return Response(200, "OK", headers, resource.read_bytes())
+    return None
+
+
 def _json_response(status: int, body: dict, extra: dict | None = None) -> Response:
     headers = Headers({"Content-Type": "application/json", **(extra or {})})
     reason = http.HTTPStatus(status).phrase
@@ -64,9 +86,11 @@ class LingtingServer:
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if path == "/health" and not upgrade:
             return _json_response(200 if self.ready else 503, self.health())
+        if not upgrade and (static := static_file(path)) is not None:
+            return static
         if path != STREAM_PATH:
             return _json_response(404, {"error": "not_found", "message": f"no route for {path}; "
-                                        f"stream on {STREAM_PATH}, health on /health"})
+                                        f"page on /, stream on {STREAM_PATH}, health on /health"})
         if not upgrade:
             return _json_response(426, {"error": "upgrade_required",
                                         "message": f"{STREAM_PATH} takes WebSocket connections"})

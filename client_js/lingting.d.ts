@@ -1,0 +1,70 @@
+// Type declarations for lingting.js (protocol v1, see docs/protocol.md).
+
+export interface LingtingOptions {
+  language?: "auto" | "en" | "zh" | "ja";
+  partials?: boolean;
+  itn?: boolean;
+  hotwords?: Array<string | { phrase: string; boost?: number }>;
+  watch?: string[];
+  reconnect?: boolean;
+  maxRetries?: number;
+  backoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface Word { word: string; start_ms: number; end_ms: number; probability: number; }
+
+export interface PartialEvent {
+  type: "partial"; utterance: number; start_ms: number; end_ms: number;
+  text: string; stable_text: string; language: string | null; itn_text?: string;
+}
+
+export interface FinalEvent {
+  type: "final"; utterance: number; start_ms: number; end_ms: number; reason: string;
+  text: string; raw_text: string; language: string | null; words: Word[] | null; error?: string;
+}
+
+export interface AlertEvent {
+  type: "alert"; alert_id: string; status: "detected" | "confirmed" | "retracted";
+  phrase: string; text: string; number: number | null; utterance: number; audio_ms: number;
+}
+
+export interface ErrorEvent { type: "error"; code: string; message: string; fatal: boolean; }
+
+export type ClientState = "idle" | "connecting" | "streaming" | "reconnecting" | "stopping" | "stopped";
+
+export interface LingtingEventMap {
+  ready: CustomEvent<{ session_id: string; model: string }>;
+  speech_started: CustomEvent<{ utterance: number; start_ms: number }>;
+  speech_ended: CustomEvent<{ utterance: number; start_ms: number; end_ms: number; reason: string }>;
+  partial: CustomEvent<PartialEvent>;
+  final: CustomEvent<FinalEvent>;
+  alert: CustomEvent<AlertEvent>;
+  error: CustomEvent<ErrorEvent>;
+  stopped: CustomEvent<{ utterances: number; audio_ms: number }>;
+  level: CustomEvent<{ level: number }>;
+  /** performance.now() at which the audio of stream time 0 was captured. */
+  audio_started: CustomEvent<{ at: number }>;
+  state: CustomEvent<{ state: ClientState }>;
+  disconnected: CustomEvent<{ code: number; reason: string; willRetry: boolean }>;
+  reconnecting: CustomEvent<{ attempt: number; delayMs: number }>;
+}
+
+export declare class LingtingError extends Error {
+  code: string;
+}
+
+export declare class LingtingClient extends EventTarget {
+  constructor(url: string, options?: LingtingOptions);
+  readonly url: string;
+  state: ClientState;
+  /** Added to event times after a reconnect, so the stream clock keeps growing. */
+  offsetMs: number;
+  startMicrophone(constraints?: MediaTrackConstraints): Promise<void>;
+  start(stream: MediaStream): Promise<void>;
+  stop(options?: { timeoutMs?: number }): Promise<void>;
+  update(lists: { hotwords?: LingtingOptions["hotwords"]; watch?: string[] }): void;
+  flush(): void;
+  addEventListener<K extends keyof LingtingEventMap>(type: K, listener: (ev: LingtingEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}

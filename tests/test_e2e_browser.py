@@ -1,0 +1,106 @@
+"""The live-caption page in a real browser: Debian's Chromium, driven by
+Playwright, hears a real speech clip as its microphone and shows captions
+from the real server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from bench.corpus import error_rate, load_manifest
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("Chromium not installed (make test installs it with apt: apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        yield p
+
+
+def launch(p, wav=None):
+    args = list(FLAGS)
+    if wav is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={wav}%noloop"]
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+def test_microphone_captions_in_the_page(browser, server, shared_audio, artifacts):
+    (clip,) = [c for c in load_manifest() if c.file == "en/jfk.wav"]
+    chromium = launch(browser, clip.path)
+    try:
+        page = chromium.new_context(viewport={"width": 900, "height": 640}).new_page()
+        page.goto(server.http + "/")
+        page.select_option("#language", "en")
+        page.keyboard.press("Control+Enter")                     # the Fun-ASR WebUI shortcut
+        page.wait_for_function("window.lingtingLog.some(e => e.type === 'audio_started')", timeout=20000)
+        # The clip is 11 s; wait for the final that covers its end.
+        page.wait_for_function(
+            f"window.lingtingLog.some(e => e.type === 'final' && e.end_ms >= {int(clip.seconds * 1000) - 1500})",
+            timeout=60000)
+        page.screenshot(path=str(artifacts / "browser_captions.png"), full_page=True)
+        captions = page.evaluate("[...document.querySelectorAll('#finals li')].map(li => li.lastChild.textContent)")
+        page.keyboard.press("Control+Enter")
+        page.wait_for_function("window.lingtingLog.some(e => e.type === 'state' && e.state === 'stopped')",
+                               timeout=20000)
+        log = page.evaluate("window.lingtingLog")
+    finally:
+        chromium.close()
+
+    text = " ".join(captions)
+    rate = error_rate([clip.transcript], [text], "en")
+    kinds = [e["type"] for e in log]
+    started = next(e for e in log if e["type"] == "audio_started")["at"]
+    first_speech = next(e for e in log if e["type"] == "speech_started")
+    first_partial = next(e for e in log if e["type"] == "partial")
+    finals = [e for e in log if e["type"] == "final"]
+    timings = {
+        "speech_start_to_first_caption_s": round((first_partial["at"] - started - first_speech["start_ms"]) / 1000, 3),
+        "speech_end_to_final_s": [round((f["at"] - started - f["end_ms"]) / 1000, 3) for f in finals],
+        "wer": round(rate, 4), "captions": captions,
+    }
+    (artifacts / "browser_timings.json").write_text(json.dumps(timings, indent=2))
+    print(json.dumps(timings, indent=2))
+    assert rate <= 0.10, captions
+    assert kinds.index("partial") < kinds.index("final"), "partials came before the final"
+    assert (artifacts / "browser_captions.png").stat().st_size > 10_000
+
+
+def test_denied_microphone_is_explained(browser, server):
+    chromium = launch(browser)            # no fake device, no auto-accept: the prompt is refused
+    try:
+        page = chromium.new_context().new_page()
+        page.goto(server.http + "/")
+        page.click("#toggle")
+        message = page.locator("#message")
+        message.wait_for(state="visible", timeout=20000)
+        assert "microphone" in message.inner_text().lower()
+        assert page.locator("#toggle").inner_text() == "Start"
+    finally:
+        chromium.close()
+
+
+def test_overlay_mode_and_phone_layout(browser, server, artifacts):
+    chromium = launch(browser)
+    try:
+        page = chromium.new_context(viewport={"width": 390, "height": 760}).new_page()
+        page.goto(server.http + "/")
+        assert page.locator("#toggle").is_visible()
+        box = page.locator("#toggle").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390          # fits a phone screen
+        page.goto(server.http + "/?overlay=1")
+        assert "overlay" in page.evaluate("document.body.className")
+        assert not page.locator("#controls").is_visible()
+        page.screenshot(path=str(artifacts / "browser_overlay.png"))
+    finally:
+        chromium.close()
