@@ -104,3 +104,43 @@ def test_overlay_mode_and_phone_layout(browser, server, artifacts):
         page.screenshot(path=str(artifacts / "browser_overlay.png"))
     finally:
         chromium.close()
+
+
+def test_page_reconnects_after_the_server_restarts(browser, shared_audio):
+    import socket
+
+    from conftest import start_server, stop_server
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = start_server("--port", str(port))
+    chromium = launch(browser, shared_audio / "long" / "en_sense_and_sensibility_5utt.wav")
+    second = None
+    try:
+        page = chromium.new_context().new_page()
+        page.goto(first.http + "/")
+        page.select_option("#language", "en")
+        page.click("#toggle")
+        page.wait_for_function("window.lingtingLog.some(e => e.type === 'final' && e.text)", timeout=60000)
+        first.process.kill()                                   # the server dies mid-stream
+        page.wait_for_function("window.lingtingLog.some(e => e.type === 'reconnecting')", timeout=20000)
+        assert "reconnecting" in page.locator("#message").inner_text().lower()
+        second = start_server("--port", str(port))
+        page.wait_for_function("window.lingtingLog.filter(e => e.type === 'ready').length >= 2", timeout=60000)
+        page.wait_for_function(
+            "(() => { const log = window.lingtingLog;"
+            "  const r = log.map(e => e.type).lastIndexOf('ready');"
+            "  return log.slice(r).some(e => e.type === 'final' && e.text); })()", timeout=60000)
+        assert page.locator("#message").is_hidden()
+        log = page.evaluate("window.lingtingLog")
+        page.click("#toggle")
+    finally:
+        chromium.close()
+        for server in (first, second):
+            if server:
+                stop_server(server)
+    ready_at = [i for i, e in enumerate(log) if e["type"] == "ready"][1]
+    before = [e for e in log[:ready_at] if e["type"] == "final"]
+    after = [e for e in log[ready_at:] if e["type"] == "final"]
+    # The stream clock continues across the reconnect: no caption jumps back to 00:00.
+    assert after[0]["start_ms"] > before[-1]["end_ms"]
