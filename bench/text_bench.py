@@ -88,31 +88,13 @@ async def hotword_hits(url, runs):
 
 
 async def alert_latency(url, runs):
-    import websockets
     pcm = read_wav(audio_dir() / "synthetic" / "en_countdown.wav")[0].tobytes()
     latencies, missing = [], 0
     for _ in range(runs):
         client = LingtingClient(url)
-        options = StreamOptions(language="en", speed=1.0)
-        async with websockets.connect(url) as ws:
-            await ws.send(json.dumps({**options.start_message(), "watch": ["<number>"], "partial_interval_ms": 300}))
-            events, start = [], None
-
-            async def send():
-                nonlocal start
-                start = time.monotonic()
-                for k, i in enumerate(range(0, len(pcm), 3200)):
-                    await asyncio.sleep(max(0, start + (k + 1) * 0.1 - time.monotonic()))
-                    await ws.send(pcm[i:i + 3200])
-                await ws.send(json.dumps({"type": "stop"}))
-
-            sender = asyncio.create_task(send())
-            while not events or events[-1]["type"] != "stopped":
-                e = json.loads(await ws.recv())
-                e["received_at"] = time.monotonic()
-                events.append(e)
-            await sender
-        del client
+        options = StreamOptions(language="en", speed=1.0, watch=["<number>"], partial_interval_ms=300)
+        events = [e async for e in client.stream(pcm, options)]
+        start = client.audio_started_at
         words = [w for e in events if e["type"] == "final" for w in (e["words"] or [])]
         first = {}
         for e in events:

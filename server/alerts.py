@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
+from .streaming.text import IS_CJK
+
 NUMBER_SLOT = "<number>"
 _EN_UNITS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -21,7 +23,6 @@ _ZH_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"
 _EN_NUMBER = (rf"(?:(?:{'|'.join(_EN_TENS)})(?: (?:{'|'.join(w for w in _EN_UNITS if _EN_UNITS[w] and _EN_UNITS[w] < 10)}))?"
               rf"|{'|'.join(sorted(_EN_UNITS, key=len, reverse=True))})")
 _NUMBER = rf"(\d+|{_EN_NUMBER}|[零〇一二两三四五六七八九十百]+)"
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
 
 
 def parse_number(text: str) -> int | None:
@@ -60,7 +61,7 @@ class WatchPhrase:
     @classmethod
     def compile(cls, phrase: str) -> "WatchPhrase":
         tokens = [t for t in re.split(r"\s*(<number>)\s*|\s+", phrase.strip(), flags=re.I) if t]
-        spacer = r"\s*" if _CJK.search(phrase) else r"\s+"
+        spacer = r"\s*" if IS_CJK.search(phrase) else r"\s+"
         parts = [_NUMBER if t.lower() == NUMBER_SLOT else re.escape(normalize_for_matching(t)) for t in tokens]
         parts = [p for p in parts if p]
         if not parts:
@@ -72,7 +73,7 @@ def _edge(token: str, left: bool) -> str:
     """Whole words only ("hold" must not fire inside "holder"); CJK has no word edges."""
     if token.lower() == NUMBER_SLOT:
         return r"(?<![0-9A-Za-z])" if left else r"(?![0-9A-Za-z])"
-    if _CJK.search(token[0] if left else token[-1]):
+    if IS_CJK.search(token[0] if left else token[-1]):
         return ""
     return r"(?<!\w)" if left else r"(?!\w)"
 

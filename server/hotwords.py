@@ -16,7 +16,7 @@ import jellyfish
 from pypinyin import lazy_pinyin
 from rapidfuzz.fuzz import ratio
 
-from .streaming.text import _IS_CJK, join_units, split_units
+from .streaming.text import IS_CJK, join_units, split_units
 
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _EDGE_PUNCT = re.compile(r"^(\W*)(.*?)(\W*)$", re.UNICODE | re.DOTALL)
@@ -59,7 +59,7 @@ def apply_hotwords(text: str, hotwords: tuple[Hotword, ...] | list[Hotword]) -> 
 
 
 def _sounds(text: str) -> str:
-    if _IS_CJK.search(text):
+    if IS_CJK.search(text):
         return " ".join(lazy_pinyin(text))
     return jellyfish.nysiis(text) if text else ""
 
@@ -67,7 +67,7 @@ def _sounds(text: str) -> str:
 def _similarity(candidate: str, target: str, target_sound: str) -> float:
     if candidate == target:
         return 1.0
-    cjk = bool(_IS_CJK.search(target))
+    cjk = bool(IS_CJK.search(target))
     if not cjk and len(target) < MIN_FUZZY_CHARS:
         return 0.0
     spelled = ratio(candidate, target) / 100

@@ -62,11 +62,8 @@ async def test_dates_and_money(server, shared_audio):
 
 async def test_countdown_alerts_arrive_in_order_before_each_final(server, shared_audio):
     pcm = wav_pcm(shared_audio / "synthetic" / "en_countdown.wav")
-    options = StreamOptions(language="en", speed=1.0)
-    async with websockets.connect(server.url) as ws:
-        await ws.send(json.dumps({**options.start_message(), "watch": ["T minus <number>", "<number>"],
-                                  "partial_interval_ms": 300}))
-        events = await _stream_raw(ws, pcm)
+    events = await stream_events(server.url, pcm, StreamOptions(
+        language="en", speed=1.0, watch=["T minus <number>", "<number>"], partial_interval_ms=300))
     check_event_grammar(events)
     first_report: dict[str, int] = {}
     retracted = set()
@@ -96,25 +93,6 @@ async def test_countdown_alerts_arrive_in_order_before_each_final(server, shared
     assert t_minus and t_minus[0]["number"] == 10
 
 
-async def _stream_raw(ws, pcm: bytes) -> list[dict]:
-    import asyncio
-    import time
-    events = [json.loads(await ws.recv())]
-
-    async def send():
-        start = time.monotonic()
-        for k, i in enumerate(range(0, len(pcm), 3200)):
-            await asyncio.sleep(max(0, start + (k + 1) * 0.1 - time.monotonic()))
-            await ws.send(pcm[i:i + 3200])
-        await ws.send(json.dumps({"type": "stop"}))
-
-    sender = asyncio.create_task(send())
-    while events[-1]["type"] != "stopped":
-        events.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
-    await sender
-    return events
-
-
 async def test_hotword_reaches_partials_and_finals(server, shared_audio):
     pcm = wav_pcm(shared_audio / "en" / "fw_hotwords_ComfyUI.wav")
 
@@ -139,7 +117,10 @@ async def test_hotword_update_mid_stream(server, shared_audio):
     async with websockets.connect(server.url) as ws:
         await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
         await ws.send(json.dumps({"type": "update", "hotwords": [{"phrase": "ComfyUI", "boost": 2}]}))
-        events = await _stream_raw(ws, pcm)
+        for i in range(0, len(pcm), 3200):
+            await ws.send(pcm[i:i + 3200])
+        await ws.send(json.dumps({"type": "stop"}))
+        events = [json.loads(frame) async for frame in ws]
     updated = next(e for e in events if e["type"] == "updated")
     assert updated["hotwords"] == ["ComfyUI"]
     assert "ComfyUI" in finals_text(events)

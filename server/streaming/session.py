@@ -73,7 +73,7 @@ class Session:
         self._shown_partial_seq = -1
         self._utterance_language: dict[int, str] = {}
         self._finals_pending: dict[int, DecodeJob] = {}
-        self._finals_ready: dict[int, dict] = {}
+        self._finals_ready: dict[int, list[dict]] = {}   # utterance -> its alerts verdicts and final
         self._next_final = 0
         self.utterances = 0
         self.audio_samples = 0

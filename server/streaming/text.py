@@ -6,7 +6,7 @@ import re
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _UNIT = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
-_IS_CJK = re.compile(rf"[{_CJK}]")
+IS_CJK = re.compile(rf"[{_CJK}]")
 _PUNCT = re.compile(r"[^\w]+", re.UNICODE)
 
 
@@ -17,7 +17,7 @@ def split_units(text: str) -> list[str]:
 def join_units(units: list[str]) -> str:
     out = ""
     for unit in units:
-        if out and not (_IS_CJK.match(unit) or _IS_CJK.match(out[-1]) or _PUNCT.fullmatch(unit)):
+        if out and not (IS_CJK.match(unit) or IS_CJK.match(out[-1]) or _PUNCT.fullmatch(unit)):
             out += " "
         out += unit
     return out

@@ -40,6 +40,8 @@ class StreamOptions:
     word_timestamps: bool = True
     endpointing: dict = field(default_factory=dict)
     hotwords: list = field(default_factory=list)
+    watch: list = field(default_factory=list)     # e.g. ["hold", "T minus <number>"] -> alert events
+    partial_interval_ms: int | None = None
     itn: bool | None = None
 
     def start_message(self) -> dict:
@@ -50,6 +52,10 @@ class StreamOptions:
             msg["endpointing"] = self.endpointing
         if self.hotwords:
             msg["hotwords"] = self.hotwords
+        if self.watch:
+            msg["watch"] = self.watch
+        if self.partial_interval_ms is not None:
+            msg["partial_interval_ms"] = self.partial_interval_ms
         if self.itn is not None:
             msg["itn"] = self.itn
         return msg
