@@ -19,6 +19,8 @@ _SPACE_AFTER_CURRENCY = re.compile(r"([$¥€£])\s+(?=\d)")
 _ZH_DATE = re.compile(r"(?<!\d)(\d{4})/(\d{2})(?:/(\d{2}))?(?=\d{1,2}:\d{2}|\D|$)")
 _ZH_TIME = re.compile(r"(\d{1,2}):(\d{2})\s*([ap])\.?m\.?", re.IGNORECASE)
 _EN_CENTS = re.compile(r"\$(\d[\d,]*) and (\d{1,2}) cents?\b")   # "$1250 and 75 cents": wetext leaves it
+_EN_ORDINAL_WORDS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
+_EN_SMALL_ORDINAL = re.compile(r"\b([1-9])(?:st|nd|rd|th)\b")
 _EN_MATH = [(re.compile(r"(?<=\d) times (?=\d)"), " × "), (re.compile(r"(?<=\d) equals (?=\d)"), " = ")]
 _DIGIT_GROUP = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
@@ -56,6 +58,10 @@ def inverse_normalize(text: str, language: str | None) -> str:
     out = _SPACE_BEFORE_PUNCT.sub(r"\1", out)
     out = _SPACE_AFTER_CURRENCY.sub(r"\1", out)
     if language == "en":
+        # "the first great sorrow" reads worse as "the 1st great sorrow": small
+        # ordinals said as words stay words (dates come out as "March 3").
+        out = _EN_SMALL_ORDINAL.sub(lambda m: _EN_ORDINAL_WORDS[int(m.group(1)) - 1]
+                                    if _EN_ORDINAL_WORDS[int(m.group(1)) - 1] in text.lower() else m.group(0), out)
         out = _EN_CENTS.sub(lambda m: f"${m.group(1)}.{int(m.group(2)):02d}", out)
         for pattern, symbol in _EN_MATH:
             out = pattern.sub(symbol, out)

@@ -139,6 +139,12 @@ async def test_fifty_connections_at_once(server, shared_audio):
         assert e["type"] == "ready"
         return "ready", ws
 
+    # Start from an idle server: streams of earlier tests may still be closing.
+    for _ in range(100):
+        with urllib.request.urlopen(server.http + "/health", timeout=10) as r:
+            if json.load(r)["streams"] == 0:
+                break
+        await asyncio.sleep(0.1)
     outcomes = await asyncio.gather(*(one() for _ in range(50)))
     kinds = [k for k, _ in outcomes]
     print({k: kinds.count(k) for k in set(kinds)})

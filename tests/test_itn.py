@@ -23,6 +23,8 @@ def test_chinese(spoken, written):
     ("twelve percent of it", "12% of it"),                 # no stray space before %
     ("it costs twenty five dollars , okay .", "it costs $25, okay."),
     ("the third of may", "3 may"),
+    ("it was the first great sorrow", "it was the first great sorrow"),   # prose ordinals stay words
+    ("the twenty first century", "the 21st century"),
     ("the total was $1250 and 75 cents.", "the total was $1250.75."),   # wetext leaves mixed money
     ("my number is five five five one two three four", "my number is 5551234"),
     ("The expression goes 6 times 10 equals 60.", "The expression goes 6 × 10 = 60."),
