@@ -165,7 +165,7 @@ class WhisperEngine:
                     text, tokens, out = alt_text, alt_tokens, alt_out
             words = None
             if request.word_timestamps and text:
-                words = self._words(request, language, tokens, encoder_output, i, frames[i])
+                words = self._words(language, tokens, encoder_output, i, frames[i])
             results.append(DecodeResult(text=text, language=language, words=words,
                                         avg_logprob=float(out.scores[0] if out.scores else 0.0),
                                         no_speech_prob=float(out.no_speech_prob)))
@@ -223,14 +223,11 @@ class WhisperEngine:
             text = self._t2s.convert(text)
         return text
 
-    def _words(self, request, language, tokens, encoder_output, index, num_frames) -> list[Word] | None:
-        import ctranslate2
+    def _words(self, language, tokens, encoder_output, index, num_frames) -> list[Word] | None:
         try:
-            if len(encoder_output.shape) and encoder_output.shape[0] > 1:
-                # Align needs one sequence start for all items: align this one alone.
-                single = np.asarray(encoder_output)[index:index + 1]
-                encoder_output = ctranslate2.StorageView.from_array(np.ascontiguousarray(single))
-            aligned = self._model.find_alignment(self._tokenizer(language), [tokens], encoder_output, num_frames)
+            # Alignment takes one sequence start for all items: align this one alone.
+            aligned = self._model.find_alignment(self._tokenizer(language), [tokens],
+                                                 self._rows(encoder_output, [index]), num_frames)
         except Exception:  # timings are a bonus: never lose the text over them
             log.exception("word alignment failed")
             return None
