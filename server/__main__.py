@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder window: fit the utterance (fast) or Whisper's full 30 s (default: fit)")
     p.add_argument("--max-connections", type=int, default=64, help="concurrent streams before HTTP 503 (default: 64)")
     p.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest message accepted (default: 1 MiB)")
+    p.add_argument("--shutdown-grace-s", type=float, default=30.0,
+                   help="on SIGTERM/SIGINT, time to finish open utterances before closing (default: 30)")
     p.add_argument("--list-models", action="store_true", help="print the model catalog and exit")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
     return p
@@ -70,7 +72,7 @@ async def run(args) -> None:
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
                               max_frame_bytes=args.max_frame_bytes)
     server = LingtingServer(engine, collector, settings, engine.describe())
-    ws_server = await server.serve()
+    await server.serve()
     host = args.host if ":" not in args.host else f"[{args.host}]"
     log.info("Lingting ready: ws://%s:%d%s (model %s on %s; health: http://%s:%d/health)",
              host, server.port, STREAM_PATH, spec.name, engine.device, host, server.port)
@@ -78,10 +80,10 @@ async def run(args) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     await stop
-    log.info("shutting down")
-    ws_server.close()
-    await ws_server.wait_closed()
+    log.info("shutting down: finishing %d open stream(s)", len(server.streams))
+    await server.shutdown(args.shutdown_grace_s)
     await collector.close()
+    log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,9 @@ class LingtingServer:
         self.model_info = model_info
         self.started = time.monotonic()
         self.active: set[str] = set()
+        self.streams: dict[str, "_Stream"] = {}
         self.ready = False
+        self.shutting_down = False
         self._server = None
 
     # ---- HTTP side ----------------------------------------------------
@@ -94,6 +96,9 @@ class LingtingServer:
         if not upgrade:
             return _json_response(426, {"error": "upgrade_required",
                                         "message": f"{STREAM_PATH} takes WebSocket connections"})
+        if self.shutting_down:
+            return _json_response(503, {"error": "shutting_down", "message": "server is shutting down"},
+                                  {"Retry-After": "10"})
         if len(self.active) >= self.settings.max_connections:
             return _json_response(503, {"error": ErrorCode.OVERLOADED,
                                         "message": f"server is at its limit of {self.settings.max_connections} streams; retry later"},
@@ -119,8 +124,12 @@ class LingtingServer:
                     ErrorCode.OVERLOADED, f"server is at its limit of {self.settings.max_connections} streams; "
                     "retry later", fatal=True), 1013)
                 return
+            self.streams[session_id] = stream
+            if self.shutting_down:
+                stream.finish()
             await stream.run()
         finally:
+            self.streams.pop(session_id, None)
             self.active.discard(session_id)
             self.collector.cancel_session(session_id)
 
@@ -135,6 +144,21 @@ class LingtingServer:
         )
         self.ready = True
         return self._server
+
+    async def shutdown(self, grace_s: float = 30.0) -> None:
+        """Stop taking streams, finish the open utterances (their finals are
+        sent), then close every stream with 1001 (going away)."""
+        self.shutting_down = True
+        self.ready = False
+        for stream in list(self.streams.values()):
+            stream.finish()
+        self._server.close(close_connections=False)
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), grace_s)
+        except asyncio.TimeoutError:
+            log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(self.streams), grace_s)
+            await asyncio.gather(*(s.ws.close(1001, "server shutting down") for s in list(self.streams.values())),
+                                 return_exceptions=True)
 
     @property
     def port(self) -> int:
@@ -155,7 +179,17 @@ class _Stream:
         self.outbox: asyncio.Queue = asyncio.Queue(server.settings.send_queue)
         self.errors = 0
         self.closing = False
+        self.close_code = 1000
         self.log = logging.LoggerAdapter(log, {"session": session_id})
+
+    def finish(self) -> None:
+        """Server shutdown: flush the session; the stream closes after its finals."""
+        self.close_code = 1001
+        try:
+            self._apply(self.session.shutdown())
+        except Exception:
+            self.log.exception("session %s: shutdown failed", self.session.id)
+            self._close(1001, "server shutting down")
 
     async def refuse(self, error: ProtocolError, code: int) -> None:
         await self.ws.send(self.codec.encode(error.event()))
@@ -187,6 +221,8 @@ class _Stream:
             writer.cancel()
 
     def _receive(self, frame) -> None:
+        if self.close_code == 1001:   # shutting down: what is in flight is being finished
+            return
         try:
             self._apply(self.session.handle(self.codec.decode(frame)))
         except ProtocolError as exc:
@@ -209,7 +245,7 @@ class _Stream:
             future = self.server.collector.submit(job)
             future.add_done_callback(lambda f, job=job: self._on_decoded(job, f))
         if out.close:
-            self._close(1000, "stopped")
+            self._close(self.close_code, "stopped" if self.close_code == 1000 else "server shutting down")
 
     def _on_decoded(self, job: DecodeJob, future: asyncio.Future) -> None:
         if future.cancelled():

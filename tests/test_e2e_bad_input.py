@@ -155,3 +155,33 @@ async def test_fifty_connections_at_once(server, shared_audio):
             await ws.close()
     await asyncio.sleep(0.5)
     await still_serves(server, shared_audio)
+
+
+async def test_sigterm_finishes_open_utterances(shared_audio):
+    """A server told to stop sends the final of the utterance being spoken, then goes away."""
+    import signal
+
+    from conftest import start_server, stop_server
+    server = start_server()
+    try:
+        pcm = wav_pcm(shared_audio / "en" / "jfk.wav")
+        async with websockets.connect(server.url) as ws:
+            await ws.send(START)
+            await next_event(ws, "ready")
+            for i in range(0, 16000 * 2 * 4, 3200):            # "And so my fellow Americans", no stop
+                await ws.send(pcm[i:i + 3200])
+            await next_event(ws, "speech_started")
+            server.process.send_signal(signal.SIGTERM)
+            events = []
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                while True:
+                    events.append(await next_event(ws, timeout=60))
+        assert info.value.rcvd.code == 1001
+        finals = [e for e in events if e["type"] == "final"]
+        assert finals and finals[-1]["reason"] == "shutdown"
+        assert "fellow americans" in " ".join(f["text"] for f in finals).lower()
+        assert events[-1]["type"] == "stopped"
+        assert server.process.wait(30) == 0
+        assert "stopped" in server.log_text()
+    finally:
+        stop_server(server)

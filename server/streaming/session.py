@@ -135,11 +135,21 @@ class Session:
         out = self._segment_events(self._segmenter.feed(samples))
         return out.extend(self._maybe_partial())
 
-    def _stop(self) -> Output:
+    def _stop(self, reason: str = "stop") -> Output:
         out = self._segment_events(self._segmenter.feed(self._decoder.flush()))
-        out.extend(self._segment_events(self._segmenter.flush("stop")))
+        out.extend(self._segment_events(self._segmenter.flush(reason)))
         self.state = "stopping"
         return out.extend(self._maybe_stopped())
+
+    def shutdown(self) -> Output:
+        """The server is going away: end the open utterance (reason "shutdown"),
+        deliver every final, then `stopped`, as if the client had sent stop."""
+        if self.state == "streaming":
+            return self._stop("shutdown")
+        if self.state == "new":
+            self.state = "stopped"
+            return Output(close=True)
+        return Output()
 
     # ---- segmentation -------------------------------------------------
     def _segment_events(self, events: list) -> Output:
