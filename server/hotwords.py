@@ -46,8 +46,9 @@ def apply_hotwords(text: str, hotwords: tuple[Hotword, ...] | list[Hotword]) -> 
     units = split_units(text)
     taken = [False] * len(units)
     replacements: list[tuple[int, int, str]] = []
+    spans: dict[tuple[int, int], str] = {}   # (start, length) -> squashed text, shared by all hotwords
     for hotword in sorted(hotwords, key=lambda h: -len(h.phrase)):
-        while (span := _best_span(units, taken, hotword)) is not None:
+        while (span := _best_span(units, taken, hotword, spans)) is not None:
             i, n = span
             replacements.append((i, n, hotword.phrase))
             taken[i:i + n] = [True] * n
@@ -78,7 +79,8 @@ def _similarity(candidate: str, target: str, target_sound: str) -> float:
     return spelled
 
 
-def _best_span(units: list[str], taken: list[bool], hotword: Hotword) -> tuple[int, int] | None:
+def _best_span(units: list[str], taken: list[bool], hotword: Hotword,
+               spans: dict[tuple[int, int], str]) -> tuple[int, int] | None:
     """The free span of units most like the hotword, if like enough."""
     target = _squash(hotword.phrase)
     if not target:
@@ -90,7 +92,9 @@ def _best_span(units: list[str], taken: list[bool], hotword: Hotword) -> tuple[i
         for i in range(0, len(units) - n + 1):
             if any(taken[i:i + n]):
                 continue
-            candidate = _squash(join_units(units[i:i + n]))
+            candidate = spans.get((i, n))
+            if candidate is None:
+                candidate = spans[(i, n)] = _squash(join_units(units[i:i + n]))
             if not candidate or abs(len(candidate) - len(target)) > max(1, len(target) // 4):
                 continue
             score = _similarity(candidate, target, target_sound)
