@@ -80,7 +80,7 @@ def _number_words(n: int) -> str:
 
 def normalize_en(text: str) -> str:
     text = text.lower().replace("mr.", "mister").replace("%", " percent")
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
+    text = strip_digit_groups(text)
     text = re.sub(r"\d+", lambda m: " " + _number_words(int(m.group())) + " ", text)
     text = re.sub(r"[-‐–—]", " ", text)
     text = re.sub(r"[^\w\s']", " ", text).replace("'", "")
@@ -94,6 +94,17 @@ def normalize_cjk(text: str) -> str:
     except ImportError:
         pass
     return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LN")
+
+
+def strip_digit_groups(text: str) -> str:
+    """1,250 -> 1250 (references write numbers without separators)."""
+    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
+
+
+def written_words(text: str) -> str:
+    """Text for scoring on the written form: case and punctuation go, digits and symbols stay."""
+    text = strip_digit_groups(text.lower())
+    return " ".join(re.findall(r"[\w%×=$.]+", text.replace(". ", " ").rstrip(".")))
 
 
 def error_rate(references: list[str], hypotheses: list[str], language: str) -> float:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
+import urllib.request
 import sys
 import time
 from pathlib import Path
@@ -123,7 +125,7 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 
 async def main_async(args) -> dict:
-    report = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
               "model": args.model, "seconds_per_stream": args.seconds, "runs": []}
     for batch in (args.batch_sizes if not args.url else [None]):
@@ -141,7 +143,7 @@ async def main_async(args) -> dict:
                 print_table(f"model {args.model}, max batch size {batch}", rows[-1:])
         finally:
             if server:
-                health = json.loads(__import__("urllib.request").request.urlopen(server.http + "/health").read())
+                health = json.loads(urllib.request.urlopen(server.http + "/health").read())
                 stop_server(server)
         report["runs"].append({"max_batch_size": batch, "rows": rows,
                                "batching": health.get("batching") if server else None})

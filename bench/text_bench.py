@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from bench.corpus import REPO, audio_dir, dev_clips, error_rate, load_manifest, read_wav
+from bench.corpus import REPO, audio_dir, dev_clips, error_rate, load_manifest, read_wav, written_words
 
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import start_server, stop_server  # noqa: E402
@@ -30,11 +30,6 @@ WRITTEN_REFERENCES = {  # clips whose reference is in written form
     "en/cheetah_test_en_norm_ITN.wav": None,
     "synthetic/en_itn_dates_money.wav": "On March 3, 2024, the invoice total was $1250.75.",
 }
-
-
-def written_words(text: str) -> str:
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
-    return " ".join(re.findall(r"[\w%×=$.]+", text.replace(". ", " ").rstrip(".")))
 
 
 async def stream(url, path, **options):

@@ -81,7 +81,6 @@ def _edge(token: str, left: bool) -> str:
 @dataclass(frozen=True)
 class Occurrence:
     phrase: str
-    index: int              # n-th occurrence of this phrase in the utterance
     text: str
     number: int | None
 
@@ -90,9 +89,9 @@ def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurren
     normalized = normalize_for_matching(text)
     found = []
     for w in watch:
-        for index, m in enumerate(w.pattern.finditer(normalized)):
+        for m in w.pattern.finditer(normalized):
             number = next((parse_number(g) for g in m.groups() if g is not None), None)
-            found.append((m.start(), Occurrence(w.phrase, index, m.group(0), number)))
+            found.append((m.start(), Occurrence(w.phrase, m.group(0), number)))
     return [o for _, o in sorted(found, key=lambda pair: pair[0])]
 
 

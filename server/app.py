@@ -70,8 +70,7 @@ class LingtingServer:
         self.settings = settings
         self.model_info = model_info
         self.started = time.monotonic()
-        self.active: set[str] = set()
-        self.streams: dict[str, "_Stream"] = {}
+        self.streams: dict[str, "_Stream"] = {}   # open streams by session id
         self.ready = False
         self.shutting_down = False
         self._server = None
@@ -80,7 +79,7 @@ class LingtingServer:
     def health(self) -> dict:
         return {"status": "ok" if self.ready else "loading", **self.model_info,
                 "uptime_s": round(time.monotonic() - self.started, 1),
-                "streams": len(self.active), "max_streams": self.settings.max_connections,
+                "streams": len(self.streams), "max_streams": self.settings.max_connections,
                 "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -99,7 +98,7 @@ class LingtingServer:
         if self.shutting_down:
             return _json_response(503, {"error": "shutting_down", "message": "server is shutting down"},
                                   {"Retry-After": "10"})
-        if len(self.active) >= self.settings.max_connections:
+        if len(self.streams) >= self.settings.max_connections:
             return _json_response(503, {"error": ErrorCode.OVERLOADED,
                                         "message": f"server is at its limit of {self.settings.max_connections} streams; retry later"},
                                   {"Retry-After": "5"})
@@ -115,22 +114,20 @@ class LingtingServer:
     # ---- WebSocket side -----------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
         session_id = uuid.uuid4().hex[:16]
-        self.active.add(session_id)
         stream = _Stream(self, ws, session_id)
+        self.streams[session_id] = stream
         try:
-            if len(self.active) > self.settings.max_connections:
+            if len(self.streams) > self.settings.max_connections:
                 # Handshakes that raced past process_request's check.
                 await stream.refuse(ProtocolError(
                     ErrorCode.OVERLOADED, f"server is at its limit of {self.settings.max_connections} streams; "
                     "retry later", fatal=True), 1013)
                 return
-            self.streams[session_id] = stream
             if self.shutting_down:
                 stream.finish()
             await stream.run()
         finally:
             self.streams.pop(session_id, None)
-            self.active.discard(session_id)
             self.collector.cancel_session(session_id)
 
     async def serve(self):

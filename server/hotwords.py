@@ -48,7 +48,11 @@ def apply_hotwords(text: str, hotwords: tuple[Hotword, ...] | list[Hotword]) -> 
     replacements: list[tuple[int, int, str]] = []
     spans: dict[tuple[int, int], str] = {}   # (start, length) -> squashed text, shared by all hotwords
     for hotword in sorted(hotwords, key=lambda h: -len(h.phrase)):
-        while (span := _best_span(units, taken, hotword, spans)) is not None:
+        target = _squash(hotword.phrase)
+        if not target:
+            continue
+        width, target_sound = len(split_units(hotword.phrase)), _sounds(target)
+        while (span := _best_span(units, taken, spans, hotword.threshold, target, width, target_sound)) is not None:
             i, n = span
             replacements.append((i, n, hotword.phrase))
             taken[i:i + n] = [True] * n
@@ -79,14 +83,9 @@ def _similarity(candidate: str, target: str, target_sound: str) -> float:
     return spelled
 
 
-def _best_span(units: list[str], taken: list[bool], hotword: Hotword,
-               spans: dict[tuple[int, int], str]) -> tuple[int, int] | None:
-    """The free span of units most like the hotword, if like enough."""
-    target = _squash(hotword.phrase)
-    if not target:
-        return None
-    width = len(split_units(hotword.phrase))
-    target_sound = _sounds(target)
+def _best_span(units: list[str], taken: list[bool], spans: dict[tuple[int, int], str], threshold: float,
+               target: str, width: int, target_sound: str) -> tuple[int, int] | None:
+    """The free span of units most like the (squashed) hotword, if like enough."""
     best = None
     for n in range(max(1, width - 1), width + 3):
         for i in range(0, len(units) - n + 1):
@@ -98,7 +97,7 @@ def _best_span(units: list[str], taken: list[bool], hotword: Hotword,
             if not candidate or abs(len(candidate) - len(target)) > max(1, len(target) // 4):
                 continue
             score = _similarity(candidate, target, target_sound)
-            if score >= hotword.threshold and (best is None or score > best[0]):
+            if score >= threshold and (best is None or score > best[0]):
                 best = (score, i, n)
     return best[1:] if best else None
 

@@ -22,7 +22,6 @@ _EN_CENTS = re.compile(r"\$(\d[\d,]*) and (\d{1,2}) cents?\b")   # "$1250 and 75
 _EN_ORDINAL_WORDS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
 _EN_SMALL_ORDINAL = re.compile(r"\b([1-9])(?:st|nd|rd|th)\b")
 _EN_MATH = [(re.compile(r"(?<=\d) times (?=\d)"), " × "), (re.compile(r"(?<=\d) equals (?=\d)"), " = ")]
-_DIGIT_GROUP = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
 def _zh_date(m: re.Match) -> str:
@@ -60,8 +59,12 @@ def inverse_normalize(text: str, language: str | None) -> str:
     if language == "en":
         # "the first great sorrow" reads worse as "the 1st great sorrow": small
         # ordinals said as words stay words (dates come out as "March 3").
-        out = _EN_SMALL_ORDINAL.sub(lambda m: _EN_ORDINAL_WORDS[int(m.group(1)) - 1]
-                                    if _EN_ORDINAL_WORDS[int(m.group(1)) - 1] in text.lower() else m.group(0), out)
+        spoken = text.lower()
+
+        def as_word(m: re.Match) -> str:
+            word = _EN_ORDINAL_WORDS[int(m.group(1)) - 1]
+            return word if word in spoken else m.group(0)
+        out = _EN_SMALL_ORDINAL.sub(as_word, out)
         out = _EN_CENTS.sub(lambda m: f"${m.group(1)}.{int(m.group(2)):02d}", out)
         for pattern, symbol in _EN_MATH:
             out = pattern.sub(symbol, out)
@@ -75,8 +78,3 @@ def warm_up() -> None:
     """Load the FSTs before the first stream needs them (about a second)."""
     for language in ("zh", "en", "ja"):
         inverse_normalize("一" if language != "en" else "one", language)
-
-
-def strip_digit_groups(text: str) -> str:
-    """1,250 -> 1250 (for scoring against references without separators)."""
-    return _DIGIT_GROUP.sub("", text)

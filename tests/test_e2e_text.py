@@ -9,17 +9,11 @@ import pytest
 import websockets
 from rapidfuzz.distance import Levenshtein
 
-from bench.corpus import dev_clips, error_rate, load_manifest
+from bench.corpus import dev_clips, error_rate, load_manifest, written_words
 from lingting_client import StreamOptions
 from streaming import check_event_grammar, finals_text, gather_limited, stream_events, wav_pcm
 
 pytestmark = pytest.mark.e2e
-
-
-def written_words(text: str) -> list[str]:
-    """Score on the written form: case and punctuation go, symbols and digits stay."""
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
-    return re.findall(r"[\w%×=$.]+", text.replace(". ", " ").rstrip("."))
 
 
 async def test_itn_gives_the_written_form(server, shared_audio):
@@ -29,7 +23,7 @@ async def test_itn_gives_the_written_form(server, shared_audio):
     final = " ".join(e["text"] for e in events if e["type"] == "final")
     raw = " ".join(e["raw_text"] for e in events if e["type"] == "final")
     import jiwer
-    rate = jiwer.wer(" ".join(written_words(clip.transcript)), " ".join(written_words(final)))
+    rate = jiwer.wer(written_words(clip.transcript), written_words(final))
     print(f"written-form WER {rate:.3f}: {final!r} (raw {raw!r})")
     assert rate <= 0.1, final
     assert "6 × 10 = 60" in final and "12%" in final and "times" in raw

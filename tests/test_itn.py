@@ -2,7 +2,8 @@
 
 import pytest
 
-from lingting_server.itn import inverse_normalize, strip_digit_groups
+from bench.corpus import strip_digit_groups
+from lingting_server.itn import inverse_normalize
 
 
 @pytest.mark.parametrize("spoken, written", [
