@@ -98,7 +98,7 @@ def normalize_cjk(text: str) -> str:
 
 def strip_digit_groups(text: str) -> str:
     """1,250 -> 1250 (references write numbers without separators)."""
-    return re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
+    return re.sub(r"(?<=\d),(?=\d{3})", "", text)
 
 
 def written_words(text: str) -> str:
