@@ -68,3 +68,21 @@ export declare class LingtingClient extends EventTarget {
   addEventListener<K extends keyof LingtingEventMap>(type: K, listener: (ev: LingtingEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }
+
+export interface TranscribeOptions {
+  language?: "auto" | "en" | "zh" | "ja";
+  itn?: boolean;
+  hotwords?: LingtingOptions["hotwords"];
+  /** Every server event: progress ({stage: "upload" | "transcribe", fraction...}), final, error. */
+  onEvent?: (event: { type: string; [key: string]: unknown }) => void;
+  signal?: AbortSignal;
+}
+
+export interface TranscribeResult {
+  sessionId: string;
+  finals: Array<{ utterance: number; start_ms: number; end_ms: number; text: string; raw_text: string }>;
+  stopped: { utterances: number; audio_ms: number };
+}
+
+/** Offline transcription of a whole file over protocol v1's offline mode. */
+export declare function transcribeFile(url: string, file: Blob & { name: string }, options?: TranscribeOptions): Promise<TranscribeResult>;

@@ -265,3 +265,48 @@ export class LingtingClient extends EventTarget {
     setTimeout(() => { if (this.state === "reconnecting") this._connect(); }, delay);
   }
 }
+
+const FILE_CHUNK_BYTES = 256 * 1024;
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;   // pause reading the file while the socket is this far behind
+
+/**
+ * Offline transcription of a whole file (any container the server's FFmpeg
+ * reads). Resolves with { sessionId, finals, stopped }; onEvent sees every
+ * server event (progress, final, error...). The file is sent in slices, so
+ * big files never sit in memory whole.
+ */
+export function transcribeFile(url, file, { language = "auto", itn, hotwords, onEvent, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, ["lingting.v1.json"]);
+    const finals = [];
+    let sessionId = null;
+    let settled = false;
+    const fail = (error) => {
+      if (!settled) { settled = true; reject(error); }
+      if (ws.readyState <= WebSocket.OPEN) ws.close();
+    };
+    signal?.addEventListener("abort", () => fail(new LingtingError("transcription cancelled", "cancelled")));
+    ws.onopen = async () => {
+      const start = { type: "start", mode: "offline", filename: file.name.slice(0, 255), file_bytes: file.size, language };
+      if (itn !== undefined) start.itn = itn;
+      if (hotwords?.length) start.hotwords = hotwords;
+      ws.send(JSON.stringify(start));
+      for (let offset = 0; offset < file.size && !settled; offset += FILE_CHUNK_BYTES) {
+        while (ws.bufferedAmount > MAX_BUFFERED_BYTES && !settled) await new Promise((r) => setTimeout(r, 20));
+        if (ws.readyState !== WebSocket.OPEN) return;
+        ws.send(await file.slice(offset, offset + FILE_CHUNK_BYTES).arrayBuffer());
+      }
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
+    };
+    ws.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      onEvent?.(event);
+      if (event.type === "ready") sessionId = event.session_id;
+      else if (event.type === "final") finals.push(event);
+      else if (event.type === "error" && event.fatal) fail(new LingtingError(event.message, event.code));
+      else if (event.type === "stopped" && !settled) { settled = true; resolve({ sessionId, finals, stopped: event }); }
+    };
+    ws.onerror = () => fail(new LingtingError(`cannot reach ${url}`, "connection"));
+    ws.onclose = (event) => fail(new LingtingError(`connection closed (${event.code}${event.reason ? ": " + event.reason : ""})`, "connection"));
+  });
+}

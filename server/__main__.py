@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import sys
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from .app import STREAM_PATH, LingtingServer, ServerSettings
 from .batching import BatchCollector
 from .engines.devices import resolve_device
+from .history import AsyncHistory, HistoryStore, Retention, default_path
 
 log = logging.getLogger("lingting")
 
@@ -37,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest message accepted (default: 1 MiB)")
     p.add_argument("--shutdown-grace-s", type=float, default=30.0,
                    help="on SIGTERM/SIGINT, time to finish open utterances before closing (default: 30)")
+    p.add_argument("--history-db", default=None,
+                   help=f"SQLite file of the transcript history, or 'off' (default: {default_path()})")
+    p.add_argument("--history-max-age-days", type=float, default=0,
+                   help="delete sessions older than this many days (default: 0, keep forever)")
+    p.add_argument("--history-max-mb", type=float, default=0,
+                   help="delete the oldest sessions while the history is larger than this (default: 0, no limit)")
+    p.add_argument("--max-file-mb", type=float, default=2048,
+                   help="largest file accepted for offline transcription (default: 2048)")
+    p.add_argument("--spool-dir", default=None,
+                   help="where uploaded files wait to be transcribed (default: the system temp dir)")
     p.add_argument("--list-models", action="store_true", help="print the model catalog and exit")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
     return p
@@ -67,12 +79,15 @@ async def run(args) -> None:
     engine.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en")])
     from .itn import warm_up
     warm_up()
+    history = open_history(args)
     collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size)
     collector.start()
     settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
-                              max_frame_bytes=args.max_frame_bytes)
-    server = LingtingServer(engine, collector, settings, engine.describe())
+                              max_frame_bytes=args.max_frame_bytes, max_file_bytes=int(args.max_file_mb * (1 << 20)),
+                              spool_dir=args.spool_dir)
+    server = LingtingServer(engine, collector, settings, engine.describe(), history)
     await server.serve()
+    retention = asyncio.get_running_loop().create_task(enforce_retention(history)) if history else None
     host = args.host if ":" not in args.host else f"[{args.host}]"
     log.info("Lingting ready: ws://%s:%d%s (model %s on %s; health: http://%s:%d/health)",
              host, server.port, STREAM_PATH, spec.name, engine.device, host, server.port)
@@ -83,7 +98,35 @@ async def run(args) -> None:
     log.info("shutting down: finishing %d open stream(s)", len(server.streams))
     await server.shutdown(args.shutdown_grace_s)
     await collector.close()
+    if history:
+        retention.cancel()
+        history.close()
     log.info("stopped")
+
+
+def open_history(args) -> AsyncHistory | None:
+    if args.history_db == "off":
+        log.info("history is off: transcripts are not stored")
+        return None
+    store = HistoryStore(args.history_db or default_path())
+    interrupted = store.mark_interrupted()
+    log.info("history: %s%s", store.path,
+             f" ({interrupted} session(s) left open by the last run marked interrupted)" if interrupted else "")
+    return AsyncHistory(store, Retention(args.history_max_age_days, args.history_max_mb))
+
+
+async def enforce_retention(history: AsyncHistory, every_s: float = 3600) -> None:
+    """Age and size limits, at start and then hourly."""
+    if not (history.retention.max_age_days or history.retention.max_mb):
+        return
+    while True:
+        try:
+            deleted = await history.write("enforce", history.retention)
+            if deleted:
+                log.info("history retention: deleted %d old session(s)", deleted)
+        except Exception:
+            log.exception("history retention failed")
+        await asyncio.sleep(every_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from lingting_models import CatalogError
-        if isinstance(exc, CatalogError):
+        from .history import HistoryError
+        if isinstance(exc, (CatalogError, HistoryError, sqlite3.Error)):
             log.error("%s", exc)
             return 2
         raise

@@ -7,9 +7,12 @@ import asyncio
 import http
 import json
 import logging
+import os
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -17,12 +20,16 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .batching import BatchCollector
+from .export import FORMATS, render
+from .history import AsyncHistory
 from .protocol import SUBPROTOCOLS, Codec, ErrorCode, ProtocolError
-from .streaming.session import DecodeJob, Output, Session
+from .streaming.audio import AudioFormatError, FileAudio
+from .streaming.session import DecodeJob, Output, Session, ms
 
 log = logging.getLogger("lingting.server")
 
 STREAM_PATH = "/v1/stream"
+HISTORY_PATH = "/v1/history"
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,9 @@ class ServerSettings:
     max_frame_bytes: int = 1 << 20       # 1 MiB: ~32 s of 16 kHz s16 audio
     max_errors: int = 20                 # protocol errors before a stream is closed
     send_queue: int = 256                # events waiting for a slow reader
+    max_file_bytes: int = 2 << 30        # offline uploads (spooled to disk, not memory)
+    file_finals_in_flight: int = 16      # an offline file's utterances queued for decoding at once
+    spool_dir: str | None = None         # where uploads wait to be decoded (default: the temp dir)
 
 
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -44,8 +54,7 @@ _STATIC = {"/web/": "lingting_server.web", "/client_js/": "lingting_server.clien
 def static_file(path: str) -> Response | None:
     """The page and the browser client, from the installed package."""
     from importlib.resources import files
-    if path == "/":
-        path = "/web/index.html"
+    path = {"/": "/web/index.html", "/history": "/web/history.html"}.get(path, path)
     for prefix, package in _STATIC.items():
         name = path[len(prefix):]
         if path.startswith(prefix) and name and "/" not in name and not name.startswith("."):
@@ -57,15 +66,34 @@ def static_file(path: str) -> Response | None:
     return None
 
 
-def _json_response(status: int, body: dict, extra: dict | None = None) -> Response:
-    headers = Headers({"Content-Type": "application/json", **(extra or {})})
-    reason = http.HTTPStatus(status).phrase
-    return Response(status, reason, headers, json.dumps(body).encode())
+def _response(status: int, body: bytes, content_type: str, extra: dict | None = None) -> Response:
+    headers = Headers({"Content-Type": content_type, **(extra or {})})
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def _json_response(status: int, body: dict | list, extra: dict | None = None) -> Response:
+    return _response(status, json.dumps(body, ensure_ascii=False).encode(), "application/json", extra)
+
+
+def _error(status: int, code: str, message: str, extra: dict | None = None) -> Response:
+    return _json_response(status, {"error": code, "message": message}, extra)
+
+
+def _int_param(query: dict, name: str, default: int, high: int) -> int:
+    try:
+        value = int(query.get(name, [default])[0])
+    except ValueError:
+        raise ValueError(f"{name} must be an integer") from None
+    if not 0 <= value <= high:
+        raise ValueError(f"{name} must be between 0 and {high}")
+    return value
 
 
 class LingtingServer:
-    def __init__(self, engine, collector: BatchCollector, settings: ServerSettings, model_info: dict):
+    def __init__(self, engine, collector: BatchCollector, settings: ServerSettings, model_info: dict,
+                 history: AsyncHistory | None = None):
         self.engine = engine
+        self.history = history
         self.collector = collector
         self.settings = settings
         self.model_info = model_info
@@ -82,16 +110,20 @@ class LingtingServer:
                 "streams": len(self.streams), "max_streams": self.settings.max_connections,
                 "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if path.startswith(HISTORY_PATH + "/") and not upgrade:
+            return await self.history_request(request.method, request.path)
+        if request.method != "GET":
+            return _error(405, "method_not_allowed", f"{request.method} is not allowed on {path}", {"Allow": "GET"})
         if path == "/health" and not upgrade:
             return _json_response(200 if self.ready else 503, self.health())
         if not upgrade and (static := static_file(path)) is not None:
             return static
         if path != STREAM_PATH:
-            return _json_response(404, {"error": "not_found", "message": f"no route for {path}; "
-                                        f"page on /, stream on {STREAM_PATH}, health on /health"})
+            return _error(404, "not_found", f"no route for {path}; page on /, history page on /history, "
+                          f"stream on {STREAM_PATH}, history API on {HISTORY_PATH}/sessions, health on /health")
         if not upgrade:
             return _json_response(426, {"error": "upgrade_required",
                                         "message": f"{STREAM_PATH} takes WebSocket connections"})
@@ -103,6 +135,53 @@ class LingtingServer:
                                         "message": f"server is at its limit of {self.settings.max_connections} streams; retry later"},
                                   {"Retry-After": "5"})
         return None
+
+    async def history_request(self, method: str, target: str) -> Response:
+        """GET   /v1/history/sessions?limit=&offset=       newest first
+        GET   /v1/history/search?q=&limit=&offset=        utterances containing q
+        GET   /v1/history/sessions/ID                     one session with its utterances
+        GET   /v1/history/sessions/ID/export?format=F     json, txt, srt, vtt
+        DELETE /v1/history/sessions/ID"""
+        if self.history is None:
+            return _error(404, "history_disabled", "this server keeps no history (started with --history-db off)")
+        url = urlsplit(target)
+        query = parse_qs(url.query)
+        parts = url.path[len(HISTORY_PATH) + 1:].split("/")
+        allowed = "DELETE, GET" if len(parts) == 2 and parts[0] == "sessions" else "GET"
+        if method not in allowed.split(", "):
+            return _error(405, "method_not_allowed", f"{method} is not allowed on {url.path}", {"Allow": allowed})
+        try:
+            limit = _int_param(query, "limit", 50, 1000)
+            offset = _int_param(query, "offset", 0, 1 << 40)
+        except ValueError as exc:
+            return _error(400, ErrorCode.INVALID_FIELD, str(exc))
+        try:
+            if parts == ["sessions"]:
+                sessions = await self.history.read("list_sessions", limit, offset)
+                return _json_response(200, {"sessions": sessions, "total": await self.history.read("count_sessions")})
+            if parts == ["search"]:
+                text = query.get("q", [""])[0]
+                return _json_response(200, {"query": text, "results": await self.history.read("search", text, limit, offset)})
+            if parts[0] == "sessions" and len(parts) == 2 and method == "DELETE":
+                if await self.history.write("delete_session", parts[1]):
+                    return Response(204, "No Content", Headers(), b"")
+                return _error(404, "not_found", f"no session {parts[1]!r}")
+            if parts[0] == "sessions" and len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "export"):
+                session = await self.history.read("get_session", parts[1])
+                if session is None:
+                    return _error(404, "not_found", f"no session {parts[1]!r}")
+                if len(parts) == 2:
+                    return _json_response(200, session)
+                fmt = query.get("format", ["json"])[0]
+                if fmt not in FORMATS:
+                    return _error(400, ErrorCode.INVALID_FIELD, f"format must be one of {', '.join(FORMATS)}")
+                name = f"lingting-{parts[1]}.{fmt}"
+                return _response(200, render(session, fmt).encode(), FORMATS[fmt],
+                                 {"Content-Disposition": f'attachment; filename="{name}"'})
+        except Exception:
+            log.exception("history request %s %s failed", method, target)
+            return _error(500, ErrorCode.INTERNAL, "history request failed")
+        return _error(404, "not_found", f"no history route {url.path}")
 
     @staticmethod
     def select_subprotocol(connection, offered):
@@ -163,20 +242,33 @@ class LingtingServer:
 
 
 class _Stream:
-    """One connection: reads frames into the session, writes its events."""
+    """One connection: reads frames into the session, writes its events.
+
+    Every final is stored in history before it is sent, so a final the client
+    saw survives any crash. When a client drops mid-utterance, that utterance
+    is still decoded and stored (not sent)."""
 
     def __init__(self, server: LingtingServer, ws: ServerConnection, session_id: str):
         self.server = server
         self.ws = ws
         self.codec = Codec(ws.subprotocol)
-        limits = {"max_frame_bytes": server.settings.max_frame_bytes,
+        settings = server.settings
+        limits = {"max_frame_bytes": settings.max_frame_bytes, "max_file_bytes": settings.max_file_bytes,
                   "sample_rates": [8000, 48000]}
         self.session = Session(session_id, server.model_info["model"],
                                tuple(getattr(server.engine, "languages", ()) or ()), limits)
-        self.outbox: asyncio.Queue = asyncio.Queue(server.settings.send_queue)
+        self.history = server.history
+        self.outbox: asyncio.Queue = asyncio.Queue(settings.send_queue)
         self.errors = 0
         self.closing = False
         self.close_code = 1000
+        self.connected = True
+        self.recorded = False          # history has a row for this session
+        self.record_closed = False     # ...and it has its end
+        self.history_failed = False
+        self.spool = None              # offline: the uploaded file on disk
+        self.transcriber: asyncio.Task | None = None
+        self.decoded = asyncio.Event()   # a decode finished: offline feeding may go on
         self.log = logging.LoggerAdapter(log, {"session": session_id})
 
     def finish(self) -> None:
@@ -203,19 +295,45 @@ class _Stream:
             pass
         finally:
             if not self.closing:
+                self.connected = False
                 self.log.info("session %s: client left (%d finals pending)", self.session.id,
                               self.session.finals_pending)
             await self._drain(writer)
+            await self._cleanup()
 
     async def _drain(self, writer: asyncio.Task) -> None:
-        # Wait (bounded) for the finals still being decoded when stop came.
-        if self.closing:
-            try:
-                await asyncio.wait_for(writer, timeout=120)
-            except asyncio.TimeoutError:
+        if not self.connected:
+            if self.transcriber:
+                self.transcriber.cancel()
+            if self.recorded and not self.session.offline and self.session.state in ("streaming", "stopping"):
+                # History keeps what was said before the line dropped:
+                # decode the open utterance and store the finals.
+                self.close_code = 1006
+                self._apply(self.session.shutdown("disconnect"))
+            elif not self.closing:
                 writer.cancel()
-        else:
-            writer.cancel()
+                return
+        # Wait (bounded) for the finals still being decoded.
+        try:
+            await asyncio.wait_for(writer, timeout=120)
+        except asyncio.TimeoutError:
+            self.log.warning("session %s: finals still pending after 120 s; giving up", self.session.id)
+
+    async def _cleanup(self) -> None:
+        if self.transcriber:
+            self.transcriber.cancel()
+        if self.spool is not None:
+            self.spool.close()
+            os.unlink(self.spool.name)
+        if self.recorded and not self.record_closed:   # ended without `stopped`
+            await self._close_record()
+
+    async def _close_record(self) -> None:
+        self.record_closed = True
+        status = ("shutdown" if self.close_code == 1001 else "disconnected" if not self.connected else
+                  "stopped" if self.session.state == "stopped" else "failed")
+        await self._history_write("close_session", self.session.id, status,
+                                  ms(self.session.audio_samples))
 
     def _receive(self, frame) -> None:
         if self.close_code == 1001:   # shutting down: what is in flight is being finished
@@ -223,17 +341,20 @@ class _Stream:
         try:
             self._apply(self.session.handle(self.codec.decode(frame)))
         except ProtocolError as exc:
-            self.errors += 1
-            fatal = exc.fatal or self.errors >= self.server.settings.max_errors
-            if fatal and not exc.fatal:
-                exc = ProtocolError(exc.code, f"{exc.message} (too many errors: closing)", fatal=True)
-            self._send(exc.event())
-            if fatal:
-                self._close(1008, exc.code)
+            self._protocol_error(exc)
         except Exception:
             self.log.exception("session %s: internal error", self.session.id)
             self._send(ProtocolError(ErrorCode.INTERNAL, "internal server error", fatal=True).event())
             self._close(1011, "internal error")
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.errors += 1
+        fatal = exc.fatal or self.errors >= self.server.settings.max_errors
+        if fatal and not exc.fatal:
+            exc = ProtocolError(exc.code, f"{exc.message} (too many errors: closing)", fatal=True)
+        self._send(exc.event())
+        if fatal:
+            self._close(1008, exc.code)
 
     def _apply(self, out: Output) -> None:
         for event in out.events:
@@ -241,10 +362,19 @@ class _Stream:
         for job in out.jobs:
             future = self.server.collector.submit(job)
             future.add_done_callback(lambda f, job=job: self._on_decoded(job, f))
+        for data in out.file_data:
+            if self.spool is None:
+                os.makedirs(self.server.settings.spool_dir or tempfile.gettempdir(), exist_ok=True)
+                self.spool = tempfile.NamedTemporaryFile(
+                    prefix="lingting-upload-", dir=self.server.settings.spool_dir, delete=False)
+            self.spool.write(data)
+        if out.file_complete:
+            self.transcriber = asyncio.get_running_loop().create_task(self._transcribe_file())
         if out.close:
             self._close(self.close_code, "stopped" if self.close_code == 1000 else "server shutting down")
 
     def _on_decoded(self, job: DecodeJob, future: asyncio.Future) -> None:
+        self.decoded.set()
         if future.cancelled():
             return
         error = future.exception()
@@ -254,11 +384,42 @@ class _Stream:
         except Exception:
             self.log.exception("session %s: failed to handle a decode result", self.session.id)
 
+    # ---- offline files --------------------------------------------------
+    async def _transcribe_file(self) -> None:
+        """Decode the uploaded file chunk by chunk into the session, keeping
+        a bounded number of its utterances waiting for the model."""
+        if self.spool is None:
+            self._protocol_error(ProtocolError(ErrorCode.BAD_AUDIO, "no file was sent before stop", fatal=True))
+            return
+        self.spool.flush()
+        audio = None
+        try:
+            audio = await asyncio.to_thread(FileAudio, self.spool.name)
+            self._apply(self.session.file_opened(audio.duration_ms))
+            while (chunk := await asyncio.to_thread(audio.read)) is not None:
+                self._apply(self.session.file_audio(chunk))
+                while self.session.finals_pending >= self.server.settings.file_finals_in_flight:
+                    self.decoded.clear()
+                    await self.decoded.wait()
+                if self.closing:
+                    return
+            self._apply(self.session.file_ended())
+        except AudioFormatError as exc:
+            self._protocol_error(ProtocolError(ErrorCode.BAD_AUDIO, str(exc), fatal=True))
+        except Exception:
+            self.log.exception("session %s: file transcription failed", self.session.id)
+            self._send(ProtocolError(ErrorCode.INTERNAL, "file transcription failed", fatal=True).event())
+            self._close(1011, "internal error")
+        finally:
+            if audio is not None:
+                audio.close()
+
+    # ---- writing: history first, then the socket ------------------------
     def _send(self, event: dict) -> None:
         if self.closing:
             return
         try:
-            self.outbox.put_nowait(self.codec.encode(event))
+            self.outbox.put_nowait(event)
         except asyncio.QueueFull:
             # A reader this slow would grow memory without bound: end the stream.
             self.log.warning("session %s: client reads too slowly; closing", self.session.id)
@@ -275,10 +436,49 @@ class _Stream:
     async def _write(self) -> None:
         while True:
             item = await self.outbox.get()
-            try:
-                if isinstance(item, tuple):
-                    await self.ws.close(*item)
-                    return
-                await self.ws.send(item)
-            except websockets.ConnectionClosed:
+            if isinstance(item, tuple):
+                if self.connected:
+                    await self._socket(self.ws.close(*item))
                 return
+            await self._record(item)
+            if self.connected:
+                await self._socket(self.ws.send(self.codec.encode(item)))
+
+    async def _socket(self, operation) -> None:
+        try:
+            await operation
+        except websockets.ConnectionClosed:
+            self.connected = False
+
+    async def _record(self, event: dict) -> None:
+        if self.history is None:
+            return
+        kind = event["type"]
+        if kind == "ready":
+            config = self.session.config
+            request = self.ws.request
+            client = {"address": str(self.ws.remote_address[0]) if self.ws.remote_address else None,
+                      "user_agent": request.headers.get("User-Agent") if request else None,
+                      "origin": request.headers.get("Origin") if request else None,
+                      "subprotocol": self.codec.subprotocol}
+            self.recorded = await self._history_write(
+                "open_session", self.session.id, "file" if config.mode == "offline" else "stream",
+                model=self.session.model, language=config.language, filename=config.filename,
+                client=client, settings=config.summary())
+        elif kind == "final" and self.recorded:
+            await self._history_write("add_utterance", self.session.id, event, event.get("hotwords", ()))
+        elif kind == "stopped" and self.recorded:
+            await self._close_record()     # complete in history before the client hears `stopped`
+
+    async def _history_write(self, method: str, *args, **kwargs) -> bool:
+        try:
+            await self.history.write(method, *args, **kwargs)
+            return True
+        except Exception as exc:
+            # The transcript still goes to the client: losing it there too would be worse.
+            self.log.error("session %s: history %s failed: %s", self.session.id, method, exc)
+            if not self.history_failed and self.connected:
+                self.history_failed = True
+                error = ProtocolError(ErrorCode.HISTORY_FAILED, f"could not store this session in history: {exc}")
+                await self._socket(self.ws.send(self.codec.encode(error.event())))
+            return False

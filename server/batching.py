@@ -3,7 +3,10 @@ the one model worker thread that owns the device.
 
 Finals come before partials and are never dropped. A session has at most one
 partial waiting: a newer one replaces it (only the newest hypothesis matters),
-so under overload partial cadence degrades while finals keep flowing."""
+so under overload partial cadence degrades while finals keep flowing.
+Offline files' finals ("background") yield to live finals and take turns with
+live partials batch by batch, so a file never holds up live captions by more
+than one batch and live load never stalls a file for good."""
 
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ class BatchCollector:
         self.max_wait = max_wait_ms / 1000
         self.stats = CollectorStats()
         self._finals: deque[_Waiting] = deque()
+        self._background: deque[_Waiting] = deque()
+        self._background_turn = True
         self._partials: dict[str, _Waiting] = {}
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lingting-model")
@@ -77,7 +82,7 @@ class BatchCollector:
 
     @property
     def queue_depth(self) -> dict:
-        return {"final": len(self._finals), "partial": len(self._partials)}
+        return {"final": len(self._finals), "partial": len(self._partials), "background": len(self._background)}
 
     # ---- submitting ---------------------------------------------------
     def submit(self, job: DecodeJob) -> asyncio.Future:
@@ -94,29 +99,42 @@ class BatchCollector:
             # its place in line, or a busy session would never get a turn.
             waiting.since = stale.since
         if job.kind == "final":
-            self._finals.append(waiting)
+            (self._background if job.background else self._finals).append(waiting)
         else:
             self._partials[job.session_id] = waiting
         self._wakeup.set()
         return future
 
     def cancel_session(self, session_id: str) -> None:
-        """The client left: its waiting partial need not run."""
+        """The client left: its waiting partial and file finals need not run.
+        (Its live finals still run: history keeps them.)"""
         stale = self._partials.pop(session_id, None)
         if stale is not None and not stale.future.done():
             stale.future.cancel()
+        for waiting in self._background:
+            if waiting.job.session_id == session_id:
+                waiting.future.cancel()
 
     # ---- the loop -----------------------------------------------------
     def _take_batch(self) -> list[_Waiting]:
-        batch: list[_Waiting] = []
-        while self._finals and len(batch) < self.max_batch_size:
-            waiting = self._finals.popleft()
-            if not waiting.future.done():
-                batch.append(waiting)
+        batch = self._take_finals(self._finals)
         if batch:
             return batch
+        if self._background and (self._background_turn or not self._partials):
+            self._background_turn = False
+            if batch := self._take_finals(self._background):
+                return batch
+        self._background_turn = True
         for key in sorted(self._partials, key=lambda k: self._partials[k].since)[:self.max_partial_batch_size]:
             waiting = self._partials.pop(key)
+            if not waiting.future.done():
+                batch.append(waiting)
+        return batch
+
+    def _take_finals(self, queue: deque[_Waiting]) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        while queue and len(batch) < self.max_batch_size:
+            waiting = queue.popleft()
             if not waiting.future.done():
                 batch.append(waiting)
         return batch
@@ -126,13 +144,13 @@ class BatchCollector:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self.max_wait and len(self._finals) + len(self._partials) < self.max_batch_size:
+            if self.max_wait and len(self._finals) + len(self._partials) + len(self._background) < self.max_batch_size:
                 await asyncio.sleep(self.max_wait)   # let more sessions join this batch
             while batch := self._take_batch():
                 await self._decode(loop, batch)
 
     async def _decode(self, loop, batch: list[_Waiting]) -> None:
-        kind = batch[0].job.kind
+        kind = "file" if batch[0].job.background else batch[0].job.kind
         started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self.engine.decode,

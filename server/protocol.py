@@ -35,6 +35,7 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     OVERLOADED = "overloaded"
     DECODE_FAILED = "decode_failed"
+    HISTORY_FAILED = "history_failed"    # the transcript was sent but could not be stored
     INTERNAL = "internal"
 
 
@@ -47,8 +48,15 @@ class ProtocolError(Exception):
         return {"type": "error", "code": self.code, "message": self.message, "fatal": self.fatal}
 
 
+MODES = ("stream", "offline")
+MAX_FILENAME_CHARS = 255
+
+
 @dataclass(frozen=True)
 class StartConfig:
+    mode: str = "stream"               # offline: the frames are a media file, decoded after stop
+    filename: str | None = None        # offline: shown in history
+    file_bytes: int | None = None      # offline: the file's size, if the client knows it
     sample_rate: int = 16000
     encoding: str = "pcm_s16le"
     language: str = "auto"
@@ -60,6 +68,18 @@ class StartConfig:
     watch: tuple[WatchPhrase, ...] = ()
     itn: bool = True
     itn_partials: bool = False
+
+    def summary(self) -> dict:
+        """The settings as plain values, for history."""
+        names = ("mode", "language", "word_timestamps", "itn") + (
+            ("sample_rate", "encoding", "partials") if self.mode == "stream" else ("filename", "file_bytes"))
+        out = {name: getattr(self, name) for name in names}
+        out["endpointing"] = {"silence_ms": self.endpointing.silence_ms,
+                              "max_utterance_ms": self.endpointing.max_utterance_ms,
+                              "vad_aggressiveness": self.endpointing.vad_aggressiveness}
+        out["hotwords"] = [{"phrase": h.phrase, "boost": h.boost} for h in self.hotwords]
+        out["watch"] = [w.phrase for w in self.watch]
+        return out
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,7 @@ def _watch(value) -> tuple[WatchPhrase, ...]:
     return tuple(out)
 
 
-_START_FIELDS = {"type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
+_START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
                  "endpointing", "word_timestamps", "hotwords", "watch", "itn", "itn_partials"}
 _ENDPOINT_FIELDS = {"silence_ms", "max_utterance_ms", "vad_aggressiveness"}
 
@@ -151,6 +171,19 @@ def parse_start(msg: dict) -> StartConfig:
     unknown = set(msg) - _START_FIELDS
     _require(not unknown, f"unknown start field(s): {', '.join(sorted(unknown))}")
     d = StartConfig()
+    mode = msg.get("mode", d.mode)
+    _require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
+    if mode == "offline":
+        for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials"):
+            _require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
+    elif "filename" in msg or "file_bytes" in msg:
+        _require(False, "filename and file_bytes apply to offline mode only")
+    filename = msg.get("filename")
+    _require(filename is None or (isinstance(filename, str) and len(filename) <= MAX_FILENAME_CHARS),
+             f"filename must be a string of at most {MAX_FILENAME_CHARS} characters")
+    file_bytes = msg.get("file_bytes")
+    if file_bytes is not None:
+        file_bytes = _int(file_bytes, "file_bytes", 0, 1 << 50)
     rate = msg.get("sample_rate", d.sample_rate)
     _require(isinstance(rate, int) and not isinstance(rate, bool), "sample_rate must be an integer")
     if not MIN_RATE <= rate <= MAX_RATE:
@@ -172,10 +205,13 @@ def parse_start(msg: dict) -> StartConfig:
         vad_aggressiveness=_int(endpoint.get("vad_aggressiveness", e.vad_aggressiveness), "endpointing.vad_aggressiveness", 0, 3),
     )
     return StartConfig(
+        mode=mode,
+        filename=filename,
+        file_bytes=file_bytes,
         sample_rate=rate,
         encoding=encoding,
         language=language,
-        partials=_bool(msg.get("partials", d.partials), "partials"),
+        partials=_bool(msg.get("partials", d.partials), "partials") and mode == "stream",
         partial_interval_ms=_int(msg.get("partial_interval_ms", d.partial_interval_ms), "partial_interval_ms", 100, 10000),
         endpointing=endpointing,
         word_timestamps=_bool(msg.get("word_timestamps", d.word_timestamps), "word_timestamps"),

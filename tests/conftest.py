@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -26,12 +27,18 @@ class RunningServer:
     http: str         # http://host:port
     process: subprocess.Popen
     log: deque
+    history_db: str | None = None
 
     def log_text(self) -> str:
         return "\n".join(self.log)
 
 
 def start_server(*args: str, timeout: float = 180) -> RunningServer:
+    """The server in a subprocess; its history goes to a fresh temp file
+    unless args name one."""
+    if "--history-db" not in args:
+        args = (*args, "--history-db", os.path.join(tempfile.mkdtemp(prefix="lingting-test-"), "history.sqlite3"))
+    history_db = args[args.index("--history-db") + 1]
     cmd = [sys.executable, "-m", "lingting_server", "--port", "0", *args]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
     log: deque = deque(maxlen=2000)
@@ -57,7 +64,8 @@ def start_server(*args: str, timeout: float = 180) -> RunningServer:
         proc.kill()
         raise RuntimeError("server exited before it was ready:\n" + "\n".join(log))
     url = found["url"]
-    return RunningServer(url, url.replace("ws://", "http://").rsplit("/v1/", 1)[0], proc, log)
+    return RunningServer(url, url.replace("ws://", "http://").rsplit("/v1/", 1)[0], proc, log,
+                         None if history_db == "off" else history_db)
 
 
 def stop_server(server: RunningServer) -> None:

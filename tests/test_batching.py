@@ -111,3 +111,47 @@ async def test_engine_failure_fails_only_that_batch():
         await bad
     assert (await good).text == "final:14"
     await c.close()
+
+
+async def busy_collector(max_batch_size=2):
+    """A collector whose worker is stuck on one final until engine.gate is set."""
+    engine = RecordingEngine()
+    engine.gate.clear()
+    c = BatchCollector(engine, max_batch_size=max_batch_size, max_wait_ms=0)
+    c.start()
+    busy = c.submit(job("x", "final", 1))
+    await asyncio.sleep(0.05)
+    return engine, c, busy
+
+
+def file_job(n):
+    j = job("file", "final", n)
+    j.background = True
+    return j
+
+
+async def test_file_finals_yield_to_live_finals_and_take_turns_with_partials():
+    engine, c, busy = await busy_collector()
+    background = [c.submit(file_job(n)) for n in (20, 21, 22)]
+    await asyncio.sleep(0.01)
+    partial = c.submit(job("a", "partial", 10, seq=1))
+    live = c.submit(job("b", "final", 30))
+    assert c.queue_depth == {"final": 1, "partial": 1, "background": 3}
+    engine.gate.set()
+    await asyncio.gather(busy, partial, live, *background)
+    await c.close()
+    sizes = [[n for _, n in batch] for batch in engine.batches]
+    # the live final first; then file finals and partials take turns, a batch each.
+    assert sizes == [[1], [30], [20, 21], [10], [22]]
+    assert c.stats.decoded["file"] == 3
+
+
+async def test_a_departed_clients_file_finals_are_cancelled():
+    engine, c, busy = await busy_collector()
+    waiting = c.submit(file_job(20))
+    c.cancel_session("file")
+    engine.gate.set()
+    await busy
+    await asyncio.sleep(0.05)
+    await c.close()
+    assert waiting.cancelled() and [n for b in engine.batches for _, n in b] == [1]

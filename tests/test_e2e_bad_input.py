@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import urllib.request
 
 import pytest
@@ -167,7 +168,7 @@ async def test_sigterm_finishes_open_utterances(shared_audio):
         pcm = wav_pcm(shared_audio / "en" / "jfk.wav")
         async with websockets.connect(server.url) as ws:
             await ws.send(START)
-            await next_event(ws, "ready")
+            ready = await next_event(ws, "ready")
             for i in range(0, 16000 * 2 * 4, 3200):            # "And so my fellow Americans", no stop
                 await ws.send(pcm[i:i + 3200])
             await next_event(ws, "speech_started")
@@ -183,5 +184,10 @@ async def test_sigterm_finishes_open_utterances(shared_audio):
         assert events[-1]["type"] == "stopped"
         assert server.process.wait(30) == 0
         assert "stopped" in server.log_text()
+        # ...and stored it, with the session marked as ended by the shutdown.
+        db = sqlite3.connect(server.history_db)
+        assert db.execute("SELECT status FROM sessions WHERE id=?", (ready["session_id"],)).fetchone() == ("shutdown",)
+        texts = [r[0] for r in db.execute("SELECT text FROM utterances ORDER BY idx")]
+        assert texts == [f["text"] for f in finals]
     finally:
         stop_server(server)

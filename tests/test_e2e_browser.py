@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 
 import pytest
+import srt
 
 from bench.corpus import error_rate, load_manifest
 
@@ -144,3 +146,45 @@ def test_page_reconnects_after_the_server_restarts(browser, shared_audio):
     after = [e for e in log[ready_at:] if e["type"] == "final"]
     # The stream clock continues across the reconnect: no caption jumps back to 00:00.
     assert after[0]["start_ms"] > before[-1]["end_ms"]
+
+
+def test_history_page_uploads_searches_exports_and_deletes(browser, server, shared_audio, artifacts, tmp_path):
+    long_file = shared_audio / "long" / "en_sense_and_sensibility_5utt.wav"
+    chromium = launch(browser)
+    try:
+        context = chromium.new_context(viewport={"width": 1000, "height": 900}, accept_downloads=True)
+        page = context.new_page()
+        page.goto(server.http + "/history")
+        page.select_option("#language", "en")
+        page.set_input_files("#files", [str(shared_audio / "en" / "jfk.wav"), str(long_file)])
+        # Both files go through upload and transcription with a moving progress bar.
+        page.wait_for_function("document.querySelectorAll('#jobs li.done').length === 2", timeout=120000)
+        assert page.eval_on_selector_all("#jobs progress", "bars => bars.map(b => b.value)") == [1, 1]
+        page.screenshot(path=str(artifacts / "history_page.png"), full_page=True)
+        rows = page.eval_on_selector_all("#sessions tbody tr", "rows => rows.map(r => r.innerText)")
+        assert any("jfk.wav" in r for r in rows) and any(long_file.name in r for r in rows)
+
+        page.fill("#search", "ask not what your country")
+        page.click("#search-form button")
+        page.wait_for_selector("#results li mark")
+        assert "ask not what your country" in page.inner_text("#results mark").lower()
+        session_id = page.get_attribute("#results li", "data-session")
+        page.click("#results li")
+        page.wait_for_selector("#detail:not([hidden]) #utterances li")
+        assert "fellow americans" in page.inner_text("#utterances").lower()
+        with page.expect_download() as download:
+            page.click(".exports a[data-format=srt]")
+        saved = tmp_path / "jfk.srt"
+        download.value.save_as(saved)
+        cues = list(srt.parse(saved.read_text()))
+        assert cues and "country" in " ".join(c.content for c in cues).lower()
+
+        page.on("dialog", lambda dialog: dialog.accept())
+        assert page.query_selector(f"#sessions tr[data-session='{session_id}']")
+        page.click("#delete")
+        page.wait_for_function(f"!document.querySelector(\"#sessions tr[data-session='{session_id}']\")")
+        assert page.is_hidden("#detail")
+        with pytest.raises(Exception):      # gone from the server too
+            urllib.request.urlopen(f"{server.http}/v1/history/sessions/{session_id}", timeout=10)
+    finally:
+        chromium.close()

@@ -142,3 +142,54 @@ def test_itn_can_be_turned_off():
     (job,) = s.handle(Flush()).jobs
     final = s.on_result(job, DecodeResult("twenty five dollars", "en")).events[-1]
     assert final["text"] == final["raw_text"] == "twenty five dollars"
+
+
+def test_offline_mode_spools_the_file_then_transcribes_in_the_background():
+    s = Session("f1", "test-model", ("en",), {"max_file_bytes": 3 << 20})
+    ready = s.handle(parse_message({"type": "start", "mode": "offline", "filename": "a.mp3",
+                                    "file_bytes": 1500000})).events[0]
+    assert ready["mode"] == "offline" and "sample_rate" not in ready
+    out = s.handle(Audio(b"x" * 1200000))
+    assert out.file_data == [b"x" * 1200000]
+    assert types(out) == ["progress"] and out.events[0]["stage"] == "upload"   # crossed 1 MiB
+    with pytest.raises(ProtocolError):
+        s.handle(Flush())
+    out = s.handle(Stop())
+    assert out.file_complete and s.state == "transcribing"
+    assert s.file_opened(20000).events[0]["fraction"] == 0.0
+    out = s.file_audio(np.concatenate([silence(0.5), voice(1.5), silence(1.0)]))
+    # No VAD events and no partials offline: finals, in the background lane.
+    (job,) = out.jobs
+    assert job.kind == "final" and job.background
+    assert "speech_started" not in types(out) and "speech_ended" not in types(out)
+    assert s.file_ended().events == []      # the final is still decoding
+    out = s.on_result(job, DecodeResult("hello", "en"))
+    assert types(out) == ["final", "progress", "stopped"]
+    assert out.events[1]["fraction"] > 0 and out.close
+
+
+def test_offline_mode_limits_and_fields():
+    s = Session("f1", "m", (), {"max_file_bytes": 100})
+    with pytest.raises(ProtocolError) as info:
+        s.handle(parse_message({"type": "start", "mode": "offline", "file_bytes": 101}))
+    assert info.value.code == ErrorCode.TOO_LARGE and info.value.fatal
+    s.handle(parse_message({"type": "start", "mode": "offline"}))
+    s.handle(Audio(b"x" * 100))
+    with pytest.raises(ProtocolError) as info:
+        s.handle(Audio(b"x"))
+    assert info.value.code == ErrorCode.TOO_LARGE and info.value.fatal
+    for bad in ({"sample_rate": 8000}, {"encoding": "mulaw"}, {"partials": True}):
+        with pytest.raises(ProtocolError):
+            parse_message({"type": "start", "mode": "offline", **bad})
+    with pytest.raises(ProtocolError):
+        parse_message({"type": "start", "filename": "x.wav"})     # stream mode takes no filename
+    with pytest.raises(ProtocolError):
+        parse_message({"type": "start", "mode": "batch"})
+
+
+def test_final_names_the_hotwords_in_force():
+    s = started(hotwords=["ComfyUI"])
+    out = s.handle(Audio(to_s16(np.concatenate([silence(0.5), voice(1.5), silence(1.0)]))))
+    (job,) = [j for j in out.jobs if j.kind == "final"]
+    final = s.on_result(job, DecodeResult("comfy UI rocks", "en")).events[0]
+    assert final["hotwords"] == ["ComfyUI"] and final["text"].startswith("ComfyUI")

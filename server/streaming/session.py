@@ -18,6 +18,7 @@ from .stabilizer import Stabilizer
 
 
 FIRST_PARTIAL_RETRY_MS = 250
+UPLOAD_PROGRESS_BYTES = 1 << 20   # offline: a progress event per MiB received
 
 
 def ms(samples: int) -> int:
@@ -34,6 +35,7 @@ class DecodeJob:
     end_sample: int
     audio_start: int              # where the request's audio begins (word timings count from it)
     reason: str = ""
+    background: bool = False      # an offline file's final: live streams go first
 
     @property
     def kind(self) -> str:
@@ -45,11 +47,15 @@ class Output:
     events: list[dict] = field(default_factory=list)
     jobs: list[DecodeJob] = field(default_factory=list)
     close: bool = False
+    file_data: list[bytes] = field(default_factory=list)   # offline: bytes of the file to keep
+    file_complete: bool = False                            # offline: the whole file is in; decode it
 
     def extend(self, other: "Output") -> "Output":
         self.events += other.events
         self.jobs += other.jobs
         self.close = self.close or other.close
+        self.file_data += other.file_data
+        self.file_complete = self.file_complete or other.file_complete
         return self
 
 
@@ -60,7 +66,9 @@ class Session:
         self.model = model
         self.model_languages = model_languages
         self.limits = limits or {}
-        self.state = "new"              # new -> streaming -> stopping -> stopped
+        # new -> streaming -> stopping -> stopped; offline mode goes
+        # streaming (receiving the file) -> transcribing -> stopping -> stopped
+        self.state = "new"
         self.config: StartConfig | None = None
         self._decoder: AudioDecoder | None = None
         self._segmenter: Segmenter | None = None
@@ -77,6 +85,12 @@ class Session:
         self._next_final = 0
         self.utterances = 0
         self.audio_samples = 0
+        self.file_received = 0
+        self.file_duration_ms: int | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.config is not None and self.config.mode == "offline"
 
     # ---- client messages ----------------------------------------------
     def handle(self, message: ClientMessage) -> Output:
@@ -93,6 +107,8 @@ class Session:
         if isinstance(message, Update):
             return self._update(message)
         if isinstance(message, Flush):
+            if self.offline:
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "flush has no meaning in offline mode")
             return self._segment_events(self._segmenter.flush("flush"))
         if isinstance(message, Stop):
             return self._stop()
@@ -108,14 +124,18 @@ class Session:
         self.config = config
         self._hotwords = config.hotwords
         self._alerts.watch = config.watch
-        self._decoder = AudioDecoder(config.encoding, config.sample_rate)
+        if config.mode == "stream":
+            self._decoder = AudioDecoder(config.encoding, config.sample_rate)
+        elif config.file_bytes is not None and config.file_bytes > self.limits.get("max_file_bytes", config.file_bytes):
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"file of {config.file_bytes} bytes is over this "
+                                f"server's limit of {self.limits['max_file_bytes']}", fatal=True)
         self._segmenter = Segmenter(config.endpointing)
         self.state = "streaming"
-        return Output(events=[{
-            "type": "ready", "session_id": self.id, "model": self.model,
-            "sample_rate": config.sample_rate, "encoding": config.encoding,
-            "language": config.language, "limits": self.limits,
-        }])
+        ready = {"type": "ready", "session_id": self.id, "model": self.model, "mode": config.mode,
+                 "language": config.language, "limits": self.limits}
+        if config.mode == "stream":
+            ready.update(sample_rate=config.sample_rate, encoding=config.encoding)
+        return Output(events=[ready])
 
     def _update(self, update: Update) -> Output:
         # Takes effect from the next decode request on, partials included.
@@ -127,6 +147,8 @@ class Session:
                                "watch": [w.phrase for w in self._alerts.watch]}])
 
     def _audio(self, data: bytes) -> Output:
+        if self.offline:
+            return self._file_bytes(data)
         try:
             samples = self._decoder.decode(data)
         except AudioFormatError as exc:
@@ -136,20 +158,70 @@ class Session:
         return out.extend(self._maybe_partial())
 
     def _stop(self, reason: str = "stop") -> Output:
+        if self.offline:
+            self.state = "transcribing"
+            return Output(events=[self._upload_progress()], file_complete=True)
         out = self._segment_events(self._segmenter.feed(self._decoder.flush()))
         out.extend(self._segment_events(self._segmenter.flush(reason)))
         self.state = "stopping"
         return out.extend(self._maybe_stopped())
 
-    def shutdown(self) -> Output:
-        """The server is going away: end the open utterance (reason "shutdown"),
-        deliver every final, then `stopped`, as if the client had sent stop."""
-        if self.state == "streaming":
-            return self._stop("shutdown")
-        if self.state == "new":
+    def shutdown(self, reason: str = "shutdown") -> Output:
+        """The server is going away (or the client went): end the open
+        utterance with `reason`, deliver every final, then `stopped`, as if
+        the client had sent stop. An offline file being transcribed finishes."""
+        if self.state == "streaming" and not self.offline:
+            return self._stop(reason)
+        if self.state in ("new", "streaming"):   # nothing to finish (an upload is cut short)
             self.state = "stopped"
             return Output(close=True)
         return Output()
+
+    # ---- offline: a whole file, fed by the edge as fast as decodes go ----
+    def _file_bytes(self, data: bytes) -> Output:
+        before = self.file_received
+        self.file_received += len(data)
+        limit = self.limits.get("max_file_bytes")
+        if limit is not None and self.file_received > limit:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"file is over this server's limit of {limit} bytes",
+                                fatal=True)
+        out = Output(file_data=[data])
+        if before // UPLOAD_PROGRESS_BYTES != self.file_received // UPLOAD_PROGRESS_BYTES:
+            out.events.append(self._upload_progress())
+        return out
+
+    def _upload_progress(self) -> dict:
+        return {"type": "progress", "stage": "upload", "received_bytes": self.file_received,
+                "file_bytes": self.config.file_bytes}
+
+    def file_opened(self, duration_ms: int | None) -> Output:
+        self.file_duration_ms = duration_ms
+        return Output(events=[self.progress()])
+
+    def file_audio(self, samples) -> Output:
+        """Decoded samples of the file (16 kHz float32): finals only, no partials."""
+        self.audio_samples += len(samples)
+        return self._segment_events(self._segmenter.feed(samples)).extend(Output(events=[self.progress()]))
+
+    def file_ended(self) -> Output:
+        out = self._segment_events(self._segmenter.flush("end_of_file"))
+        self.state = "stopping"
+        return out.extend(self._maybe_stopped())
+
+    def progress(self) -> dict:
+        """Offline: how far transcription has got. done_ms: every utterance
+        before it has its final delivered."""
+        done = self._segmenter.clock
+        if self._segmenter.in_speech:
+            done = min(done, self._onset)
+        if self._finals_pending:
+            done = min(done, min(job.start_sample for job in self._finals_pending.values()))
+        if self.state == "stopped":
+            done = self._segmenter.clock
+        duration = self.file_duration_ms
+        return {"type": "progress", "stage": "transcribe", "decoded_ms": ms(self._segmenter.clock),
+                "done_ms": ms(done), "duration_ms": duration,
+                "fraction": round(min(1.0, ms(done) / duration), 4) if duration else None}
 
     # ---- segmentation -------------------------------------------------
     def _segment_events(self, events: list) -> Output:
@@ -159,12 +231,15 @@ class Session:
                 self._stabilizer.reset()
                 self._last_partial_sample = 0
                 self._onset = event.start_sample
+                if self.offline:
+                    continue
                 out.events.append({"type": "speech_started", "utterance": event.utterance,
                                    "start_ms": ms(event.start_sample)})
             elif isinstance(event, SpeechEnded):
-                out.events.append({"type": "speech_ended", "utterance": event.utterance,
-                                   "start_ms": ms(event.start_sample), "end_ms": ms(event.end_sample),
-                                   "reason": event.reason})
+                if not self.offline:
+                    out.events.append({"type": "speech_ended", "utterance": event.utterance,
+                                       "start_ms": ms(event.start_sample), "end_ms": ms(event.end_sample),
+                                       "reason": event.reason})
                 out.jobs.append(self._final_job(event))
         return out
 
@@ -184,7 +259,8 @@ class Session:
     def _final_job(self, ended: SpeechEnded) -> DecodeJob:
         self._seq += 1
         job = DecodeJob(self.id, ended.utterance, self._seq, self._request("final", ended.audio, ended.utterance),
-                        ended.start_sample, ended.end_sample, ended.audio_start, ended.reason)
+                        ended.start_sample, ended.end_sample, ended.audio_start, ended.reason,
+                        background=self.offline)
         self._finals_pending[ended.utterance] = job
         self.utterances = max(self.utterances, ended.utterance + 1)
         return job
@@ -244,6 +320,8 @@ class Session:
                  "text": text, "raw_text": raw, "language": language,
                  "words": [{"word": w.word, "start_ms": offset + w.start_ms, "end_ms": offset + w.end_ms,
                             "probability": w.probability} for w in result.words] if result and result.words else None}
+        if job.request.hotwords:
+            event["hotwords"] = list(job.request.hotwords)
         out = Output()
         if error:
             event["error"] = error
@@ -256,14 +334,18 @@ class Session:
             out.events.extend(self._finals_ready.pop(self._next_final))
             self._utterance_language.pop(self._next_final, None)
             self._next_final += 1
-        return out.extend(self._maybe_stopped())
+        stopped = self._maybe_stopped()
+        if self.offline and not stopped.close:
+            out.events.append(self.progress())
+        return out.extend(stopped)
 
     def _maybe_stopped(self) -> Output:
         if self.state != "stopping" or self._finals_pending or self._finals_ready:
             return Output()
         self.state = "stopped"
-        return Output(events=[{"type": "stopped", "utterances": self.utterances,
-                               "audio_ms": ms(self.audio_samples)}], close=True)
+        done = [self.progress()] if self.offline else []
+        return Output(events=[*done, {"type": "stopped", "utterances": self.utterances,
+                                      "audio_ms": ms(self.audio_samples)}], close=True)
 
     @property
     def finals_pending(self) -> int:

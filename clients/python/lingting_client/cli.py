@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 
 from .audio import decode_file
-from .client import DEFAULT_URL, LingtingClient, LingtingError, StreamOptions
+from .client import DEFAULT_URL, FileOptions, LingtingClient, LingtingError, StreamOptions
+
+EXPORT_FORMATS = ("txt", "json", "srt", "vtt")
 
 
 def _clock(ms: int) -> str:
@@ -52,6 +56,93 @@ async def _stream(args) -> int:
     return 0
 
 
+class _Progress:
+    """A bar per file and one for the batch (tqdm, on stderr)."""
+
+    def __init__(self, files: list[str], enabled: bool):
+        from tqdm import tqdm
+        self.tqdm = tqdm
+        self.enabled = enabled
+        self.total = tqdm(total=len(files), desc="all files", unit="file", position=0, disable=not enabled,
+                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total} files [{elapsed}<{remaining}]")
+        self.done: dict[str, float] = {}
+
+    def file_bar(self, path: str, position: int):
+        return self.tqdm(total=100, desc=Path(path).name[:30], unit="%", position=position, leave=True,
+                         disable=not self.enabled, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(self, path: str, bar, fraction: float, stage: str) -> None:
+        bar.n = round(fraction * 100, 1)
+        bar.set_postfix_str(stage, refresh=True)
+        self.done[path] = fraction
+        self.total.n = round(sum(self.done.values()), 2)
+        self.total.refresh()
+
+
+def _fraction(event: dict) -> tuple[float, str]:
+    """Upload counts as the first 10 %, transcription as the rest."""
+    if event.get("stage") == "upload":
+        size = event.get("file_bytes") or 0
+        return (0.1 * event["received_bytes"] / size if size else 0.0), "uploading"
+    return 0.1 + 0.9 * (event.get("fraction") or 0.0), "transcribing"
+
+
+async def _transcribe_one(client: LingtingClient, path: str, args, progress: _Progress,
+                          position: int) -> str | None:
+    """Returns an error message, or None when the output was written."""
+    bar = progress.file_bar(path, position)
+    options = FileOptions(language=args.language, hotwords=args.hotword or [],
+                          itn=False if args.no_itn else None)
+    session_id = None
+    try:
+        async for event in client.transcribe(path, options):
+            kind = event["type"]
+            if kind == "ready":
+                session_id = event["session_id"]
+            elif kind == "progress":
+                progress.update(path, bar, *_fraction(event))
+            elif kind == "error":
+                progress.tqdm.write(f"lingting: {path}: server error {event['code']}: {event['message']}",
+                                    file=sys.stderr)
+        text = await asyncio.to_thread(client.export, session_id, args.format)
+    except (LingtingError, OSError) as exc:
+        progress.update(path, bar, 1.0, "failed")
+        bar.close()
+        return f"{path}: {exc}"
+    progress.update(path, bar, 1.0, "done")
+    bar.close()
+    if args.out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        out = Path(args.out) / f"{Path(path).stem}.{args.format}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    return None
+
+
+async def _transcribe(args) -> int:
+    missing = [f for f in args.files if not os.path.isfile(f)]
+    if missing:
+        print(f"lingting: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    client = LingtingClient(args.url)
+    progress = _Progress(args.files, enabled=not args.quiet)
+    slots = asyncio.Semaphore(args.parallel)
+
+    async def one(index: int, path: str):
+        async with slots:
+            return await _transcribe_one(client, path, args, progress, index + 1)
+
+    errors = [e for e in await asyncio.gather(*(one(i, f) for i, f in enumerate(args.files))) if e]
+    progress.total.close()
+    for error in errors:
+        print(f"lingting: {error}", file=sys.stderr)
+    if not errors and args.out != "-" and not args.quiet:
+        print(f"lingting: {len(args.files)} file(s) transcribed to {args.out}/ as .{args.format}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lingting", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,16 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print every server event as one JSON object per line")
     s.add_argument("--no-partials", action="store_true", help="ask for finals only")
     s.add_argument("--msgpack", action="store_true", help="use the msgpack subprotocol")
+    t = sub.add_parser("transcribe", help="transcribe whole files as fast as the server can, with progress")
+    t.add_argument("files", nargs="+", metavar="FILE", help="media files FFmpeg can read (the server decodes them)")
+    t.add_argument("--url", default=DEFAULT_URL, help=f"server stream URL (default: {DEFAULT_URL})")
+    t.add_argument("--format", choices=EXPORT_FORMATS, default="txt", help="output format (default: txt)")
+    t.add_argument("--out", default=".", help="directory for FILE-STEM.FORMAT outputs, or - for stdout (default: .)")
+    t.add_argument("--language", default="auto", help="auto, en, zh or ja (default: auto)")
+    t.add_argument("--hotword", action="append", help="a phrase to favour; repeat for more")
+    t.add_argument("--no-itn", action="store_true", help="keep numbers and dates as spoken words")
+    t.add_argument("--parallel", type=int, default=2, help="files in flight at once (default: 2)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.speed < 0:
+    if args.command == "stream" and args.speed < 0:
         print("lingting: --speed must be 0 or more", file=sys.stderr)
         return 2
+    if args.command == "transcribe" and args.parallel < 1:
+        print("lingting: --parallel must be 1 or more", file=sys.stderr)
+        return 2
     try:
-        return asyncio.run(_stream(args))
+        return asyncio.run(_stream(args) if args.command == "stream" else _transcribe(args))
     except KeyboardInterrupt:
         return 130
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from typing import AsyncIterable, AsyncIterator, Iterable
 
@@ -61,6 +65,32 @@ class StreamOptions:
         return msg
 
 
+@dataclass
+class FileOptions:
+    """Offline transcription of a whole file (the server decodes the container)."""
+    language: str = "auto"
+    word_timestamps: bool = True
+    hotwords: list = field(default_factory=list)
+    itn: bool | None = None
+    chunk_bytes: int = 256 * 1024
+
+    def start_message(self, path: str) -> dict:
+        msg = {"type": "start", "mode": "offline", "filename": os.path.basename(path)[:255],
+               "file_bytes": os.path.getsize(path), "language": self.language,
+               "word_timestamps": self.word_timestamps}
+        if self.hotwords:
+            msg["hotwords"] = self.hotwords
+        if self.itn is not None:
+            msg["itn"] = self.itn
+        return msg
+
+
+def http_base(url: str) -> str:
+    """ws://host:port/v1/stream -> http://host:port"""
+    parts = urllib.parse.urlsplit(url)
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+
+
 class LingtingClient:
     def __init__(self, url: str = DEFAULT_URL, use_msgpack: bool = False, open_timeout: float = 10):
         self.url = url
@@ -80,6 +110,35 @@ class LingtingClient:
         server event, each a dict with a `type`, ending with `stopped`.
         Each event gets `received_at` (time.monotonic()) added."""
         options = options or StreamOptions()
+        async for event in self._session(options.start_message(),
+                                         lambda ws: self._send_audio(ws, audio, options)):
+            yield event
+
+    async def transcribe(self, path: str, options: FileOptions | None = None) -> AsyncIterator[dict]:
+        """Upload a media file for offline transcription and yield every
+        server event (`progress`, `final`, ...) ending with `stopped`.
+        The file is read in chunks, never whole."""
+        options = options or FileOptions()
+        start = options.start_message(path)   # fails here, before connecting, if the file is missing
+        async for event in self._session(start, lambda ws: self._send_file(ws, path, options.chunk_bytes)):
+            yield event
+
+    def export(self, session_id: str, fmt: str = "json") -> str:
+        """A stored session from the server's history as json, txt, srt or vtt."""
+        url = f"{http_base(self.url)}/v1/history/sessions/{urllib.parse.quote(session_id)}/export?format={fmt}"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                return response.read().decode("utf-8")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("message", "")
+            except ValueError:
+                detail = ""
+            raise LingtingError(f"export failed: HTTP {exc.code} {detail}".strip()) from None
+        except OSError as exc:
+            raise LingtingError(f"export failed: {exc}") from None
+
+    async def _session(self, start: dict, sender) -> AsyncIterator[dict]:
         protocol = "lingting.v1.msgpack" if self.use_msgpack else "lingting.v1.json"
         try:
             ws = await websockets.connect(self.url, subprotocols=[protocol],
@@ -87,8 +146,8 @@ class LingtingClient:
         except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
             raise LingtingError(f"cannot connect to {self.url}: {exc}") from None
         async with ws:
-            await ws.send(self._encode(options.start_message()))
-            sender = asyncio.create_task(self._send_audio(ws, audio, options))
+            await ws.send(self._encode(start))
+            sender = asyncio.create_task(sender(ws))
             try:
                 async for frame in ws:
                     event = self._decode(frame)
@@ -109,6 +168,12 @@ class LingtingClient:
                     pass
             raise LingtingError(f"server closed the stream before 'stopped' "
                                 f"(code {ws.close_code}: {ws.close_reason or 'no reason'})")
+
+    async def _send_file(self, ws, path: str, chunk_bytes: int) -> None:
+        with open(path, "rb") as f:
+            while chunk := await asyncio.to_thread(f.read, chunk_bytes):
+                await ws.send(self._encode({"type": "audio", "data": chunk}) if self.use_msgpack else chunk)
+        await ws.send(self._encode({"type": "stop"}))
 
     async def _send_audio(self, ws, audio, options: StreamOptions) -> None:
         bytes_per_second = options.sample_rate * (4 if options.encoding == "pcm_f32le" else

@@ -1,0 +1,289 @@
+"""Transcript history in SQLite: sessions and their utterances, full-text
+search, retention.
+
+Plain synchronous code on one connection per thread; the server calls it
+through `AsyncHistory`, which keeps writes on one thread (in order) and reads
+on another, so a long search never holds up a final being stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+# Each entry moves the schema one version up; PRAGMA user_version records
+# how many ran. Append, never edit: databases in the field ran the old ones.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE sessions (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,              -- stream | file
+        started_at  REAL NOT NULL,              -- unix seconds
+        ended_at    REAL,
+        status      TEXT NOT NULL,              -- open | stopped | disconnected | shutdown | interrupted | failed
+        model       TEXT,
+        language    TEXT,
+        filename    TEXT,
+        audio_ms    INTEGER NOT NULL DEFAULT 0,
+        client      TEXT NOT NULL DEFAULT '{}', -- JSON: address, user agent, origin, subprotocol
+        settings    TEXT NOT NULL DEFAULT '{}'  -- JSON: the start message as accepted
+    );
+    CREATE INDEX sessions_started ON sessions(started_at);
+    CREATE TABLE utterances (
+        id          INTEGER PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        idx         INTEGER NOT NULL,
+        start_ms    INTEGER NOT NULL,
+        end_ms      INTEGER NOT NULL,
+        text        TEXT NOT NULL,
+        raw_text    TEXT NOT NULL,
+        language    TEXT,
+        words       TEXT,                       -- JSON list or NULL
+        hotwords    TEXT NOT NULL DEFAULT '[]', -- JSON list of the hotwords in force
+        created_at  REAL NOT NULL,
+        UNIQUE (session_id, idx)
+    );
+    -- trigram: substring search that works for Chinese and Japanese too,
+    -- which have no spaces for a word tokenizer to split on.
+    CREATE VIRTUAL TABLE utterances_fts USING fts5(
+        text, raw_text, content='utterances', content_rowid='id', tokenize='trigram');
+    CREATE TRIGGER utterances_ai AFTER INSERT ON utterances BEGIN
+        INSERT INTO utterances_fts(rowid, text, raw_text) VALUES (new.id, new.text, new.raw_text);
+    END;
+    CREATE TRIGGER utterances_ad AFTER DELETE ON utterances BEGIN
+        INSERT INTO utterances_fts(utterances_fts, rowid, text, raw_text)
+        VALUES ('delete', old.id, old.text, old.raw_text);
+    END;
+    """,
+]
+
+SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
+                   "audio_ms", "client", "settings")
+UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords")
+_JSON_COLUMNS = {"client", "settings", "words", "hotwords"}
+MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries scan
+
+
+class HistoryError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Retention:
+    max_age_days: float = 0      # 0: keep forever
+    max_mb: float = 0            # 0: no size limit
+
+
+def default_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "lingting" / "history.sqlite3"
+
+
+def _row(columns, values) -> dict:
+    row = dict(zip(columns, values))
+    for key in _JSON_COLUMNS & row.keys():
+        if row[key] is not None:
+            row[key] = json.loads(row[key])
+    return row
+
+
+class HistoryStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    # ---- connections and schema ----------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # Takes effect only on a new, empty file (before WAL and the first
+            # table); lets retention give space back.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before we report the final to the client.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    def _migrate(self) -> None:
+        db = self._db()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise HistoryError(f"{self.path} has schema version {version}, newer than this Lingting "
+                               f"knows ({len(MIGRATIONS)}): upgrade Lingting or use another --history-db")
+        for number in range(version, len(MIGRATIONS)):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[number]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number + 1}")
+                db.execute("COMMIT")
+            except Exception:
+                db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self._db().execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ---- writing --------------------------------------------------------
+    def open_session(self, session_id: str, kind: str, *, model: str | None = None,
+                     language: str | None = None, filename: str | None = None,
+                     client: dict | None = None, settings: dict | None = None,
+                     started_at: float | None = None) -> None:
+        self._db().execute(
+            "INSERT INTO sessions (id, kind, started_at, status, model, language, filename, client, settings)"
+            " VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+            (session_id, kind, started_at or time.time(), model, language, filename,
+             json.dumps(client or {}, ensure_ascii=False), json.dumps(settings or {}, ensure_ascii=False)))
+
+    def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = ()) -> None:
+        """Store one final event (as sent to the client); committed on return."""
+        self._db().execute(
+            "INSERT OR IGNORE INTO utterances (session_id, idx, start_ms, end_ms, text, raw_text, language,"
+            " words, hotwords, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, final["utterance"], final["start_ms"], final["end_ms"], final.get("text") or "",
+             final.get("raw_text") or "", final.get("language"),
+             json.dumps(final["words"], ensure_ascii=False) if final.get("words") else None,
+             json.dumps(list(hotwords), ensure_ascii=False), time.time()))
+
+    def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
+        """Record the end. A stream that ended without one utterance leaves
+        nothing worth keeping (a file always stays: the user asked for it)."""
+        db = self._db()
+        db.execute("UPDATE sessions SET ended_at=?, status=?, audio_ms=? WHERE id=?",
+                   (time.time(), status, audio_ms, session_id))
+        db.execute("DELETE FROM sessions WHERE id=? AND kind='stream'"
+                   " AND NOT EXISTS (SELECT 1 FROM utterances WHERE session_id=?)", (session_id, session_id))
+
+    def mark_interrupted(self) -> int:
+        """Sessions left open by a server that died; their finals are kept."""
+        return self._db().execute("UPDATE sessions SET status='interrupted' WHERE status='open'").rowcount
+
+    def delete_session(self, session_id: str) -> bool:
+        return self._db().execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+
+    # ---- reading --------------------------------------------------------
+    def list_sessions(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        cols = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
+        rows = self._db().execute(
+            f"SELECT {cols}, (SELECT count(*) FROM utterances u WHERE u.session_id = s.id),"
+            " (SELECT text FROM utterances u WHERE u.session_id = s.id ORDER BY idx LIMIT 1)"
+            f" FROM sessions s ORDER BY s.started_at DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+        return [_row((*SESSION_COLUMNS, "utterances", "first_text"), r) for r in rows]
+
+    def count_sessions(self) -> int:
+        return self._db().execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    def get_session(self, session_id: str) -> dict | None:
+        db = self._db()
+        row = db.execute(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id=?", (session_id,)).fetchone()
+        if row is None:
+            return None
+        session = _row(SESSION_COLUMNS, row)
+        session["utterances"] = [_row(UTTERANCE_COLUMNS, r) for r in db.execute(
+            f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=? ORDER BY idx",
+            (session_id,))]
+        return session
+
+    def search(self, query: str, limit: int = 50, offset: int = 0) -> list[dict]:
+        """Utterances whose text (or raw text) contains `query`, newest first."""
+        query = query.strip()
+        if not query:
+            return []
+        cols = ", ".join(f"u.{c}" for c in UTTERANCE_COLUMNS)
+        select = (f"SELECT u.session_id, s.started_at, s.kind, s.filename, {cols} FROM utterances u"
+                  " JOIN sessions s ON s.id = u.session_id")
+        if len(query) >= MIN_FTS_QUERY:
+            phrase = '"' + query.replace('"', '""') + '"'
+            rows = self._db().execute(
+                f"{select} WHERE u.id IN (SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH ?)"
+                " ORDER BY u.id DESC LIMIT ? OFFSET ?", (phrase, limit, offset))
+        else:
+            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = self._db().execute(
+                f"{select} WHERE u.text LIKE ? ESCAPE '\\' OR u.raw_text LIKE ? ESCAPE '\\'"
+                " ORDER BY u.id DESC LIMIT ? OFFSET ?", (pattern, pattern, limit, offset))
+        return [_row(("session_id", "session_started_at", "session_kind", "session_filename",
+                      *UTTERANCE_COLUMNS), r) for r in rows]
+
+    # ---- retention ------------------------------------------------------
+    def size_bytes(self) -> int:
+        db = self._db()
+        pages = db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]
+        return pages * db.execute("PRAGMA page_size").fetchone()[0]
+
+    def enforce(self, retention: Retention, now: float | None = None) -> int:
+        """Delete the oldest finished sessions past the age or size limit;
+        returns how many went. Open sessions are never deleted."""
+        db = self._db()
+        deleted = 0
+        if retention.max_age_days > 0:
+            cutoff = (now or time.time()) - retention.max_age_days * 86400
+            deleted += db.execute("DELETE FROM sessions WHERE status != 'open' AND started_at < ?",
+                                  (cutoff,)).rowcount
+        if retention.max_mb > 0:
+            limit = retention.max_mb * 1024 * 1024
+            while self.size_bytes() > limit:
+                # A tenth of the oldest at a time: the full-text index gives
+                # its space back only when merged, so measure after each merge.
+                finished = db.execute("SELECT count(*) FROM sessions WHERE status != 'open'").fetchone()[0]
+                if not finished:
+                    break
+                deleted += db.execute(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE status != 'open'"
+                    " ORDER BY started_at LIMIT ?)", (max(1, finished // 10),)).rowcount
+                db.execute("INSERT INTO utterances_fts(utterances_fts) VALUES ('optimize')")
+        if deleted:
+            db.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (triggers contain ';' of their own)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return [s for s in statements if s]
+
+
+class AsyncHistory:
+    """The store for asyncio code: writes in order on one thread, reads on another."""
+
+    def __init__(self, store: HistoryStore, retention: Retention = Retention()):
+        self.store = store
+        self.retention = retention
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="lingting-history-write")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="lingting-history-read")
+
+    async def write(self, method: str, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: getattr(self.store, method)(*args, **kwargs))
+
+    async def read(self, method: str, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, lambda: getattr(self.store, method)(*args, **kwargs))
+
+    def close(self) -> None:
+        for pool in (self._writer, self._reader):
+            pool.submit(self.store.close)
+            pool.shutdown(wait=True)

@@ -1,0 +1,174 @@
+// The history page: upload files for offline transcription (with progress),
+// browse and search stored sessions, download exports, delete.
+import { transcribeFile } from "/client_js/lingting.js";
+
+const $ = (id) => document.getElementById(id);
+const API = "/v1/history";
+const STREAM_URL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`;
+const PAGE = 50;
+let offset = 0;
+let current = null;   // the session shown in detail
+
+const clock = (ms) => {
+  const s = Math.floor(ms / 1000);
+  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+};
+const when = (seconds) => new Date(seconds * 1000).toLocaleString();
+function showMessage(text) {
+  $("message").textContent = text;
+  $("message").hidden = !text;
+}
+
+async function api(path, options) {
+  const response = await fetch(API + path, options);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(body.message || `${response.status} ${response.statusText}`);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+// ---- upload -------------------------------------------------------------
+function addJob(file) {
+  const item = document.createElement("li");
+  item.innerHTML = `<span class="name"></span> <progress max="1" value="0"></progress> <span class="stage">waiting</span>`;
+  item.querySelector(".name").textContent = file.name;
+  $("jobs").append(item);
+  return {
+    item,
+    show(fraction, stage) {
+      item.querySelector("progress").value = fraction;
+      item.querySelector(".stage").textContent = stage;
+    },
+  };
+}
+
+async function transcribe(files) {
+  const jobs = files.map((file) => [file, addJob(file)]);
+  for (const [file, job] of jobs) {   // one at a time: the server batches within a file
+    try {
+      const result = await transcribeFile(STREAM_URL, file, {
+        language: $("language").value,
+        onEvent(event) {
+          if (event.type !== "progress") return;
+          if (event.stage === "upload") {
+            const f = event.file_bytes ? event.received_bytes / event.file_bytes : 0;
+            job.show(0.1 * f, `uploading ${Math.round(100 * f)}%`);
+          } else {
+            const f = event.fraction ?? 0;
+            job.show(0.1 + 0.9 * f, `transcribing ${Math.round(100 * f)}%`);
+          }
+        },
+      });
+      job.show(1, `done: ${result.finals.length} utterances`);
+      job.item.dataset.session = result.sessionId;
+      job.item.classList.add("done");
+      job.item.querySelector(".stage").onclick = () => openSession(result.sessionId);
+    } catch (error) {
+      job.show(0, `failed: ${error.message}`);
+      job.item.classList.add("failed");
+    }
+    await loadSessions(true);
+  }
+}
+
+$("files").addEventListener("change", (e) => { transcribe([...e.target.files]); e.target.value = ""; });
+$("drop").addEventListener("dragover", (e) => e.preventDefault());
+$("drop").addEventListener("drop", (e) => { e.preventDefault(); transcribe([...e.dataTransfer.files]); });
+
+// ---- browse and search --------------------------------------------------
+async function loadSessions(fromStart = false) {
+  if (fromStart) offset = 0;
+  try {
+    const { sessions, total } = await api(`/sessions?limit=${PAGE}&offset=${offset}`);
+    const body = $("sessions").querySelector("tbody");
+    if (fromStart) body.replaceChildren();
+    for (const s of sessions) {
+      const row = document.createElement("tr");
+      row.dataset.session = s.id;
+      for (const text of [when(s.started_at), s.kind, s.filename || s.first_text || "—", s.utterances,
+                          clock(s.audio_ms), s.status]) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.append(cell);
+      }
+      row.onclick = () => openSession(s.id);
+      body.append(row);
+    }
+    offset += sessions.length;
+    $("more").hidden = offset >= total;
+  } catch (error) {
+    showMessage(`Could not load history: ${error.message}`);
+  }
+}
+$("more").onclick = () => loadSessions();
+
+$("search-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const q = $("search").value.trim();
+  $("results").replaceChildren();
+  if (!q) return;
+  try {
+    const { results } = await api(`/search?q=${encodeURIComponent(q)}`);
+    if (!results.length) $("results").innerHTML = "<li>No matches.</li>";
+    for (const r of results) {
+      const item = document.createElement("li");
+      item.dataset.session = r.session_id;
+      const time = document.createElement("time");
+      time.textContent = `${when(r.session_started_at)} · ${clock(r.start_ms)}`;
+      item.append(time, " ", highlight(r.text, q));
+      item.onclick = () => openSession(r.session_id);
+      $("results").append(item);
+    }
+  } catch (error) {
+    showMessage(`Search failed: ${error.message}`);
+  }
+});
+
+function highlight(text, query) {
+  const span = document.createElement("span");
+  const at = text.toLowerCase().indexOf(query.toLowerCase());
+  if (at < 0) { span.textContent = text; return span; }
+  const mark = document.createElement("mark");
+  mark.textContent = text.slice(at, at + query.length);
+  span.append(text.slice(0, at), mark, text.slice(at + query.length));
+  return span;
+}
+
+// ---- one session ----------------------------------------------------------
+async function openSession(id) {
+  try {
+    const s = await api(`/sessions/${encodeURIComponent(id)}`);
+    current = id;
+    $("detail").hidden = false;
+    $("detail-title").textContent = `${s.filename || s.kind} · ${when(s.started_at)} · ${s.status}`;
+    for (const link of document.querySelectorAll(".exports a")) {
+      link.href = `${API}/sessions/${encodeURIComponent(id)}/export?format=${link.dataset.format}`;
+    }
+    $("utterances").replaceChildren(...s.utterances.filter((u) => u.text.trim()).map((u) => {
+      const item = document.createElement("li");
+      const time = document.createElement("time");
+      time.textContent = clock(u.start_ms);
+      item.append(time, " ", u.text);
+      return item;
+    }));
+    $("detail").scrollIntoView({ behavior: "smooth" });
+  } catch (error) {
+    showMessage(`Could not open the session: ${error.message}`);
+  }
+}
+
+$("delete").onclick = async () => {
+  if (!current || !confirm("Delete this session and its transcript?")) return;
+  try {
+    await api(`/sessions/${encodeURIComponent(current)}`, { method: "DELETE" });
+    $("detail").hidden = true;
+    current = null;
+    await loadSessions(true);
+  } catch (error) {
+    showMessage(`Delete failed: ${error.message}`);
+  }
+};
+
+loadSessions(true);
+window.lingtingHistory = { transcribe, loadSessions, openSession };

@@ -1,0 +1,118 @@
+"""The SQLite history store and its exports, on real SQLite files."""
+
+import sqlite3
+import time
+
+import pytest
+import srt
+import webvtt
+
+from lingting_server.export import render
+from lingting_server.history import MIGRATIONS, HistoryError, HistoryStore, Retention
+
+
+def final(idx, text, start, end, raw=None):
+    return {"utterance": idx, "start_ms": start, "end_ms": end, "text": text, "raw_text": raw or text,
+            "language": "en", "words": [{"word": (text.split() or [""])[0], "start_ms": start, "end_ms": end,
+                                         "probability": 0.9}]}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = HistoryStore(tmp_path / "h" / "history.sqlite3")
+    yield s
+    s.close()
+
+
+def test_schema_is_versioned_and_in_wal_mode(store, tmp_path):
+    assert store.schema_version == len(MIGRATIONS)
+    db = sqlite3.connect(store.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2     # incremental
+    db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    db.close()
+    store.close()
+    with pytest.raises(HistoryError, match="newer than this Lingting knows"):
+        HistoryStore(store.path)
+
+
+def test_sessions_utterances_and_search(store):
+    store.open_session("a", "stream", model="m", language="en", client={"address": "1.2.3.4"},
+                       settings={"itn": True})
+    store.add_utterance("a", final(0, "ask not what your country can do for you", 0, 3000), ["country"])
+    store.add_utterance("a", final(1, "It costs $25.", 3500, 5000, raw="it costs twenty five dollars"))
+    store.add_utterance("a", final(1, "a duplicate of utterance 1 is ignored", 3500, 5000))
+    store.open_session("b", "file", filename="会议.wav", language="zh")
+    store.add_utterance("b", final(0, "阿里巴巴达摩院发布了新模型", 0, 2000))
+    store.close_session("a", "stopped", 5000)
+    store.open_session("silent-stream", "stream")
+    store.close_session("silent-stream", "disconnected")
+    store.open_session("silent-file", "file")
+    store.close_session("silent-file", "stopped")
+    assert store.get_session("silent-stream") is None        # nothing said: not kept
+    assert store.get_session("silent-file")["utterances"] == []
+    store.delete_session("silent-file")
+
+    session = store.get_session("a")
+    assert session["status"] == "stopped" and session["audio_ms"] == 5000 and session["ended_at"]
+    assert session["client"] == {"address": "1.2.3.4"} and session["settings"] == {"itn": True}
+    assert [u["text"] for u in session["utterances"]] == ["ask not what your country can do for you", "It costs $25."]
+    assert session["utterances"][0]["hotwords"] == ["country"]
+    assert session["utterances"][0]["words"][0]["word"] == "ask"
+
+    listed = store.list_sessions()
+    assert [s["id"] for s in listed] == ["b", "a"] and listed[1]["utterances"] == 2
+    assert listed[1]["first_text"].startswith("ask not")
+
+    assert [r["idx"] for r in store.search("WHAT YOUR COUNTRY")] == [0]     # case-insensitive phrase
+    assert store.search("twenty five")[0]["text"] == "It costs $25."        # raw text is searched too
+    assert store.search("达摩院")[0]["session_id"] == "b"                    # no spaces needed
+    assert store.search("模型")[0]["session_id"] == "b"                      # under 3 characters: a scan
+    assert store.search('"; DROP TABLE sessions; --') == []
+    assert store.search("%") == [] and store.search("   ") == []
+
+    assert store.delete_session("a") and not store.delete_session("a")
+    assert store.search("country") == [] and store.get_session("a") is None
+
+
+def test_interrupted_sessions_and_retention(store):
+    now = time.time()
+    store.open_session("old", "stream", started_at=now - 40 * 86400)
+    store.add_utterance("old", final(0, "old words", 0, 1))
+    store.close_session("old", "stopped")
+    store.open_session("open-old", "stream", started_at=now - 40 * 86400)   # still open: kept
+    store.open_session("new", "stream")
+    store.add_utterance("new", final(0, "new words", 0, 1))
+    store.close_session("new", "stopped")
+    assert store.enforce(Retention(max_age_days=30)) == 1
+    assert store.get_session("old") is None and store.get_session("open-old")
+    assert store.mark_interrupted() == 1 and store.get_session("open-old")["status"] == "interrupted"
+
+    for n in range(60):
+        store.open_session(f"s{n}", "stream", started_at=now + n)
+        for i in range(20):
+            store.add_utterance(f"s{n}", final(i, f"utterance {i} of session {n} " + "words " * 40, i, i + 1))
+        store.close_session(f"s{n}", "stopped")
+    before = store.size_bytes()
+    assert before > 1 << 20
+    deleted = store.enforce(Retention(max_mb=0.5))
+    assert deleted > 0 and store.size_bytes() <= 0.5 * (1 << 20)
+    assert store.get_session("s59") is not None          # the newest stay
+
+
+def test_exports_parse_as_subtitles(store):
+    store.open_session("a", "stream")
+    store.add_utterance("a", final(0, "First line.", 1200, 3450))
+    store.add_utterance("a", final(1, "", 4000, 4100))          # an empty final makes no cue
+    store.add_utterance("a", final(2, "第二句。", 3_723_004, 3_725_000))
+    session = store.get_session("a")
+    cues = list(srt.parse(render(session, "srt")))
+    assert [(c.start.total_seconds(), c.end.total_seconds(), c.content) for c in cues] == [
+        (1.2, 3.45, "First line."), (3723.004, 3725.0, "第二句。")]
+    vtt = webvtt.from_string(render(session, "vtt"))
+    assert [(c.start, c.end, c.text) for c in vtt] == [
+        ("00:00:01.200", "00:00:03.450", "First line."), ("01:02:03.004", "01:02:05.000", "第二句。")]
+    assert render(session, "txt") == "First line.\n第二句。\n"
+    assert '"First line."' in render(session, "json")
+    with pytest.raises(ValueError):
+        render(session, "docx")
