@@ -73,6 +73,7 @@ export interface TranscribeOptions {
   language?: "auto" | "en" | "zh" | "ja";
   itn?: boolean;
   hotwords?: LingtingOptions["hotwords"];
+  apiKey?: string;
   /** Every server event: progress ({stage: "upload" | "transcribe", fraction...}), final, error. */
   onEvent?: (event: { type: string; [key: string]: unknown }) => void;
   signal?: AbortSignal;

@@ -45,6 +45,11 @@ class LingtingPcm extends AudioWorkletProcessor {
 registerProcessor("lingting-pcm", LingtingPcm);
 `;
 
+// Browsers cannot put headers on a WebSocket: the API key rides as a subprotocol.
+function subprotocols(apiKey) {
+  return apiKey ? ["lingting.v1.json", `lingting.key.${apiKey}`] : ["lingting.v1.json"];
+}
+
 export class LingtingError extends Error {
   constructor(message, code) {
     super(message);
@@ -207,7 +212,7 @@ export class LingtingClient extends EventTarget {
     this._ready = false;
     let ws;
     try {
-      ws = new WebSocket(this.url, ["lingting.v1.json"]);
+      ws = new WebSocket(this.url, subprotocols(this.options.apiKey));
     } catch (err) {
       this._emit("error", { code: "bad_url", message: String(err), fatal: true });
       this._setState("stopped");
@@ -275,9 +280,9 @@ const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;   // pause reading the file while th
  * server event (progress, final, error...). The file is sent in slices, so
  * big files never sit in memory whole.
  */
-export function transcribeFile(url, file, { language = "auto", itn, hotwords, onEvent, signal } = {}) {
+export function transcribeFile(url, file, { language = "auto", itn, hotwords, apiKey, onEvent, signal } = {}) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, ["lingting.v1.json"]);
+    const ws = new WebSocket(url, subprotocols(apiKey));
     const finals = [];
     let sessionId = null;
     let settled = false;

@@ -7,16 +7,20 @@ import asyncio
 import logging
 import signal
 import sqlite3
+import ssl
 import sys
 
-import numpy as np
-
+from .access import AccessPolicy, load_keys
 from .app import STREAM_PATH, LingtingServer, ServerSettings
 from .batching import BatchCollector
-from .engines.devices import resolve_device
+from .engines.loader import load_engine
+from .logs import setup_logging
 from .history import AsyncHistory, HistoryStore, Retention, default_path
+from .metrics import Metrics
+from .worker import ProcessEngine, WorkerStartError
 
 log = logging.getLogger("lingting")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-beam-size", type=int, default=5, help="beam size of final decodes (default: 5)")
     p.add_argument("--window", choices=("fit", "full"), default="fit",
                    help="encoder window: fit the utterance (fast) or Whisper's full 30 s (default: fit)")
+    p.add_argument("--decode-timeout-s", type=float, default=60.0,
+                   help="a model worker silent this long on one batch is restarted (default: 60)")
     p.add_argument("--max-connections", type=int, default=64, help="concurrent streams before HTTP 503 (default: 64)")
     p.add_argument("--max-frame-bytes", type=int, default=1 << 20, help="largest message accepted (default: 1 MiB)")
     p.add_argument("--shutdown-grace-s", type=float, default=30.0,
@@ -49,48 +55,93 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest file accepted for offline transcription (default: 2048)")
     p.add_argument("--spool-dir", default=None,
                    help="where uploaded files wait to be transcribed (default: the system temp dir)")
+    a = p.add_argument_group("access")
+    a.add_argument("--api-keys-file", default=None,
+                   help="TOML file of API keys: [[keys]] name, key, max_streams, audio_minutes_per_day. Keys can "
+                        "also come from LINGTING_API_KEYS=name:key,... Without any key the server binds to "
+                        "127.0.0.1 only")
+    a.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (https://app.example.com) whose pages may connect; repeat for more, * for "
+                        "any (default: pages served by this server only)")
+    a.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve wss:// and https://")
+    a.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-connections-per-ip", type=int, default=16,
+                     help="concurrent streams from one address before HTTP 429 (default: 16)")
+    lim.add_argument("--max-messages-per-s", type=int, default=400,
+                     help="messages read per second per stream; a flood is slowed to this (default: 400)")
+    lim.add_argument("--max-audio-speed", type=float, default=4.0,
+                     help="live audio accepted at most this many times real time, after a 30 s burst "
+                          "(default: 4; whole files go through offline mode)")
+    lim.add_argument("--idle-timeout-s", type=float, default=120.0,
+                     help="close a stream that sends nothing for this long (default: 120)")
+    lim.add_argument("--handshake-timeout-s", type=float, default=10.0, help="(default: 10)")
+    lim.add_argument("--ping-interval-s", type=float, default=20.0,
+                     help="WebSocket ping interval; a peer that does not answer within it is dropped (default: 20)")
     p.add_argument("--list-models", action="store_true", help="print the model catalog and exit")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default: INFO)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="json: one JSON object per line, with session ids (default: text)")
     return p
 
 
-def load_engine(args):
-    from lingting_models import resolve_model
-    from .engines.whisper import WhisperEngine, WhisperOptions
+def access_policy(args) -> tuple[AccessPolicy, str]:
+    """The policy, and the host to bind: without keys, loopback only."""
+    policy = AccessPolicy(load_keys(args.api_keys_file), args.allowed_origin)
+    host = args.host
+    if policy.open and host not in LOOPBACK:
+        log.warning("no API keys configured: binding to 127.0.0.1 instead of %s. Configure keys "
+                    "(--api-keys-file or LINGTING_API_KEYS) to serve other machines", host)
+        host = "127.0.0.1"
+    elif policy.open:
+        log.info("no API keys configured: open to this machine only")
+    else:
+        log.info("%d API key(s) configured; streams and history need one", len(policy.keys))
+    return policy, host
 
-    spec = resolve_model(args.model)
-    device, index = resolve_device(args.device)
-    options = WhisperOptions(final_beam_size=args.final_beam_size, window=args.window,
-                             compute_type=args.compute_type)
-    try:
-        engine = WhisperEngine(spec.path, device, index, options, name=spec.name)
-    except Exception as exc:
-        if device == "cpu":
-            raise
-        log.warning("could not load %s on %s (%s): falling back to the CPU", spec.name, device, exc)
-        engine = WhisperEngine(spec.path, "cpu", 0, options, name=spec.name)
-    return spec, engine
+
+def tls_context(args) -> ssl.SSLContext | None:
+    if not (args.tls_cert or args.tls_key):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
 
 
 async def run(args) -> None:
-    spec, engine = load_engine(args)
-    # One decode up front, so the first client does not pay for warm-up.
-    from .engines.base import DecodeRequest
-    engine.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en")])
+    from lingting_models import resolve_model
+    spec = resolve_model(args.model)   # catalog errors surface here, before a worker starts
+    access, host = access_policy(args)
+    tls = tls_context(args)
     from .itn import warm_up
-    warm_up()
+    # The model loads in its worker process while this one warms up ITN.
+    engine, _ = await asyncio.gather(
+        asyncio.to_thread(ProcessEngine, load_engine,
+                          {"model": args.model, "device": args.device, "compute_type": args.compute_type,
+                           "final_beam_size": args.final_beam_size, "window": args.window,
+                           "log_level": args.log_level, "log_format": args.log_format},
+                          decode_timeout_s=args.decode_timeout_s),
+        asyncio.to_thread(warm_up))
     history = open_history(args)
-    collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size)
+    metrics = Metrics()
+    collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size, metrics)
     collector.start()
-    settings = ServerSettings(host=args.host, port=args.port, max_connections=args.max_connections,
-                              max_frame_bytes=args.max_frame_bytes, max_file_bytes=int(args.max_file_mb * (1 << 20)),
-                              spool_dir=args.spool_dir)
-    server = LingtingServer(engine, collector, settings, engine.describe(), history)
+    settings = ServerSettings(
+        host=host, port=args.port, max_connections=args.max_connections, max_frame_bytes=args.max_frame_bytes,
+        max_file_bytes=int(args.max_file_mb * (1 << 20)), spool_dir=args.spool_dir,
+        max_connections_per_ip=args.max_connections_per_ip, max_messages_per_s=args.max_messages_per_s,
+        max_audio_speed=args.max_audio_speed, idle_timeout_s=args.idle_timeout_s,
+        handshake_timeout_s=args.handshake_timeout_s, ping_interval_s=args.ping_interval_s)
+    server = LingtingServer(engine, collector, settings, engine.describe(), history, access, metrics, tls)
     await server.serve()
     retention = asyncio.get_running_loop().create_task(enforce_retention(history)) if history else None
-    host = args.host if ":" not in args.host else f"[{args.host}]"
-    log.info("Lingting ready: ws://%s:%d%s (model %s on %s; health: http://%s:%d/health)",
-             host, server.port, STREAM_PATH, spec.name, engine.device, host, server.port)
+    shown = host if ":" not in host else f"[{host}]"
+    ws, http = ("wss", "https") if tls else ("ws", "http")
+    log.info("Lingting ready: %s://%s:%d%s (model %s on %s; page: %s://%s:%d/, health: /health, metrics: /metrics)",
+             ws, shown, server.port, STREAM_PATH, spec.name, engine.device, http, shown, server.port)
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
@@ -98,6 +149,7 @@ async def run(args) -> None:
     log.info("shutting down: finishing %d open stream(s)", len(server.streams))
     await server.shutdown(args.shutdown_grace_s)
     await collector.close()
+    engine.close()
     if history:
         retention.cancel()
         history.close()
@@ -131,10 +183,7 @@ async def enforce_retention(history: AsyncHistory, every_s: float = 3600) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.log_level.upper() != "DEBUG":   # one line per HTTP request is noise
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    setup_logging(args.log_level, args.log_format)
     if args.list_models:
         from lingting_models import list_models
         for m in list_models():
@@ -142,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         asyncio.run(run(args))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, WorkerStartError) as exc:
         log.error("%s", exc)
         return 2
     except Exception as exc:

@@ -11,17 +11,21 @@ import os
 import tempfile
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import websockets
+from asyncio_throttle import Throttler
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from .access import AccessDenied, AccessPolicy, ApiKey
 from .batching import BatchCollector
 from .export import FORMATS, render
 from .history import AsyncHistory
+from .metrics import Metrics
 from .protocol import SUBPROTOCOLS, Codec, ErrorCode, ProtocolError
 from .streaming.audio import AudioFormatError, FileAudio
 from .streaming.session import DecodeJob, Output, Session, ms
@@ -43,6 +47,13 @@ class ServerSettings:
     max_file_bytes: int = 2 << 30        # offline uploads (spooled to disk, not memory)
     file_finals_in_flight: int = 16      # an offline file's utterances queued for decoding at once
     spool_dir: str | None = None         # where uploads wait to be decoded (default: the temp dir)
+    max_connections_per_ip: int = 16
+    max_messages_per_s: int = 400        # per connection; more are read later (TCP back-pressure)
+    max_audio_speed: float = 4.0         # live audio may run this much faster than real time...
+    audio_burst_s: float = 30.0          # ...after this much audio sent at once
+    idle_timeout_s: float = 120.0        # no message for this long while streaming: closed
+    handshake_timeout_s: float = 10.0
+    ping_interval_s: float = 20.0        # WebSocket pings; a peer silent for another interval is gone
 
 
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -91,9 +102,15 @@ def _int_param(query: dict, name: str, default: int, high: int) -> int:
 
 class LingtingServer:
     def __init__(self, engine, collector: BatchCollector, settings: ServerSettings, model_info: dict,
-                 history: AsyncHistory | None = None):
+                 history: AsyncHistory | None = None, access: AccessPolicy | None = None,
+                 metrics: Metrics | None = None, ssl=None):
         self.engine = engine
         self.history = history
+        self.access = access or AccessPolicy()
+        self.metrics = metrics or Metrics()
+        self.ssl = ssl
+        # handshake -> its key; weak, as a handshake may fail after process_request
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, ApiKey | None] = weakref.WeakKeyDictionary()
         self.collector = collector
         self.settings = settings
         self.model_info = model_info
@@ -105,36 +122,69 @@ class LingtingServer:
 
     # ---- HTTP side ----------------------------------------------------
     def health(self) -> dict:
-        return {"status": "ok" if self.ready else "loading", **self.model_info,
+        return {"status": "ok" if self.ready else "loading", **self.engine.describe(),
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "streams": len(self.streams), "max_streams": self.settings.max_connections,
                 "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}
 
+    def metrics_page(self) -> Response:
+        m = self.metrics
+        for lane, depth in self.collector.queue_depth.items():
+            m.queue_depth.labels(lane).set(depth)
+        for mode in ("stream", "offline"):
+            m.streams.labels(mode).set(sum(1 for s in self.streams.values() if s.mode == mode))
+        m.worker_restarts.set(getattr(self.engine, "restarts", 0))
+        return _response(200, m.render(), m.content_type)
+
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if path.startswith(HISTORY_PATH + "/") and not upgrade:
-            return await self.history_request(request.method, request.path)
-        if request.method != "GET":
-            return _error(405, "method_not_allowed", f"{request.method} is not allowed on {path}", {"Allow": "GET"})
-        if path == "/health" and not upgrade:
-            return _json_response(200 if self.ready else 503, self.health())
-        if not upgrade and (static := static_file(path)) is not None:
-            return static
-        if path != STREAM_PATH:
-            return _error(404, "not_found", f"no route for {path}; page on /, history page on /history, "
-                          f"stream on {STREAM_PATH}, history API on {HISTORY_PATH}/sessions, health on /health")
-        if not upgrade:
-            return _json_response(426, {"error": "upgrade_required",
-                                        "message": f"{STREAM_PATH} takes WebSocket connections"})
-        if self.shutting_down:
-            return _json_response(503, {"error": "shutting_down", "message": "server is shutting down"},
-                                  {"Retry-After": "10"})
-        if len(self.streams) >= self.settings.max_connections:
-            return _json_response(503, {"error": ErrorCode.OVERLOADED,
-                                        "message": f"server is at its limit of {self.settings.max_connections} streams; retry later"},
-                                  {"Retry-After": "5"})
+        headers = request.headers
+        upgrade = headers.get("Upgrade", "").lower() == "websocket"
+        public = {"/health": lambda: _json_response(200 if self.ready else 503, self.health()),
+                  "/health/live": lambda: _json_response(200, {"status": "alive"}),
+                  "/health/ready": lambda: _json_response(200 if self.ready else 503,
+                                                          {"status": "ready" if self.ready else "not_ready"}),
+                  "/metrics": self.metrics_page}
+        if not upgrade and request.method == "GET":
+            if path in public:
+                return public[path]()
+            if (static := static_file(path)) is not None:
+                return static
+        try:
+            if path.startswith(HISTORY_PATH + "/") and not upgrade:
+                self.access.check_origin(headers)
+                self.access.authenticate(request.path, headers)
+                return await self.history_request(request.method, request.path)
+            if request.method != "GET":
+                return _error(405, "method_not_allowed", f"{request.method} is not allowed on {path}", {"Allow": "GET"})
+            if path != STREAM_PATH:
+                return _error(404, "not_found", f"no route for {path}; page on /, history page on /history, "
+                              f"stream on {STREAM_PATH}, history API on {HISTORY_PATH}/sessions, health on /health, "
+                              "metrics on /metrics")
+            if not upgrade:
+                return _error(426, "upgrade_required", f"{STREAM_PATH} takes WebSocket connections")
+            self.access.check_origin(headers)
+            key = self.access.authenticate(request.path, headers)
+            self.check_limits(_peer_ip(connection), key)
+        except AccessDenied as denied:
+            self.metrics.connections.labels(denied.code).inc()
+            retry = {"Retry-After": str(denied.retry_after)} if denied.retry_after else None
+            return _error(denied.status, denied.code, denied.message, retry)
+        self._admitted[connection] = key
         return None
+
+    def check_limits(self, ip: str | None, key: ApiKey | None) -> None:
+        """May one more stream open? AccessDenied says why not."""
+        if self.shutting_down:
+            raise AccessDenied(503, "shutting_down", "server is shutting down", retry_after=10)
+        if len(self.streams) >= self.settings.max_connections:
+            raise AccessDenied(503, ErrorCode.OVERLOADED, f"server is at its limit of "
+                               f"{self.settings.max_connections} streams; retry later", retry_after=5)
+        per_ip = self.settings.max_connections_per_ip
+        if ip and sum(1 for s in self.streams.values() if s.ip == ip) >= per_ip:
+            raise AccessDenied(429, "ip_limit", f"{ip} has {per_ip} streams open, this server's limit "
+                               "per address", retry_after=5)
+        self.access.admit(key)
 
     async def history_request(self, method: str, target: str) -> Response:
         """GET   /v1/history/sessions?limit=&offset=       newest first
@@ -192,31 +242,41 @@ class LingtingServer:
 
     # ---- WebSocket side -----------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
+        key = self._admitted.pop(ws, None)
         session_id = uuid.uuid4().hex[:16]
-        stream = _Stream(self, ws, session_id)
-        self.streams[session_id] = stream
+        stream = _Stream(self, ws, session_id, key)
         try:
-            if len(self.streams) > self.settings.max_connections:
-                # Handshakes that raced past process_request's check.
-                await stream.refuse(ProtocolError(
-                    ErrorCode.OVERLOADED, f"server is at its limit of {self.settings.max_connections} streams; "
-                    "retry later", fatal=True), 1013)
-                return
+            # Handshakes that raced past process_request's check.
+            self.check_limits(stream.ip, key)
+        except AccessDenied as denied:
+            self.metrics.connections.labels(denied.code).inc()
+            await stream.refuse(ProtocolError(ErrorCode.OVERLOADED if denied.status == 503 else denied.code,
+                                              denied.message, fatal=True), 1013)
+            return
+        self.metrics.connections.labels("accepted").inc()
+        self.streams[session_id] = stream
+        self.access.opened(key)
+        try:
             if self.shutting_down:
                 stream.finish()
             await stream.run()
         finally:
             self.streams.pop(session_id, None)
+            self.access.closed(key)
             self.collector.cancel_session(session_id)
 
     async def serve(self):
+        settings = self.settings
         self._server = await websockets.serve(
-            self.handle, self.settings.host, self.settings.port,
+            self.handle, settings.host, settings.port,
             process_request=self.process_request,
             select_subprotocol=self.select_subprotocol,
-            subprotocols=list(SUBPROTOCOLS),
-            max_size=self.settings.max_frame_bytes,
+            max_size=settings.max_frame_bytes,
             max_queue=64,
+            open_timeout=settings.handshake_timeout_s,
+            ping_interval=settings.ping_interval_s,
+            ping_timeout=settings.ping_interval_s,
+            ssl=self.ssl,
         )
         self.ready = True
         return self._server
@@ -241,6 +301,11 @@ class LingtingServer:
         return self._server.sockets[0].getsockname()[1]
 
 
+def _peer_ip(connection: ServerConnection) -> str | None:
+    address = connection.remote_address
+    return str(address[0]) if address else None
+
+
 class _Stream:
     """One connection: reads frames into the session, writes its events.
 
@@ -248,9 +313,12 @@ class _Stream:
     saw survives any crash. When a client drops mid-utterance, that utterance
     is still decoded and stored (not sent)."""
 
-    def __init__(self, server: LingtingServer, ws: ServerConnection, session_id: str):
+    def __init__(self, server: LingtingServer, ws: ServerConnection, session_id: str, key: ApiKey | None = None):
         self.server = server
         self.ws = ws
+        self.ip = _peer_ip(ws)
+        self.key = key
+        self.metrics = server.metrics
         self.codec = Codec(ws.subprotocol)
         settings = server.settings
         limits = {"max_frame_bytes": settings.max_frame_bytes, "max_file_bytes": settings.max_file_bytes,
@@ -269,16 +337,29 @@ class _Stream:
         self.spool = None              # offline: the uploaded file on disk
         self.transcriber: asyncio.Task | None = None
         self.decoded = asyncio.Event()   # a decode finished: offline feeding may go on
+        self.finishing = False           # shutdown, quota or idle: in-flight work ends, no new input
+        self.throttle = Throttler(settings.max_messages_per_s, 1.0)
+        self.first_audio_at: float | None = None
+        self.counted_samples = 0          # audio already added to metrics and quota
+        self.ended_at: dict[int, float] = {}   # utterance -> when its end was detected
         self.log = logging.LoggerAdapter(log, {"session": session_id})
 
-    def finish(self) -> None:
-        """Server shutdown: flush the session; the stream closes after its finals."""
-        self.close_code = 1001
+    @property
+    def mode(self) -> str:
+        return self.session.config.mode if self.session.config else "stream"
+
+    def finish(self, reason: str = "shutdown", close_code: int = 1001) -> None:
+        """End the stream from our side (shutdown, quota, idle): flush the
+        session; the stream closes after its finals."""
+        if self.finishing:
+            return
+        self.finishing = True
+        self.close_code = close_code
         try:
-            self._apply(self.session.shutdown())
+            self._apply(self.session.shutdown(reason))
         except Exception:
-            self.log.exception("session %s: shutdown failed", self.session.id)
-            self._close(1001, "server shutting down")
+            self.log.exception("session %s: %s failed", self.session.id, reason)
+            self._close(close_code, reason)
 
     async def refuse(self, error: ProtocolError, code: int) -> None:
         await self.ws.send(self.codec.encode(error.event()))
@@ -286,11 +367,21 @@ class _Stream:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write())
+        settings = self.server.settings
         try:
-            async for frame in self.ws:
-                if self.closing:
-                    break
-                self._receive(frame)
+            while not self.closing:
+                # Idle only counts while the client owes us input.
+                idle = settings.idle_timeout_s if self.session.state in ("new", "streaming") else None
+                try:
+                    frame = await asyncio.wait_for(self.ws.recv(), idle)
+                except asyncio.TimeoutError:
+                    self._send(ProtocolError(ErrorCode.IDLE_TIMEOUT, f"no message for {idle:.0f} s: closing "
+                                             "(send keepalive to hold an idle stream open)", fatal=True).event())
+                    self.finish("idle", 1008)
+                    continue
+                async with self.throttle:       # a flood is read at this pace, not faster
+                    self._receive(frame)
+                await self._hold_to_speed()
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -335,8 +426,23 @@ class _Stream:
         await self._history_write("close_session", self.session.id, status,
                                   ms(self.session.audio_samples))
 
+    async def _hold_to_speed(self) -> None:
+        """Live audio may come at most max_audio_speed x real time after a
+        burst; past that, reading pauses (TCP back-pressure reaches the client).
+        Whole files at full speed are what offline mode is for."""
+        if self.mode != "stream" or not self.session.audio_samples:
+            return
+        now = time.monotonic()
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        settings = self.server.settings
+        audio_s = self.session.audio_samples / 16000
+        due = self.first_audio_at + (audio_s - settings.audio_burst_s) / settings.max_audio_speed
+        if due > now:
+            await asyncio.sleep(due - now)
+
     def _receive(self, frame) -> None:
-        if self.close_code == 1001:   # shutting down: what is in flight is being finished
+        if self.finishing:   # what is in flight is being finished; input is no longer taken
             return
         try:
             self._apply(self.session.handle(self.codec.decode(frame)))
@@ -359,7 +465,10 @@ class _Stream:
     def _apply(self, out: Output) -> None:
         for event in out.events:
             self._send(event)
+        self._count_audio()
         for job in out.jobs:
+            if job.kind == "final":
+                self.ended_at[job.utterance] = time.monotonic()
             future = self.server.collector.submit(job)
             future.add_done_callback(lambda f, job=job: self._on_decoded(job, f))
         for data in out.file_data:
@@ -372,6 +481,22 @@ class _Stream:
             self.transcriber = asyncio.get_running_loop().create_task(self._transcribe_file())
         if out.close:
             self._close(self.close_code, "stopped" if self.close_code == 1000 else "server shutting down")
+
+    def _count_audio(self) -> None:
+        new = self.session.audio_samples - self.counted_samples
+        if new <= 0:
+            return
+        self.counted_samples = self.session.audio_samples
+        self.metrics.audio_seconds.labels(self.mode).inc(new / 16000)
+        if not self.server.access.use_audio(self.key, new / 16000) and not self.finishing:
+            self._send(ProtocolError(ErrorCode.QUOTA_EXCEEDED, f"key {self.key.name!r} has used its audio "
+                                     "minutes for today (UTC): closing", fatal=True).event())
+            if self.transcriber:
+                self.transcriber.cancel()
+                self.finishing = True
+                self._close(1008, "quota exceeded")
+            else:
+                self.finish("quota", 1008)
 
     def _on_decoded(self, job: DecodeJob, future: asyncio.Future) -> None:
         self.decoded.set()
@@ -418,6 +543,8 @@ class _Stream:
     def _send(self, event: dict) -> None:
         if self.closing:
             return
+        if event["type"] == "error":
+            self.metrics.errors.labels(event["code"]).inc()
         try:
             self.outbox.put_nowait(event)
         except asyncio.QueueFull:
@@ -441,6 +568,11 @@ class _Stream:
                     await self._socket(self.ws.close(*item))
                 return
             await self._record(item)
+            if item["type"] == "final":
+                self.metrics.finals.labels(self.mode).inc()
+                ended = self.ended_at.pop(item["utterance"], None)
+                if ended is not None and self.mode == "stream":
+                    self.metrics.final_latency.observe(time.monotonic() - ended)
             if self.connected:
                 await self._socket(self.ws.send(self.codec.encode(item)))
 
@@ -466,7 +598,9 @@ class _Stream:
                 model=self.session.model, language=config.language, filename=config.filename,
                 client=client, settings=config.summary())
         elif kind == "final" and self.recorded:
+            started = time.perf_counter()
             await self._history_write("add_utterance", self.session.id, event, event.get("hotwords", ()))
+            self.metrics.history_writes.observe(time.perf_counter() - started)
         elif kind == "stopped" and self.recorded:
             await self._close_record()     # complete in history before the client hears `stopped`
 

@@ -49,7 +49,7 @@ class CollectorStats:
 
 class BatchCollector:
     def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0,
-                 max_partial_batch_size: int | None = None):
+                 max_partial_batch_size: int | None = None, metrics=None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.engine = engine
@@ -59,6 +59,7 @@ class BatchCollector:
         self.max_partial_batch_size = min(max_batch_size, max_partial_batch_size or max_batch_size)
         self.max_wait = max_wait_ms / 1000
         self.stats = CollectorStats()
+        self.metrics = metrics          # a .metrics.Metrics, or None
         self._finals: deque[_Waiting] = deque()
         self._background: deque[_Waiting] = deque()
         self._background_turn = True
@@ -93,6 +94,8 @@ class BatchCollector:
         stale = self._partials.pop(job.session_id, None)
         if stale is not None:      # a newer partial, or the final, supersedes it
             self.stats.partials_dropped += 1
+            if self.metrics:
+                self.metrics.partials_dropped.inc()
             if not stale.future.done():
                 stale.future.set_result(None)
             # The session has waited since its first unserved partial: keep
@@ -147,10 +150,18 @@ class BatchCollector:
             if self.max_wait and len(self._finals) + len(self._partials) + len(self._background) < self.max_batch_size:
                 await asyncio.sleep(self.max_wait)   # let more sessions join this batch
             while batch := self._take_batch():
+                if self.metrics:
+                    now = time.monotonic()
+                    for waiting in batch:
+                        self.metrics.queue_wait.labels(self._kind(batch)).observe(now - waiting.since)
                 await self._decode(loop, batch)
 
+    @staticmethod
+    def _kind(batch: list[_Waiting]) -> str:
+        return "file" if batch[0].job.background else batch[0].job.kind
+
     async def _decode(self, loop, batch: list[_Waiting]) -> None:
-        kind = "file" if batch[0].job.background else batch[0].job.kind
+        kind = self._kind(batch)
         started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self.engine.decode,
@@ -173,15 +184,21 @@ class BatchCollector:
             log.exception("decode of a batch of %d failed", len(batch))
             self._fail(batch, f"{type(exc).__name__}: {exc}")
             return
+        seconds = time.perf_counter() - started
         self.stats.batches[len(batch)] += 1
         self.stats.decoded[kind] += len(batch)
-        self.stats.decode_seconds[kind] += time.perf_counter() - started
+        self.stats.decode_seconds[kind] += seconds
+        if self.metrics:
+            self.metrics.batch_size.labels(kind).observe(len(batch))
+            self.metrics.decode_seconds.labels(kind).observe(seconds)
         for waiting, result in zip(batch, results):
             if not waiting.future.done():
                 waiting.future.set_result(result)
 
     def _fail(self, batch: list[_Waiting], reason: str) -> None:
         self.stats.failures += len(batch)
+        if self.metrics:
+            self.metrics.decode_failures.inc(len(batch))
         for waiting in batch:
             if not waiting.future.done():
                 waiting.future.set_exception(RuntimeError(reason))

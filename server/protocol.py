@@ -36,6 +36,8 @@ class ErrorCode:
     OVERLOADED = "overloaded"
     DECODE_FAILED = "decode_failed"
     HISTORY_FAILED = "history_failed"    # the transcript was sent but could not be stored
+    IDLE_TIMEOUT = "idle_timeout"        # no message for too long while streaming
+    QUOTA_EXCEEDED = "quota_exceeded"    # the API key's audio minutes are spent
     INTERNAL = "internal"
 
 
@@ -227,6 +229,8 @@ def parse_message(msg) -> ClientMessage:
     if not isinstance(msg, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map with a 'type' field")
     kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message needs a 'type' string")
     if kind == "start":
         return Start(parse_start(msg))
     if kind == "update":

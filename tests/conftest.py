@@ -33,14 +33,15 @@ class RunningServer:
         return "\n".join(self.log)
 
 
-def start_server(*args: str, timeout: float = 180) -> RunningServer:
+def start_server(*args: str, timeout: float = 180, env: dict | None = None) -> RunningServer:
     """The server in a subprocess; its history goes to a fresh temp file
     unless args name one."""
     if "--history-db" not in args:
         args = (*args, "--history-db", os.path.join(tempfile.mkdtemp(prefix="lingting-test-"), "history.sqlite3"))
     history_db = args[args.index("--history-db") + 1]
     cmd = [sys.executable, "-m", "lingting_server", "--port", "0", *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
+                            env={**os.environ, **(env or {})})
     log: deque = deque(maxlen=2000)
     ready = threading.Event()
     found: dict = {}
@@ -48,7 +49,7 @@ def start_server(*args: str, timeout: float = 180) -> RunningServer:
     def pump():
         for line in proc.stderr:
             log.append(line.rstrip())
-            m = re.search(r"ready: (ws://\S+)", line)
+            m = re.search(r"ready: (wss?://[^\s\"]+)", line)
             if m and not ready.is_set():
                 found["url"] = m.group(1)
                 ready.set()
@@ -64,7 +65,8 @@ def start_server(*args: str, timeout: float = 180) -> RunningServer:
         proc.kill()
         raise RuntimeError("server exited before it was ready:\n" + "\n".join(log))
     url = found["url"]
-    return RunningServer(url, url.replace("ws://", "http://").rsplit("/v1/", 1)[0], proc, log,
+    http = url.replace("wss://", "https://").replace("ws://", "http://").rsplit("/v1/", 1)[0]
+    return RunningServer(url, http, proc, log,
                          None if history_db == "off" else history_db)
 
 
@@ -87,7 +89,7 @@ def shared_audio() -> Path:
 @pytest.fixture(scope="session")
 def server():
     """The real server with the default embedded model (whisper-base)."""
-    running = start_server("--max-connections", "40")
+    running = start_server("--max-connections", "40", "--max-connections-per-ip", "100")
     yield running
     stop_server(running)
     assert running.process.returncode is not None

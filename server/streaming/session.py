@@ -286,6 +286,9 @@ class Session:
     def on_result(self, job: DecodeJob, result: DecodeResult | None, error: str | None = None) -> Output:
         """A decode finished (result), failed (error) or was dropped as stale (both None)."""
         if job.kind == "partial":
+            if error:   # say so, rather than fall silent; the next partial will try again
+                return Output(events=[ProtocolError(ErrorCode.DECODE_FAILED,
+                                                    f"a partial of utterance {job.utterance} failed: {error}").event()])
             return self._on_partial(job, result)
         return self._on_final(job, result, error)
 

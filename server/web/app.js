@@ -1,21 +1,17 @@
 // The live-caption page: wires LingtingClient events to the DOM.
 import { LingtingClient } from "/client_js/lingting.js";
+import { apiKey, clock, streamUrl } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 if (params.get("overlay") === "1") document.body.classList.add("overlay");
 
-const streamUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`;
 let client = null;
 // What happened when, for people debugging and for the browser test.
 const log = (window.lingtingLog = []);
 
 function setStatus(text) { $("status").textContent = text; }
 function showMessage(text) { $("message").textContent = text; $("message").hidden = !text; }
-function clock(ms) {
-  const s = Math.floor(ms / 1000);
-  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
-}
 
 function renderPartial(detail) {
   const p = $("partial");
@@ -41,7 +37,8 @@ function appendFinal(detail) {
 async function start() {
   showMessage("");
   const hotwords = $("hotwords").value.split(",").map((s) => s.trim()).filter(Boolean);
-  client = new LingtingClient(streamUrl, { language: $("language").value, itn: $("itn").checked, hotwords });
+  client = new LingtingClient(streamUrl, { language: $("language").value, itn: $("itn").checked, hotwords,
+                                          apiKey: apiKey() });
   const record = (type) => client.addEventListener(type, (e) => log.push({ type, at: performance.now(), ...e.detail }));
   ["audio_started", "state", "ready", "speech_started", "partial", "final", "alert", "error", "stopped", "disconnected", "reconnecting"].forEach(record);
   client.addEventListener("partial", (e) => renderPartial(e.detail));

@@ -1,26 +1,23 @@
 // The history page: upload files for offline transcription (with progress),
 // browse and search stored sessions, download exports, delete.
 import { transcribeFile } from "/client_js/lingting.js";
+import { apiKey, clock, streamUrl } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const API = "/v1/history";
-const STREAM_URL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/stream`;
+const KEY = apiKey();
 const PAGE = 50;
 let offset = 0;
 let current = null;   // the session shown in detail
 
-const clock = (ms) => {
-  const s = Math.floor(ms / 1000);
-  return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
-};
 const when = (seconds) => new Date(seconds * 1000).toLocaleString();
 function showMessage(text) {
   $("message").textContent = text;
   $("message").hidden = !text;
 }
 
-async function api(path, options) {
-  const response = await fetch(API + path, options);
+async function api(path, options = {}) {
+  const response = await fetch(API + path, { ...options, headers: KEY ? { "X-API-Key": KEY } : {} });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new Error(body.message || `${response.status} ${response.statusText}`);
@@ -47,8 +44,9 @@ async function transcribe(files) {
   const jobs = files.map((file) => [file, addJob(file)]);
   for (const [file, job] of jobs) {   // one at a time: the server batches within a file
     try {
-      const result = await transcribeFile(STREAM_URL, file, {
+      const result = await transcribeFile(streamUrl, file, {
         language: $("language").value,
+        apiKey: KEY,
         onEvent(event) {
           if (event.type !== "progress") return;
           if (event.stage === "upload") {
@@ -144,6 +142,8 @@ async function openSession(id) {
     $("detail-title").textContent = `${s.filename || s.kind} · ${when(s.started_at)} · ${s.status}`;
     for (const link of document.querySelectorAll(".exports a")) {
       link.href = `${API}/sessions/${encodeURIComponent(id)}/export?format=${link.dataset.format}`;
+      link.download = `lingting-${id}.${link.dataset.format}`;
+      link.onclick = KEY ? (e) => { e.preventDefault(); download(link); } : null;
     }
     $("utterances").replaceChildren(...s.utterances.filter((u) => u.text.trim()).map((u) => {
       const item = document.createElement("li");
@@ -155,6 +155,20 @@ async function openSession(id) {
     $("detail").scrollIntoView({ behavior: "smooth" });
   } catch (error) {
     showMessage(`Could not open the session: ${error.message}`);
+  }
+}
+
+// A plain link cannot carry the API key header: fetch, then save the blob.
+async function download(link) {
+  try {
+    const response = await fetch(link.href, { headers: { "X-API-Key": KEY } });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    const url = URL.createObjectURL(await response.blob());
+    const save = Object.assign(document.createElement("a"), { href: url, download: link.download });
+    save.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (error) {
+    showMessage(`Download failed: ${error.message}`);
   }
 }
 

@@ -28,7 +28,7 @@ async def _stream(args) -> int:
         print(f"lingting: {exc}", file=sys.stderr)
         return 2
     options = StreamOptions(language=args.language, speed=args.speed, partials=not args.no_partials)
-    client = LingtingClient(args.url, use_msgpack=args.msgpack)
+    client = LingtingClient(args.url, use_msgpack=args.msgpack, api_key=args.api_key)
     tty = sys.stdout.isatty() and not args.json
     partial_shown = False
     try:
@@ -126,7 +126,7 @@ async def _transcribe(args) -> int:
     if missing:
         print(f"lingting: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    client = LingtingClient(args.url)
+    client = LingtingClient(args.url, api_key=args.api_key)
     progress = _Progress(args.files, enabled=not args.quiet)
     slots = asyncio.Semaphore(args.parallel)
 
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stream", help="stream an audio file to the server and print captions")
     s.add_argument("file", help="any audio file FFmpeg can read (wav, mp3, flac, ogg, m4a, ...)")
     s.add_argument("--url", default=DEFAULT_URL, help=f"server stream URL (default: {DEFAULT_URL})")
+    s.add_argument("--api-key", default=None, help="the server's API key (default: $LINGTING_API_KEY)")
     s.add_argument("--speed", type=float, default=1.0,
                    help="pace at X times real time; 0 sends as fast as possible (default: 1)")
     s.add_argument("--language", default="auto", help="auto, en, zh or ja (default: auto)")
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="transcribe whole files as fast as the server can, with progress")
     t.add_argument("files", nargs="+", metavar="FILE", help="media files FFmpeg can read (the server decodes them)")
     t.add_argument("--url", default=DEFAULT_URL, help=f"server stream URL (default: {DEFAULT_URL})")
+    t.add_argument("--api-key", default=None, help="the server's API key (default: $LINGTING_API_KEY)")
     t.add_argument("--format", choices=EXPORT_FORMATS, default="txt", help="output format (default: txt)")
     t.add_argument("--out", default=".", help="directory for FILE-STEM.FORMAT outputs, or - for stdout (default: .)")
     t.add_argument("--language", default="auto", help="auto, en, zh or ja (default: auto)")

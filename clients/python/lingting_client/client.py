@@ -92,11 +92,17 @@ def http_base(url: str) -> str:
 
 
 class LingtingClient:
-    def __init__(self, url: str = DEFAULT_URL, use_msgpack: bool = False, open_timeout: float = 10):
+    def __init__(self, url: str = DEFAULT_URL, use_msgpack: bool = False, open_timeout: float = 10,
+                 api_key: str | None = None, ssl=None):
         self.url = url
+        self.api_key = api_key if api_key is not None else os.environ.get("LINGTING_API_KEY") or None
+        self.ssl = ssl                  # an ssl.SSLContext for wss:// with a private CA
         self.use_msgpack = use_msgpack
         self.open_timeout = open_timeout
         self.audio_started_at: float | None = None   # monotonic time the first audio was due
+
+    def _auth(self) -> dict:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _encode(self, msg: dict):
         return msgpack.packb(msg, use_bin_type=True) if self.use_msgpack else json.dumps(msg)
@@ -127,7 +133,8 @@ class LingtingClient:
         """A stored session from the server's history as json, txt, srt or vtt."""
         url = f"{http_base(self.url)}/v1/history/sessions/{urllib.parse.quote(session_id)}/export?format={fmt}"
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
+            request = urllib.request.Request(url, headers=self._auth())
+            with urllib.request.urlopen(request, timeout=60, context=self.ssl) as response:
                 return response.read().decode("utf-8")
         except urllib.error.HTTPError as exc:
             try:
@@ -141,8 +148,15 @@ class LingtingClient:
     async def _session(self, start: dict, sender) -> AsyncIterator[dict]:
         protocol = "lingting.v1.msgpack" if self.use_msgpack else "lingting.v1.json"
         try:
-            ws = await websockets.connect(self.url, subprotocols=[protocol],
-                                          open_timeout=self.open_timeout, max_size=None)
+            ws = await websockets.connect(self.url, subprotocols=[protocol], open_timeout=self.open_timeout,
+                                          max_size=None, additional_headers=self._auth(), ssl=self.ssl)
+        except websockets.InvalidStatus as exc:
+            try:
+                detail = json.loads(exc.response.body).get("message", "")
+            except (ValueError, AttributeError, TypeError):
+                detail = ""
+            raise LingtingError(f"cannot connect to {self.url}: HTTP {exc.response.status_code} {detail}".strip(),
+                                f"http_{exc.response.status_code}") from None
         except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
             raise LingtingError(f"cannot connect to {self.url}: {exc}") from None
         async with ws:

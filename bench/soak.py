@@ -1,0 +1,154 @@
+"""Soak: hundreds of connect / stream / disconnect cycles on loopback, and
+the server's memory before and after. Numbers, not assertions.
+
+    python -m bench.soak [--cycles 1000] [--concurrency 4]
+    python -m bench.soak --hold 50 100 200 [--seconds 30]
+
+Each cycle streams the first 1.5 s of real speech (one final decode) and
+leaves one of three ways: stop and wait for `stopped`, close the socket
+without stop, or drop the TCP connection.
+
+--hold N: N connections at once, each streaming room noise (silence with a
+little hiss, as an idle call-center line) at real time; reports how many the
+server took, refusals, event-loop lag (keepalive round trip) and CPU/RSS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import psutil
+import websockets
+
+from bench.corpus import REPO, audio_dir, read_wav
+
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import start_server, stop_server  # noqa: E402
+
+
+async def cycle(url: str, pcm: bytes, n: int) -> str:
+    async with websockets.connect(url, open_timeout=30) as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en", "partials": n % 2 == 0}))
+        await ws.recv()
+        for i in range(0, len(pcm), 6400):
+            await ws.send(pcm[i:i + 6400])
+        way = ("stop", "close", "drop")[n % 3]
+        if way == "stop":
+            await ws.send(json.dumps({"type": "stop"}))
+            async for message in ws:
+                if json.loads(message)["type"] == "stopped":
+                    break
+        elif way == "drop":
+            ws.transport.abort()
+        return way
+
+
+async def soak(url: str, cycles: int, concurrency: int, pcm: bytes, on_progress=None) -> dict:
+    slots = asyncio.Semaphore(concurrency)
+    failures = 0
+
+    async def one(n):
+        nonlocal failures
+        async with slots:
+            try:
+                await cycle(url, pcm, n)
+            except Exception:
+                failures += 1
+            if on_progress:
+                on_progress(n)
+
+    await asyncio.gather(*(one(n) for n in range(cycles)))
+    return {"cycles": cycles, "failures": failures}
+
+
+def rss_mb(pid: int) -> dict:
+    process = psutil.Process(pid)
+    out = {"server": round(process.memory_info().rss / 2**20, 1)}
+    for child in process.children():
+        out[f"worker {child.pid}"] = round(child.memory_info().rss / 2**20, 1)
+    return out
+
+
+def speech(seconds: float = 1.5) -> bytes:
+    data, _ = read_wav(audio_dir() / "en" / "jfk.wav")
+    return data[:int(16000 * seconds)].tobytes()
+
+
+async def hold(url: str, streams: int, seconds: float, pid: int) -> dict:
+    import numpy as np
+    rng = np.random.default_rng(1)
+    chunk = (rng.normal(0, 30, 1600)).astype("<i2").tobytes()     # 100 ms of faint noise
+    refused, lags = 0, []
+
+    async def one():
+        nonlocal refused
+        try:
+            ws = await websockets.connect(url, open_timeout=60)
+        except websockets.InvalidStatus:
+            refused += 1
+            return
+        async with ws:
+            await ws.send(json.dumps({"type": "start"}))
+            await ws.recv()
+            started = time.monotonic()
+            for n in range(int(seconds * 10)):
+                await asyncio.sleep(max(0, started + (n + 1) * 0.1 - time.monotonic()))
+                await ws.send(chunk)
+            t = time.perf_counter()
+            await ws.send(json.dumps({"type": "stop"}))
+            async for message in ws:
+                if json.loads(message)["type"] == "stopped":
+                    lags.append(time.perf_counter() - t)
+                    break
+
+    process = psutil.Process(pid)
+    process.cpu_percent()
+    await asyncio.gather(*(one() for _ in range(streams)))
+    lags.sort()
+    return {"streams": streams, "held": len(lags), "refused": refused,
+            "stop_to_stopped_p50_ms": round(1000 * lags[len(lags) // 2]) if lags else None,
+            "p95_ms": round(1000 * lags[int(len(lags) * 0.95)]) if lags else None,
+            "server_cpu_cores": round(process.cpu_percent() / 100, 2),
+            "server_rss_mb": round(process.memory_info().rss / 2**20)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cycles", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--hold", type=int, nargs="*", help="instead: hold this many streams at once")
+    p.add_argument("--seconds", type=float, default=30)
+    args = p.parse_args()
+    if args.hold:
+        server = start_server("--history-db", "off", "--max-connections", str(max(args.hold)),
+                              "--max-connections-per-ip", str(max(args.hold)))
+        try:
+            for n in args.hold:
+                print(asyncio.run(hold(server.url, n, args.seconds, server.process.pid)), flush=True)
+        finally:
+            stop_server(server)
+        return
+    if audio_dir() is None:
+        sys.exit("shared corpus not found (LINGTING_AUDIO_DIR or ../shared/audio)")
+    server = start_server("--history-db", "off")
+    pid = server.process.pid
+    try:
+        pcm = speech()
+        print("start", rss_mb(pid), flush=True)
+        asyncio.run(soak(server.url, args.warmup, args.concurrency, pcm))
+        print(f"after {args.warmup} warm-up cycles", rss_mb(pid), flush=True)
+        started = time.perf_counter()
+        result = asyncio.run(soak(server.url, args.cycles, args.concurrency, pcm,
+                                  lambda n: n and n % 250 == 0 and print(f"  {n} cycles", rss_mb(pid), flush=True)))
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"after {args.cycles} more cycles", rss_mb(pid), result, flush=True)
+    finally:
+        stop_server(server)
+
+
+if __name__ == "__main__":
+    main()

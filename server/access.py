@@ -1,0 +1,144 @@
+"""Who may connect: API keys with per-key limits, and allowed browser origins.
+
+Pure logic on request headers and counters; the edge calls it."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+KEY_SUBPROTOCOL_PREFIX = "lingting.key."   # browsers cannot set headers on a WebSocket
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    secret: str = field(repr=False)
+    max_streams: int = 0                 # 0: no per-key limit
+    audio_minutes_per_day: float = 0     # 0: no quota (UTC days)
+
+
+class AccessDenied(Exception):
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def load_keys(path: str | None = None, env: str | None = None) -> list[ApiKey]:
+    """Keys from a TOML file ([[keys]] name, key, max_streams, audio_minutes_per_day)
+    and/or the LINGTING_API_KEYS variable ("name:key,name2:key2" or bare keys)."""
+    keys = []
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        for n, entry in enumerate(data.get("keys", [])):
+            secret = entry.get("key")
+            if not isinstance(secret, str) or len(secret) < 16:
+                raise ValueError(f"{path}: keys[{n}].key must be a string of at least 16 characters")
+            keys.append(ApiKey(str(entry.get("name", f"key{n}")), secret, int(entry.get("max_streams", 0)),
+                               float(entry.get("audio_minutes_per_day", 0))))
+    env = os.environ.get("LINGTING_API_KEYS", "") if env is None else env
+    for n, item in enumerate(filter(None, (i.strip() for i in env.split(",")))):
+        name, _, secret = item.rpartition(":")
+        if len(secret) < 16:
+            raise ValueError("LINGTING_API_KEYS: each key must be at least 16 characters")
+        keys.append(ApiKey(name or f"env{n}", secret))
+    if len({k.secret for k in keys}) != len(keys):
+        raise ValueError("the same API key is configured twice")
+    return keys
+
+
+def presented_key(path: str, headers, offered_subprotocols: list[str]) -> str | None:
+    auth = headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    if headers.get("X-API-Key"):
+        return headers["X-API-Key"].strip()
+    for protocol in offered_subprotocols:
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+            return protocol[len(KEY_SUBPROTOCOL_PREFIX):]
+    values = parse_qs(urlsplit(path).query).get("api_key")
+    return values[0] if values else None
+
+
+def offered_subprotocols(headers) -> list[str]:
+    return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
+
+
+class AccessPolicy:
+    def __init__(self, keys: list[ApiKey] = (), allowed_origins: list[str] = (), clock=time.time):
+        self.keys = list(keys)
+        self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+        self.clock = clock
+        self.streams: dict[str, int] = {}                 # key name -> open streams
+        self._usage: dict[str, tuple[int, float]] = {}    # key name -> (UTC day, audio seconds)
+
+    @property
+    def open(self) -> bool:
+        return not self.keys
+
+    def authenticate(self, path: str, headers) -> ApiKey | None:
+        """The caller's key (None when no keys are configured), or AccessDenied."""
+        if self.open:
+            return None
+        presented = presented_key(path, headers, offered_subprotocols(headers))
+        if not presented:
+            raise AccessDenied(401, "unauthorized", "an API key is required: send it as 'Authorization: Bearer KEY', "
+                               "'X-API-Key', the query parameter api_key or the subprotocol lingting.key.KEY")
+        for key in self.keys:
+            if hmac.compare_digest(key.secret.encode(), presented.encode()):
+                return key
+        raise AccessDenied(401, "unauthorized", "unknown API key")
+
+    def check_origin(self, headers) -> None:
+        """Browsers send Origin. Without a configured list only pages from this
+        server (same host) may connect, so no other web site can use it."""
+        origin = headers.get("Origin")
+        if origin is None or "*" in self.allowed_origins or origin.rstrip("/") in self.allowed_origins:
+            return
+        if not self.allowed_origins and urlsplit(origin).netloc == headers.get("Host", ""):
+            return
+        raise AccessDenied(403, "forbidden_origin", f"origin {origin} is not allowed; start the server with "
+                           f"--allowed-origin {origin} to allow it")
+
+    # ---- per-key limits ---------------------------------------------------
+    def admit(self, key: ApiKey | None) -> None:
+        if key is None:
+            return
+        if key.max_streams and self.streams.get(key.name, 0) >= key.max_streams:
+            raise AccessDenied(429, "key_limit", f"key {key.name!r} is at its limit of {key.max_streams} streams",
+                               retry_after=5)
+        if self.quota_left(key) <= 0:
+            raise AccessDenied(429, "quota_exceeded", f"key {key.name!r} has used its {key.audio_minutes_per_day:g} "
+                               "audio minutes for today (UTC)", retry_after=self._seconds_to_midnight())
+
+    def opened(self, key: ApiKey | None) -> None:
+        if key is not None:
+            self.streams[key.name] = self.streams.get(key.name, 0) + 1
+
+    def closed(self, key: ApiKey | None) -> None:
+        if key is not None:
+            self.streams[key.name] -= 1
+
+    def use_audio(self, key: ApiKey | None, seconds: float) -> bool:
+        """Count audio against the key's daily quota; False once it is spent."""
+        if key is None:
+            return True
+        day = int(self.clock() // 86400)
+        used_day, used = self._usage.get(key.name, (day, 0.0))
+        used = used + seconds if used_day == day else seconds
+        self._usage[key.name] = (day, used)
+        return self.quota_left(key) > 0
+
+    def quota_left(self, key: ApiKey) -> float:
+        if not key.audio_minutes_per_day:
+            return float("inf")
+        day, used = self._usage.get(key.name, (None, 0.0))
+        return key.audio_minutes_per_day * 60 - (used if day == int(self.clock() // 86400) else 0.0)
+
+    def _seconds_to_midnight(self) -> int:
+        return int(86400 - self.clock() % 86400) + 1

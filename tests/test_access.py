@@ -1,0 +1,89 @@
+"""API keys, origins and per-key limits (pure logic, synthetic headers)."""
+
+import pytest
+from websockets.datastructures import Headers
+
+from lingting_server.__main__ import access_policy, build_parser
+from lingting_server.access import AccessDenied, AccessPolicy, ApiKey, load_keys
+
+SECRET = "k" * 24
+
+
+def test_keys_from_toml_and_environment(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text(f'[[keys]]\nname = "agents"\nkey = "{SECRET}"\nmax_streams = 3\naudio_minutes_per_day = 90\n')
+    keys = load_keys(str(path), env="ops:" + "o" * 20 + ", " + "b" * 16)
+    assert keys == [ApiKey("agents", SECRET, 3, 90.0), ApiKey("ops", "o" * 20), ApiKey("env1", "b" * 16)]
+    assert "o" * 20 not in repr(keys)                    # secrets stay out of logs
+    with pytest.raises(ValueError, match="16 characters"):
+        load_keys(env="short")
+    with pytest.raises(ValueError, match="twice"):
+        load_keys(env=f"{SECRET},{SECRET}")
+    path.write_text('[[keys]]\nkey = "tiny"\n')
+    with pytest.raises(ValueError, match="keys\\[0\\]"):
+        load_keys(str(path), env="")
+
+
+@pytest.mark.parametrize("path, hdrs", [
+    ("/v1/stream", {"Authorization": f"Bearer {SECRET}"}),
+    ("/v1/stream", {"X-API-Key": SECRET}),
+    ("/v1/stream", {"Sec-WebSocket-Protocol": f"lingting.v1.json, lingting.key.{SECRET}"}),
+    (f"/v1/stream?api_key={SECRET}", {}),
+])
+def test_a_key_is_accepted_in_every_place_a_client_can_put_it(path, hdrs):
+    policy = AccessPolicy([ApiKey("agents", SECRET)])
+    assert policy.authenticate(path, Headers(hdrs)).name == "agents"
+
+
+def test_missing_or_wrong_keys_are_refused():
+    policy = AccessPolicy([ApiKey("agents", SECRET)])
+    for hdrs in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": SECRET + "x"}):
+        with pytest.raises(AccessDenied) as info:
+            policy.authenticate("/v1/stream", Headers(hdrs))
+        assert info.value.status == 401
+    assert AccessPolicy().authenticate("/v1/stream", Headers()) is None      # no keys: open
+
+
+def test_origins():
+    same = {"Host": "asr.local:8765", "Origin": "http://asr.local:8765"}
+    AccessPolicy().check_origin(Headers(same))                 # our own page
+    AccessPolicy().check_origin(Headers({"Host": "asr.local:8765"}))   # not a browser
+    with pytest.raises(AccessDenied) as info:
+        AccessPolicy().check_origin(Headers({"Host": "asr.local:8765", "Origin": "https://evil.example"}))
+    assert info.value.status == 403 and "--allowed-origin https://evil.example" in info.value.message
+    allowed = AccessPolicy(allowed_origins=["https://app.example.com/"])
+    allowed.check_origin(Headers({"Host": "x", "Origin": "https://app.example.com"}))
+    with pytest.raises(AccessDenied):
+        allowed.check_origin(Headers(same))                    # a list replaces same-host
+    AccessPolicy(allowed_origins=["*"]).check_origin(Headers({"Host": "x", "Origin": "https://any.where"}))
+
+
+def test_per_key_streams_and_daily_audio_quota():
+    now = [86400 * 100 + 3600.0]
+    policy = AccessPolicy([], clock=lambda: now[0])
+    key = ApiKey("agents", SECRET, max_streams=2, audio_minutes_per_day=1)
+    policy.admit(key)
+    policy.opened(key)
+    policy.opened(key)
+    with pytest.raises(AccessDenied) as info:
+        policy.admit(key)
+    assert (info.value.status, info.value.code) == (429, "key_limit")
+    policy.closed(key)
+    policy.admit(key)
+    assert policy.use_audio(key, 50) and not policy.use_audio(key, 15)
+    with pytest.raises(AccessDenied) as info:
+        policy.admit(key)
+    assert info.value.code == "quota_exceeded" and info.value.retry_after == 86400 - 3600 + 1
+    now[0] += 86400                                        # a new UTC day
+    policy.admit(key)
+    assert policy.quota_left(key) == 60
+
+
+def test_without_keys_the_server_binds_to_loopback_only(monkeypatch, caplog):
+    monkeypatch.delenv("LINGTING_API_KEYS", raising=False)
+    policy, host = access_policy(build_parser().parse_args(["--host", "0.0.0.0"]))
+    assert policy.open and host == "127.0.0.1"
+    assert "no API keys configured: binding to 127.0.0.1 instead of 0.0.0.0" in caplog.text
+    monkeypatch.setenv("LINGTING_API_KEYS", SECRET)
+    policy, host = access_policy(build_parser().parse_args(["--host", "0.0.0.0"]))
+    assert not policy.open and host == "0.0.0.0"
