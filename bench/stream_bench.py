@@ -78,16 +78,18 @@ async def one_client(url: str, index: int, seconds: float) -> dict:
 
 
 async def sample_process(pid: int, stop: asyncio.Event) -> dict:
+    """CPU and memory of the server and its model worker together."""
     import psutil
-    proc = psutil.Process(pid)
-    cpu0, t0, rss = sum(proc.cpu_times()[:2]), time.monotonic(), []
+    procs = [psutil.Process(pid), *psutil.Process(pid).children()]
+    cpu_of = lambda: sum(sum(p.cpu_times()[:2]) for p in procs)    # noqa: E731
+    cpu0, t0, rss = cpu_of(), time.monotonic(), []
     while not stop.is_set():
-        rss.append(proc.memory_info().rss)
+        rss.append(sum(p.memory_info().rss for p in procs))
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except asyncio.TimeoutError:
             pass
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    cpu = cpu_of() - cpu0
     return {"cpu_cores": round(cpu / (time.monotonic() - t0), 2),
             "rss_mb_start": round(rss[0] / 2**20), "rss_mb_peak": round(max(rss) / 2**20)}
 

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=8, help="decode requests per batch (default: 8)")
     p.add_argument("--max-partial-batch-size", type=int, default=4,
                    help="partial decodes per batch; a final waits for at most one such batch (default: 4)")
+    p.add_argument("--max-file-batch-size", type=int, default=2,
+                   help="offline-file finals per batch; a live final waits for at most one such batch (default: 2)")
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a batch to fill (default: 10)")
     p.add_argument("--final-beam-size", type=int, default=5, help="beam size of final decodes (default: 5)")
     p.add_argument("--window", choices=("fit", "full"), default="fit",
@@ -127,7 +129,8 @@ async def run(args) -> None:
         asyncio.to_thread(warm_up))
     history = open_history(args)
     metrics = Metrics()
-    collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size, metrics)
+    collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size, metrics,
+                               args.max_file_batch_size)
     collector.start()
     settings = ServerSettings(
         host=host, port=args.port, max_connections=args.max_connections, max_frame_bytes=args.max_frame_bytes,

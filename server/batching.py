@@ -49,7 +49,8 @@ class CollectorStats:
 
 class BatchCollector:
     def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0,
-                 max_partial_batch_size: int | None = None, metrics=None):
+                 max_partial_batch_size: int | None = None, metrics=None,
+                 max_file_batch_size: int | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.engine = engine
@@ -57,6 +58,8 @@ class BatchCollector:
         # A final that arrives while partials decode waits for that whole
         # batch: smaller partial batches bound that wait.
         self.max_partial_batch_size = min(max_batch_size, max_partial_batch_size or max_batch_size)
+        # Likewise for offline files' finals: a live final waits for one such batch at most.
+        self.max_file_batch_size = min(max_batch_size, max_file_batch_size or max_batch_size)
         self.max_wait = max_wait_ms / 1000
         self.stats = CollectorStats()
         self.metrics = metrics          # a .metrics.Metrics, or None
@@ -120,12 +123,12 @@ class BatchCollector:
 
     # ---- the loop -----------------------------------------------------
     def _take_batch(self) -> list[_Waiting]:
-        batch = self._take_finals(self._finals)
+        batch = self._take_finals(self._finals, self.max_batch_size)
         if batch:
             return batch
         if self._background and (self._background_turn or not self._partials):
             self._background_turn = False
-            if batch := self._take_finals(self._background):
+            if batch := self._take_finals(self._background, self.max_file_batch_size):
                 return batch
         self._background_turn = True
         for key in sorted(self._partials, key=lambda k: self._partials[k].since)[:self.max_partial_batch_size]:
@@ -134,9 +137,9 @@ class BatchCollector:
                 batch.append(waiting)
         return batch
 
-    def _take_finals(self, queue: deque[_Waiting]) -> list[_Waiting]:
+    def _take_finals(self, queue: deque[_Waiting], limit: int) -> list[_Waiting]:
         batch: list[_Waiting] = []
-        while queue and len(batch) < self.max_batch_size:
+        while queue and len(batch) < limit:
             waiting = queue.popleft()
             if not waiting.future.done():
                 batch.append(waiting)
