@@ -140,7 +140,8 @@ def query_times(utterances: int, runs: int) -> dict:
             "search phrase 'ask not what your country' (FTS)": lambda: store.search("ask not what your country"),
             "search common word 'the' (FTS, 50 hits)": lambda: store.search("the"),
             "search rare phrase, no hit (FTS)": lambda: store.search("zebra crossing quartz"),
-            "search 2 chars '模型' (scan)": lambda: store.search("模型"),
+            "search 2 chars '模型' (scan, stops at 50 hits)": lambda: store.search("模型"),
+            "search 2 chars, no hit (full scan)": lambda: store.search("鲸鱼"),
             "get one session (100 utterances)": lambda: store.get_session(middle),
             "export one session as SRT": lambda: render(store.get_session(middle), "srt"),
         }

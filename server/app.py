@@ -24,6 +24,7 @@ from websockets.http11 import Request, Response
 from .access import AccessDenied, AccessPolicy, ApiKey
 from .batching import BatchCollector
 from .export import FORMATS, render
+from .funasr_compat import PATHS as FUNASR_PATHS, SUBPROTOCOL as FUNASR_SUBPROTOCOL, FunasrCodec
 from .history import AsyncHistory
 from .metrics import Metrics
 from .protocol import SUBPROTOCOLS, Codec, ErrorCode, ProtocolError
@@ -157,7 +158,7 @@ class LingtingServer:
                 return await self.history_request(request.method, request.path)
             if request.method != "GET":
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {path}", {"Allow": "GET"})
-            if path != STREAM_PATH:
+            if path != STREAM_PATH and not (upgrade and path in FUNASR_PATHS):
                 return _error(404, "not_found", f"no route for {path}; page on /, history page on /history, "
                               f"stream on {STREAM_PATH}, history API on {HISTORY_PATH}/sessions, health on /health, "
                               "metrics on /metrics")
@@ -235,7 +236,7 @@ class LingtingServer:
 
     @staticmethod
     def select_subprotocol(connection, offered):
-        for name in SUBPROTOCOLS:
+        for name in (*SUBPROTOCOLS, FUNASR_SUBPROTOCOL):
             if name in offered:
                 return name
         return None   # no subprotocol offered: JSON
@@ -319,7 +320,8 @@ class _Stream:
         self.ip = _peer_ip(ws)
         self.key = key
         self.metrics = server.metrics
-        self.codec = Codec(ws.subprotocol)
+        funasr = ws.request is not None and ws.request.path.split("?", 1)[0] in FUNASR_PATHS
+        self.codec = FunasrCodec() if funasr else Codec(ws.subprotocol)
         settings = server.settings
         limits = {"max_frame_bytes": settings.max_frame_bytes, "max_file_bytes": settings.max_file_bytes,
                   "sample_rates": [8000, 48000]}
@@ -362,7 +364,8 @@ class _Stream:
             self._close(close_code, reason)
 
     async def refuse(self, error: ProtocolError, code: int) -> None:
-        await self.ws.send(self.codec.encode(error.event()))
+        for frame in self.codec.encode_all(error.event()):
+            await self.ws.send(frame)
         await self.ws.close(code, error.code)
 
     async def run(self) -> None:
@@ -574,7 +577,8 @@ class _Stream:
                 if ended is not None and self.mode == "stream":
                     self.metrics.final_latency.observe(time.monotonic() - ended)
             if self.connected:
-                await self._socket(self.ws.send(self.codec.encode(item)))
+                for frame in self.codec.encode_all(item):
+                    await self._socket(self.ws.send(frame))
 
     async def _socket(self, operation) -> None:
         try:
@@ -614,5 +618,6 @@ class _Stream:
             if not self.history_failed and self.connected:
                 self.history_failed = True
                 error = ProtocolError(ErrorCode.HISTORY_FAILED, f"could not store this session in history: {exc}")
-                await self._socket(self.ws.send(self.codec.encode(error.event())))
+                for frame in self.codec.encode_all(error.event()):
+                    await self._socket(self.ws.send(frame))
             return False

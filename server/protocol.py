@@ -250,6 +250,13 @@ def parse_message(msg) -> ClientMessage:
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r}; known: {known}")
 
 
+def load_json(frame: str):
+    try:
+        return json.loads(frame)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"text frame is not valid JSON: {exc}") from None
+
+
 class Codec:
     """Frames <-> messages for one subprotocol."""
 
@@ -268,13 +275,14 @@ class Codec:
             return parse_message(msg)
         if isinstance(frame, bytes):
             return Audio(frame)
-        try:
-            msg = json.loads(frame)
-        except ValueError as exc:
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"text frame is not valid JSON: {exc}") from None
+        msg = load_json(frame)
         if isinstance(msg, dict) and msg.get("type") == "audio":
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "in lingting.v1.json audio goes in binary frames")
         return parse_message(msg)
+
+    def encode_all(self, event: dict) -> list[str | bytes]:
+        """The frames for one event (the FunASR codec may send none or several)."""
+        return [self.encode(event)]
 
     def encode(self, event: dict) -> str | bytes:
         if self.msgpack:

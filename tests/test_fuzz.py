@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lingting_server.engines.base import DecodeResult
+from lingting_server.funasr_compat import FunasrCodec
 from lingting_server.protocol import Codec, ProtocolError, parse_message
 from lingting_server.streaming.audio import ENCODINGS, AudioDecoder, AudioFormatError
 from lingting_server.streaming.session import Session
@@ -51,6 +52,20 @@ def test_parse_message_takes_any_map(message):
 def test_codecs_take_any_frame(frame):
     for subprotocol in ("lingting.v1.json", "lingting.v1.msgpack"):
         survives(lambda: Codec(subprotocol).decode(frame))
+    survives(lambda: FunasrCodec().decode(frame))
+
+
+funasr_configs = st.fixed_dictionaries({}, optional={name: values for name in (
+    "mode", "chunk_size", "chunk_interval", "wav_name", "wav_format", "audio_fs", "is_speaking", "hotwords", "itn")})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(funasr_configs.map(lambda m: json.dumps(m, default=repr)), st.binary(max_size=100)),
+                max_size=4))
+def test_funasr_codec_takes_any_frames(frames):
+    codec = FunasrCodec()
+    for frame in frames:
+        survives(lambda: codec.decode(frame))
 
 
 @settings(max_examples=300, deadline=None)

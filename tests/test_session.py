@@ -103,13 +103,18 @@ def test_bad_frame_is_reported_and_stream_continues():
     assert s.handle(Audio(to_s16(silence(0.1)))).events == []
 
 
-def test_auto_language_follows_first_partial():
+def test_auto_language_sticks_once_heard_on_enough_audio_and_finals_detect_their_own():
     s = started(partial_interval_ms=200)
     jobs = s.handle(Audio(to_s16(voice(0.8)))).jobs
     assert jobs[0].request.language is None
+    s.on_result(jobs[-1], DecodeResult("hello", "en"))          # under 2 s: not trusted yet
+    jobs = s.handle(Audio(to_s16(voice(1.6)))).jobs
+    assert jobs[-1].request.language is None
     s.on_result(jobs[-1], DecodeResult("你好", "zh"))
     later = s.handle(Audio(to_s16(voice(0.5)))).jobs
     assert later and later[-1].request.language == "zh"
+    (final,) = s.handle(Flush()).jobs
+    assert final.request.language is None
 
 
 def test_hotwords_itn_and_alerts_in_events():

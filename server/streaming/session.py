@@ -18,6 +18,7 @@ from .stabilizer import Stabilizer
 
 
 FIRST_PARTIAL_RETRY_MS = 250
+LANGUAGE_PIN_MS = 2000             # partial audio needed before its detected language sticks
 UPLOAD_PROGRESS_BYTES = 1 << 20   # offline: a progress event per MiB received
 
 
@@ -243,14 +244,16 @@ class Session:
                 out.jobs.append(self._final_job(event))
         return out
 
-    def _language(self, utterance: int) -> str | None:
+    def _language(self, utterance: int, kind: str) -> str | None:
         if self.config.language != "auto":
             return self.config.language
+        if kind == "final":    # the whole utterance is the surest ground to detect on
+            return None
         return self._utterance_language.get(utterance)
 
     def _request(self, kind: str, audio, utterance: int) -> DecodeRequest:
         return DecodeRequest(
-            audio=audio, kind=kind, language=self._language(utterance),
+            audio=audio, kind=kind, language=self._language(utterance, kind),
             # The most boosted first: the engine's prompt may have to cut the tail.
             hotwords=tuple(h.phrase for h in sorted(self._hotwords, key=lambda h: -h.boost)),
             word_timestamps=kind == "final" and self.config.word_timestamps,
@@ -298,7 +301,10 @@ class Session:
         if result is None or not current or job.seq < self._shown_partial_seq or self.state != "streaming":
             return Output()
         self._shown_partial_seq = job.seq
-        if result.language and self.config.language == "auto":
+        # Later partials keep the language once it was heard on enough audio
+        # (on half a second Whisper may take Mandarin for English).
+        if (result.language and self.config.language == "auto"
+                and job.end_sample - job.audio_start >= LANGUAGE_PIN_MS * MODEL_RATE // 1000):
             self._utterance_language.setdefault(job.utterance, result.language)
         if not result.text:
             return Output()

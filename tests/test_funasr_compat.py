@@ -1,0 +1,60 @@
+"""The FunASR protocol codec: config in, replies out (synthetic events)."""
+
+import json
+
+import pytest
+
+from lingting_server.funasr_compat import FunasrCodec
+from lingting_server.protocol import Audio, KeepAlive, ProtocolError, Start, Stop
+
+
+def replies(codec, event):
+    return [json.loads(r) for r in codec.encode_all(event)]
+
+
+def test_config_maps_to_a_start():
+    codec = FunasrCodec()
+    start = codec.decode(json.dumps({"mode": "2pass", "chunk_size": [5, 10, 5], "wav_name": "w1", "audio_fs": 8000,
+                                     "wav_format": "pcm", "is_speaking": True, "itn": False,
+                                     "hotwords": json.dumps({"阿里巴巴": 20, "达摩院": 5})}))
+    assert isinstance(start, Start)
+    config = start.config
+    assert (config.mode, config.sample_rate, config.encoding, config.partials, config.itn) == (
+        "stream", 8000, "pcm_s16le", True, False)
+    assert [(h.phrase, h.boost) for h in config.hotwords] == [("阿里巴巴", 2.0), ("达摩院", 1.0)]
+    assert isinstance(codec.decode(b"\0\0"), Audio)
+    assert isinstance(codec.decode(json.dumps({"mode": "2pass", "is_speaking": True})), KeepAlive)
+    assert isinstance(codec.decode(json.dumps({"is_speaking": False})), Stop)
+    file = FunasrCodec().decode(json.dumps({"mode": "offline", "wav_format": "mp3", "wav_name": "a.mp3",
+                                            "hotwords": "阿里巴巴 达摩院"})).config
+    assert (file.mode, file.filename, [h.phrase for h in file.hotwords]) == ("offline", "a.mp3", ["阿里巴巴", "达摩院"])
+    with pytest.raises(ProtocolError):
+        FunasrCodec().decode(json.dumps({"is_speaking": False}))       # before any config
+    with pytest.raises(ProtocolError):
+        FunasrCodec().decode(json.dumps({"mode": "3pass"}))
+
+
+def test_2pass_replies_and_the_last_is_final():
+    codec = FunasrCodec()
+    codec.decode(json.dumps({"mode": "2pass", "wav_name": "w"}))
+    partial = {"type": "partial", "utterance": 0}
+    assert [r["text"] for r in replies(codec, {**partial, "text": "今天", "stable_text": ""})] == ["今天"]
+    assert [r["text"] for r in replies(codec, {**partial, "text": "今天天气", "stable_text": "今天"})] == ["天气"]
+    assert replies(codec, {**partial, "text": "今日天气好", "stable_text": "今"}) == []   # reworded: wait
+    final = {"type": "final", "utterance": 0, "text": "今天天气好。", "start_ms": 100, "end_ms": 1900,
+             "words": [{"word": "今天", "start_ms": 100, "end_ms": 600}]}
+    (r,) = replies(codec, final)
+    assert (r["mode"], r["text"], r["is_final"], r["wav_name"]) == ("2pass-offline", "今天天气好。", False, "w")
+    assert json.loads(r["timestamp"]) == [[100, 600]] and r["stamp_sents"][0]["start"] == 100
+    codec.decode(json.dumps({"is_speaking": False}))
+    assert replies(codec, {**final, "utterance": 1}) == []                # held until the end is known
+    last = replies(codec, {"type": "stopped", "utterances": 2, "audio_ms": 3000})
+    assert [(r["text"], r["is_final"]) for r in last] == [("今天天气好。", True)]
+
+
+def test_online_mode_sends_increments_only():
+    codec = FunasrCodec()
+    codec.decode(json.dumps({"mode": "online"}))
+    replies(codec, {"type": "partial", "utterance": 0, "text": "hello", "stable_text": "hello"})
+    (r,) = replies(codec, {"type": "final", "utterance": 0, "text": "hello world", "start_ms": 0, "end_ms": 1})
+    assert (r["mode"], r["text"]) == ("online", " world")
