@@ -17,7 +17,7 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .engines.base import Engine, EngineOutOfMemory
+from .engines.base import Engine, EngineFailed, EngineOutOfMemory
 from .streaming.session import DecodeJob
 
 log = logging.getLogger("lingting.batching")
@@ -182,6 +182,10 @@ class BatchCollector:
                 await self._decode(loop, batch)
                 return
             self._fail(batch, "out of memory")
+            return
+        except EngineFailed as exc:   # known and already recovered from: no traceback
+            log.error("decode of a batch of %d failed: %s", len(batch), exc)
+            self._fail(batch, f"{type(exc).__name__}: {exc}")
             return
         except Exception as exc:  # a broken decode must not stop the loop
             log.exception("decode of a batch of %d failed", len(batch))

@@ -12,12 +12,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from .engines.base import DecodeRequest, DecodeResult
+from .engines.base import DecodeRequest, DecodeResult, EngineFailed
 
 log = logging.getLogger("lingting.worker")
 
 
-class WorkerFailed(RuntimeError):
+class WorkerFailed(EngineFailed):
     """The model worker died or hung on a batch; it has been restarted."""
 
 

@@ -37,6 +37,10 @@ class DecodeResult:
     extra: dict = field(default_factory=dict)
 
 
+class EngineFailed(RuntimeError):
+    """The engine failed on this batch and has recovered (e.g. its worker was restarted)."""
+
+
 class EngineOutOfMemory(RuntimeError):
     """The device ran out of memory for this batch; a smaller one may fit."""
 
