@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default=DEFAULT_URL, help=f"server stream URL (default: {DEFAULT_URL})")
     s.add_argument("--api-key", default=None, help="the server's API key (default: $LINGTING_API_KEY)")
     s.add_argument("--speed", type=float, default=1.0,
-                   help="pace at X times real time; 0 sends as fast as possible (default: 1)")
+                   help="pace at X times real time; 0 sends as fast as possible (the server reads live audio at "
+                        "most 4x real time after 30 s; `transcribe` is for whole files) (default: 1)")
     s.add_argument("--language", default="auto", help="auto, en, zh or ja (default: auto)")
     s.add_argument("--json", action="store_true", help="print every server event as one JSON object per line")
     s.add_argument("--no-partials", action="store_true", help="ask for finals only")
