@@ -188,3 +188,43 @@ def test_history_page_uploads_searches_exports_and_deletes(browser, server, shar
             urllib.request.urlopen(f"{server.http}/v1/history/sessions/{session_id}", timeout=10)
     finally:
         chromium.close()
+
+
+def test_pages_work_with_an_api_key(browser, shared_audio, tmp_path):
+    """With keys configured, the pages carry the key given once as ?key=:
+    the live page as a WebSocket subprotocol, the history page as a header
+    (and for downloads, which a plain link could not authenticate)."""
+    from conftest import start_server, stop_server
+    key = "browser-" + "k" * 24
+    keyed = start_server(env={"LINGTING_API_KEYS": f"web:{key}"})
+    jfk = shared_audio / "en" / "jfk.wav"
+    chromium = launch(browser, jfk)
+    try:
+        context = chromium.new_context(accept_downloads=True)
+        page = context.new_page()
+        page.goto(f"{keyed.http}/?key={key}")
+        assert "key=" not in page.url                              # taken out of the address bar
+        page.select_option("#language", "en")
+        page.click("#toggle")
+        page.wait_for_function("window.lingtingLog.some(e => e.type === 'final' && e.text)", timeout=60000)
+        page.click("#toggle")
+
+        page.goto(f"{keyed.http}/history")                        # same tab: the key is remembered
+        page.wait_for_selector("#sessions tbody tr")             # the live session, listed with the key
+        page.set_input_files("#files", [str(jfk)])
+        page.wait_for_function("document.querySelectorAll('#jobs li.done').length === 1", timeout=60000)
+        page.click("#jobs li.done .stage")
+        page.wait_for_selector("#detail:not([hidden]) #utterances li")
+        with page.expect_download() as download:
+            page.click(".exports a[data-format=vtt]")
+        saved = tmp_path / "jfk.vtt"
+        download.value.save_as(saved)
+        assert saved.read_text().startswith("WEBVTT") and "country" in saved.read_text().lower()
+
+        fresh = context.new_page()                                # a new tab without the key is refused
+        fresh.goto(f"{keyed.http}/history")
+        fresh.locator("#message").wait_for(state="visible", timeout=20000)
+        assert "API key" in fresh.inner_text("#message")
+    finally:
+        chromium.close()
+        stop_server(keyed)

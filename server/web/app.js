@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 if (params.get("overlay") === "1") document.body.classList.add("overlay");
 
+const KEY = apiKey();   // read (and hidden from the address bar) at load
 let client = null;
 // What happened when, for people debugging and for the browser test.
 const log = (window.lingtingLog = []);
@@ -38,7 +39,7 @@ async function start() {
   showMessage("");
   const hotwords = $("hotwords").value.split(",").map((s) => s.trim()).filter(Boolean);
   client = new LingtingClient(streamUrl, { language: $("language").value, itn: $("itn").checked, hotwords,
-                                          apiKey: apiKey() });
+                                          apiKey: KEY });
   const record = (type) => client.addEventListener(type, (e) => log.push({ type, at: performance.now(), ...e.detail }));
   ["audio_started", "state", "ready", "speech_started", "partial", "final", "alert", "error", "stopped", "disconnected", "reconnecting"].forEach(record);
   client.addEventListener("partial", (e) => renderPartial(e.detail));
