@@ -35,6 +35,7 @@ log = logging.getLogger("lingting.server")
 
 STREAM_PATH = "/v1/stream"
 HISTORY_PATH = "/v1/history"
+LAST_FRAMES_S = 0.5          # on shutdown, input still read before streams are finished
 
 
 @dataclass(frozen=True)
@@ -287,9 +288,12 @@ class LingtingServer:
         sent), then close every stream with 1001 (going away)."""
         self.shutting_down = True
         self.ready = False
+        self._server.close(close_connections=False)
+        # Audio the clients sent before the signal may still sit in socket
+        # buffers: read it, so the last words make it into the finals.
+        await asyncio.sleep(LAST_FRAMES_S)
         for stream in list(self.streams.values()):
             stream.finish()
-        self._server.close(close_connections=False)
         try:
             await asyncio.wait_for(self._server.wait_closed(), grace_s)
         except asyncio.TimeoutError:
