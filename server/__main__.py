@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-connections-per-ip", type=int, default=16,
                      help="concurrent streams from one address before HTTP 429 (default: 16)")
+    lim.add_argument("--trusted-proxy", action="append", default=[], metavar="IP",
+                     help="a reverse proxy whose X-Forwarded-For names the client (for per-address limits and "
+                          "history); repeat for more (default: none)")
     lim.add_argument("--max-messages-per-s", type=int, default=400,
                      help="messages read per second per stream; a flood is slowed to this (default: 400)")
     lim.add_argument("--max-audio-speed", type=float, default=4.0,
@@ -137,7 +140,8 @@ async def run(args) -> None:
         max_file_bytes=int(args.max_file_mb * (1 << 20)), spool_dir=args.spool_dir,
         max_connections_per_ip=args.max_connections_per_ip, max_messages_per_s=args.max_messages_per_s,
         max_audio_speed=args.max_audio_speed, idle_timeout_s=args.idle_timeout_s,
-        handshake_timeout_s=args.handshake_timeout_s, ping_interval_s=args.ping_interval_s)
+        handshake_timeout_s=args.handshake_timeout_s, ping_interval_s=args.ping_interval_s,
+        trusted_proxies=frozenset(args.trusted_proxy))
     server = LingtingServer(engine, collector, settings, engine.describe(), history, access, metrics, tls)
     await server.serve()
     retention = asyncio.get_running_loop().create_task(enforce_retention(history)) if history else None

@@ -65,6 +65,18 @@ def presented_key(path: str, headers, offered_subprotocols: list[str]) -> str | 
     return values[0] if values else None
 
 
+def client_ip(peer: str | None, headers, trusted_proxies: frozenset[str] = frozenset()) -> str | None:
+    """The client's address: the peer's, or, when the peer is a trusted proxy,
+    the last address in X-Forwarded-For that is not a trusted proxy itself."""
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = [a.strip() for value in headers.get_all("X-Forwarded-For") for a in value.split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if address not in trusted_proxies:
+            return address
+    return peer
+
+
 def offered_subprotocols(headers) -> list[str]:
     return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
 

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .access import AccessDenied, AccessPolicy, ApiKey
+from .access import AccessDenied, AccessPolicy, ApiKey, client_ip
 from .batching import BatchCollector
 from .export import FORMATS, render
 from .funasr_compat import PATHS as FUNASR_PATHS, SUBPROTOCOL as FUNASR_SUBPROTOCOL, FunasrCodec
@@ -56,6 +56,7 @@ class ServerSettings:
     idle_timeout_s: float = 120.0        # no message for this long while streaming: closed
     handshake_timeout_s: float = 10.0
     ping_interval_s: float = 20.0        # WebSocket pings; a peer silent for another interval is gone
+    trusted_proxies: frozenset[str] = frozenset()   # their X-Forwarded-For names the client
 
 
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -167,13 +168,17 @@ class LingtingServer:
                 return _error(426, "upgrade_required", f"{STREAM_PATH} takes WebSocket connections")
             self.access.check_origin(headers)
             key = self.access.authenticate(request.path, headers)
-            self.check_limits(_peer_ip(connection), key)
+            self.check_limits(self.client_ip(connection), key)
         except AccessDenied as denied:
             self.metrics.connections.labels(denied.code).inc()
             retry = {"Retry-After": str(denied.retry_after)} if denied.retry_after else None
             return _error(denied.status, denied.code, denied.message, retry)
         self._admitted[connection] = key
         return None
+
+    def client_ip(self, connection: ServerConnection) -> str | None:
+        headers = connection.request.headers if connection.request else Headers()
+        return client_ip(_peer_ip(connection), headers, self.settings.trusted_proxies)
 
     def check_limits(self, ip: str | None, key: ApiKey | None) -> None:
         """May one more stream open? AccessDenied says why not."""
@@ -321,7 +326,7 @@ class _Stream:
     def __init__(self, server: LingtingServer, ws: ServerConnection, session_id: str, key: ApiKey | None = None):
         self.server = server
         self.ws = ws
-        self.ip = _peer_ip(ws)
+        self.ip = server.client_ip(ws)
         self.key = key
         self.metrics = server.metrics
         funasr = ws.request is not None and ws.request.path.split("?", 1)[0] in FUNASR_PATHS
@@ -597,7 +602,7 @@ class _Stream:
         if kind == "ready":
             config = self.session.config
             request = self.ws.request
-            client = {"address": str(self.ws.remote_address[0]) if self.ws.remote_address else None,
+            client = {"address": self.ip,
                       "user_agent": request.headers.get("User-Agent") if request else None,
                       "origin": request.headers.get("Origin") if request else None,
                       "subprotocol": self.codec.subprotocol}

@@ -4,7 +4,7 @@ import pytest
 from websockets.datastructures import Headers
 
 from lingting_server.__main__ import access_policy, build_parser
-from lingting_server.access import AccessDenied, AccessPolicy, ApiKey, load_keys
+from lingting_server.access import AccessDenied, AccessPolicy, ApiKey, client_ip, load_keys
 
 SECRET = "k" * 24
 
@@ -87,3 +87,11 @@ def test_without_keys_the_server_binds_to_loopback_only(monkeypatch, caplog):
     monkeypatch.setenv("LINGTING_API_KEYS", SECRET)
     policy, host = access_policy(build_parser().parse_args(["--host", "0.0.0.0"]))
     assert not policy.open and host == "0.0.0.0"
+
+
+def test_client_address_behind_a_trusted_proxy():
+    forwarded = Headers({"X-Forwarded-For": "203.0.113.7, 10.0.0.2"})
+    assert client_ip("198.51.100.1", forwarded) == "198.51.100.1"              # not a proxy: its word is ignored
+    assert client_ip("10.0.0.1", forwarded, frozenset({"10.0.0.1"})) == "10.0.0.2"
+    assert client_ip("10.0.0.1", forwarded, frozenset({"10.0.0.1", "10.0.0.2"})) == "203.0.113.7"
+    assert client_ip("10.0.0.1", Headers(), frozenset({"10.0.0.1"})) == "10.0.0.1"

@@ -43,7 +43,7 @@ def guarded(tls, tmp_path_factory):
                     f'[[keys]]\nname = "tiny"\nkey = "{TINY}"\naudio_minutes_per_day = 0.1\n')
     server = start_server("--api-keys-file", str(keys), "--tls-cert", str(pem), "--tls-key", str(pem),
                           "--allowed-origin", "https://app.example.com", "--max-connections-per-ip", "3",
-                          "--idle-timeout-s", "2", "--log-format", "json")
+                          "--idle-timeout-s", "2", "--log-format", "json", "--trusted-proxy", "127.0.0.1")
     yield server
     stop_server(server)
 
@@ -100,7 +100,10 @@ async def test_per_key_and_per_address_limits(guarded, tls):
         await websockets.connect(guarded.url, ssl=context, additional_headers={"X-API-Key": TINY})
     assert info.value.response.status_code == 429 and info.value.response.headers["Retry-After"]
     assert b"ip_limit" in info.value.response.body
-    for ws in (first, second, third):
+    # Behind a trusted proxy the limit counts the forwarded client address.
+    proxied = await websockets.connect(guarded.url, ssl=context, additional_headers={
+        "X-API-Key": TINY, "X-Forwarded-For": "203.0.113.7"})
+    for ws in (first, second, third, proxied):
         await ws.close()
     await asyncio.sleep(0.5)
     ws = await websockets.connect(guarded.url, ssl=context, additional_headers=auth)   # room again
