@@ -64,6 +64,22 @@ _ONES = "zero one two three four five six seven eight nine ten eleven twelve thi
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
+def encode_audio(sources: list[Path], dst: Path | str, codec: str) -> None:
+    """The sources, one after another, re-encoded into one file (FLAC, MP3,
+    Opus...) with PyAV, for tests and benchmarks of other containers."""
+    import av
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream(codec, rate=48000 if codec == "libopus" else 16000, layout="mono")
+        for src in sources:
+            with av.open(str(src)) as inp:
+                for frame in inp.decode(audio=0):
+                    frame.pts = None
+                    for packet in stream.encode(frame):
+                        out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
 def _number_words(n: int) -> str:
     if n < 20:
         return _ONES[n]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpus import REPO, audio_dir, error_rate, load_manifest
+from bench.corpus import REPO, audio_dir, encode_audio, error_rate, load_manifest
 
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import start_server, stop_server  # noqa: E402
@@ -58,20 +58,10 @@ async def offline_speed(url: str, files: list[str], repeat: int) -> list[dict]:
 
 def looped_flac(minutes: float, directory: str) -> tuple[str, float, str]:
     """The long corpus file repeated to `minutes`, as FLAC; (path, seconds, reference)."""
-    import av
     clip = next(c for c in load_manifest() if c.file == "long/en_ljspeech_LJ001-0001_0016.wav")
     path = str(Path(directory) / f"looped-{minutes:g}min.flac")
     loops = max(1, round(minutes * 60 / clip.seconds))
-    with av.open(path, "w") as out:
-        stream = out.add_stream("flac", rate=16000, layout="mono")
-        for _ in range(loops):
-            with av.open(str(clip.path)) as inp:
-                for frame in inp.decode(audio=0):
-                    frame.pts = None
-                    for packet in stream.encode(frame):
-                        out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    encode_audio([clip.path] * loops, path, "flac")
     return path, loops * clip.seconds, " ".join([clip.transcript] * loops)
 
 

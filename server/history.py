@@ -122,14 +122,12 @@ class HistoryStore:
             raise HistoryError(f"{self.path} has schema version {version}, newer than this Lingting "
                                f"knows ({len(MIGRATIONS)}): upgrade Lingting or use another --history-db")
         for number in range(version, len(MIGRATIONS)):
-            db.execute("BEGIN IMMEDIATE")
+            # One transaction per migration, its version bump included.
             try:
-                for statement in _statements(MIGRATIONS[number]):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={number + 1}")
-                db.execute("COMMIT")
+                db.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
             except Exception:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
 
     @property
@@ -253,17 +251,6 @@ class HistoryStore:
         if deleted:
             db.execute("PRAGMA incremental_vacuum")
         return deleted
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (triggers contain ';' of their own)."""
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return [s for s in statements if s]
 
 
 class AsyncHistory:

@@ -10,7 +10,6 @@ import urllib.request
 import pytest
 import websockets
 
-from bench.corpus import load_manifest
 from lingting_client import StreamOptions
 from streaming import check_event_grammar, finals_text, stream_events, wav_pcm
 

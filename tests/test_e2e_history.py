@@ -13,13 +13,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-import av
 import pytest
 import srt
 import webvtt
 import websockets
 
-from bench.corpus import error_rate, load_manifest
+from bench.corpus import encode_audio, error_rate, load_manifest
 from conftest import start_server, stop_server
 from lingting_client import FileOptions, LingtingClient, StreamOptions
 from streaming import finals_text, stream_events, wav_pcm
@@ -57,18 +56,6 @@ def reference(file: str) -> str:
 async def transcribe(server, path, **options) -> list[dict]:
     client = LingtingClient(server.url)
     return [e async for e in client.transcribe(str(path), FileOptions(**options))]
-
-
-def encode(src, dst, codec: str) -> None:
-    """Re-encode a WAV into another container with PyAV (FFmpeg)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        stream = out.add_stream(codec, rate=48000 if codec == "libopus" else 16000, layout="mono")
-        for frame in inp.decode(audio=0):
-            frame.pts = None
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
 
 
 async def test_streamed_session_is_stored_and_searchable(server, shared_audio):
@@ -114,7 +101,7 @@ async def test_long_file_transcribed_offline_with_progress(server, shared_audio)
 @pytest.mark.parametrize("codec, suffix", [("libmp3lame", "mp3"), ("libopus", "ogg"), ("flac", "flac")])
 async def test_common_containers_are_transcribed(server, shared_audio, tmp_path, codec, suffix):
     path = tmp_path / f"jfk.{suffix}"
-    encode(shared_audio / "en" / "jfk.wav", path, codec)
+    encode_audio([shared_audio / "en" / "jfk.wav"], path, codec)
     events = await transcribe(server, path, language="en")
     assert error_rate([reference("en/jfk.wav")], [finals_text(events)], "en") < 0.15
 
