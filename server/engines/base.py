@@ -17,6 +17,7 @@ class DecodeRequest:
     language: str | None = None        # None: let the model detect it
     hotwords: tuple[str, ...] = ()     # phrases to bias toward, most important first
     word_timestamps: bool = False
+    stream: str | None = None          # which stream and utterance: engines with per-stream state key on it
 
 
 @dataclass

@@ -12,25 +12,65 @@ from .devices import resolve_device
 
 log = logging.getLogger("lingting.engine")
 
+ENGINES = ("whisper", "funasr")
+
 
 def load_engine(model: str | None, device: str = "auto", compute_type: str | None = None,
-                final_beam_size: int = 5, window: str = "fit", log_level: str = "INFO", log_format: str = "text"):
-    """The catalog model (or a model dir) on the asked device, falling back
-    to the CPU when the device cannot take it; warmed up with one decode."""
+                final_beam_size: int = 5, window: str = "fit", log_level: str = "INFO", log_format: str = "text",
+                engine: str = "whisper", online_model: str | None = None, hub: str = "ms",
+                vad_model: str | None = None):
+    """The asked engine on the asked device, falling back to the CPU when the
+    device cannot take it, optionally behind the FSMN-VAD check of finals;
+    warmed up with one decode."""
+    setup_logging(log_level, log_format)
+    if engine == "funasr":
+        loaded = _load_funasr(model, online_model, device, hub)
+    elif engine == "whisper":
+        loaded = _load_whisper(model, device, compute_type, final_beam_size, window)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if vad_model:
+        from .vad_stage import VadCheckedEngine
+        loaded = VadCheckedEngine(loaded, vad_model)
+    # One decode up front, so the first client does not pay for warm-up.
+    loaded.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", loaded.languages[0] if loaded.languages
+                                 else None)])
+    return loaded
+
+
+def _load_whisper(model, device, compute_type, final_beam_size, window):
     from lingting_models import resolve_model
     from .whisper import WhisperEngine, WhisperOptions
 
-    setup_logging(log_level, log_format)
     spec = resolve_model(model)
     device, index = resolve_device(device)
     options = WhisperOptions(final_beam_size=final_beam_size, window=window, compute_type=compute_type)
     try:
-        engine = WhisperEngine(spec.path, device, index, options, name=spec.name)
+        return WhisperEngine(spec.path, device, index, options, name=spec.name)
     except Exception as exc:
         if device == "cpu":
             raise
         log.warning("could not load %s on %s (%s): falling back to the CPU", spec.name, device, exc)
-        engine = WhisperEngine(spec.path, "cpu", 0, options, name=spec.name)
-    # One decode up front, so the first client does not pay for warm-up.
-    engine.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en")])
-    return engine
+        return WhisperEngine(spec.path, "cpu", 0, options, name=spec.name)
+
+
+def _load_funasr(model, online_model, device, hub):
+    from .funasr_engine import FunasrEngine, FunasrOptions, import_funasr
+
+    torch, _ = import_funasr()     # a clear error naming the extra, before anything else
+    if not model:
+        raise ValueError("the funasr engine needs --model: a FunASR model dir or id (e.g. paraformer-zh) "
+                         "for finals, and --online-model (e.g. paraformer-zh-streaming) for partials")
+    kind, index = resolve_device(device, supports_mps=True)
+    if kind == "mps" and not torch.backends.mps.is_available():
+        log.warning("device mps asked for, but torch has no MPS here: falling back to the CPU")
+        kind = "cpu"
+    target = kind if kind != "cuda" else f"cuda:{index}"
+    options = FunasrOptions(hub=hub)
+    try:
+        return FunasrEngine(model, online_model, target, options)
+    except Exception as exc:
+        if kind != "cpu" and "out of memory" in str(exc).lower():
+            log.warning("could not load the funasr models on %s (%s): falling back to the CPU", target, exc)
+            return FunasrEngine(model, online_model, "cpu", options)
+        raise

@@ -257,6 +257,7 @@ class Session:
             # The most boosted first: the engine's prompt may have to cut the tail.
             hotwords=tuple(h.phrase for h in sorted(self._hotwords, key=lambda h: -h.boost)),
             word_timestamps=kind == "final" and self.config.word_timestamps,
+            stream=f"{self.id}/{utterance}",
         )
 
     def _final_job(self, ended: SpeechEnded) -> DecodeJob:
