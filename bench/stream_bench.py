@@ -49,10 +49,10 @@ def pct(values, q):
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-async def one_client(url: str, index: int, seconds: float) -> dict:
+async def one_client(url: str, index: int, seconds: float, language: str = "en") -> dict:
     pcm, reference = playlist(index * 5, seconds)
     client = LingtingClient(url)
-    events = [e async for e in client.stream(pcm, StreamOptions(language="en", speed=1.0))]
+    events = [e async for e in client.stream(pcm, StreamOptions(language=language, speed=1.0))]
     t0 = client.audio_started_at
     finals = [e for e in events if e["type"] == "final"]
     started = {e["utterance"]: e for e in events if e["type"] == "speech_started"}
@@ -94,10 +94,10 @@ async def sample_process(pid: int, stop: asyncio.Event) -> dict:
             "rss_mb_start": round(rss[0] / 2**20), "rss_mb_peak": round(max(rss) / 2**20)}
 
 
-async def run_level(url: str, pid: int | None, n: int, seconds: float) -> dict:
+async def run_level(url: str, pid: int | None, n: int, seconds: float, language: str = "en") -> dict:
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_process(pid, stop)) if pid else None
-    results = await asyncio.gather(*(one_client(url, i, seconds) for i in range(n)))
+    results = await asyncio.gather(*(one_client(url, i, seconds, language) for i in range(n)))
     stop.set()
     server = await sampler if sampler else {}
     merged = {k: [v for r in results for v in r[k]] for k in ("final_latency", "first_partial", "cadence", "partial_lag")}
@@ -134,6 +134,9 @@ async def main_async(args) -> dict:
         server = None
         if args.url:
             url, pid = args.url, None
+            http = url.replace("ws", "http", 1).split("/v1/")[0]
+            args.model = json.loads(urllib.request.urlopen(http + "/health").read())["model"]
+            report["model"] = args.model
         else:
             server = start_server("--model", args.model, "--max-batch-size", str(batch),
                                   "--max-connections", str(max(args.streams) + 4))
@@ -141,7 +144,7 @@ async def main_async(args) -> dict:
         rows = []
         try:
             for n in args.streams:
-                rows.append(await run_level(url, pid, n, args.seconds))
+                rows.append(await run_level(url, pid, n, args.seconds, args.language))
                 print_table(f"model {args.model}, max batch size {batch}", rows[-1:])
         finally:
             if server:
@@ -162,6 +165,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=60, help="audio per stream (default: 60)")
     p.add_argument("--model", default="whisper-base")
     p.add_argument("--url", help="benchmark a running server instead of starting one")
+    p.add_argument("--language", default="en",
+                   help="language the streams ask for (default: en; e.g. zh for a Mandarin-only FunASR server)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
     if audio_dir() is None:

@@ -40,13 +40,12 @@ class FsmnVad:
     """Speech segments of a whole clip, in ms, from FSMN-VAD through funasr."""
 
     def __init__(self, model_dir: str = PACKAGED, max_end_silence_ms: int = 600, device: str = "cpu"):
-        from .funasr_engine import import_funasr
+        from .funasr_engine import automodel_options, import_funasr
         _, auto_model = import_funasr()
         self.model_dir = packaged_model_dir() if model_dir == PACKAGED else model_dir
         self.max_end_silence_ms = max_end_silence_ms
         with contextlib.redirect_stdout(io.StringIO()):         # funasr prints its version
-            self._model = auto_model(model=self.model_dir, device=device, disable_update=True,
-                                     disable_pbar=True, log_level="ERROR")
+            self._model = auto_model(model=self.model_dir, **automodel_options(device))
 
     def segments(self, audio: np.ndarray) -> list[tuple[int, int]]:
         if len(audio) < RATE // 10:
