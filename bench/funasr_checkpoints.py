@@ -21,7 +21,11 @@ SIZES = {
 }
 
 
-def _config(online: bool, width, heads, ffn, encoder_blocks, decoder_blocks, vocab) -> dict:
+KINDS = ("online", "offline", "seaco")    # streaming Paraformer, Paraformer, SeACo-Paraformer (hotwords)
+
+
+def _config(kind: str, width, heads, ffn, encoder_blocks, decoder_blocks, vocab) -> dict:
+    online = kind == "online"
     encoder_conf = {
         "output_size": width, "attention_heads": heads, "linear_units": ffn, "num_blocks": encoder_blocks,
         "dropout_rate": 0.1, "positional_dropout_rate": 0.1, "attention_dropout_rate": 0.1,
@@ -31,10 +35,20 @@ def _config(online: bool, width, heads, ffn, encoder_blocks, decoder_blocks, voc
     if online:
         encoder_conf.update({"chunk_size": [12, 15], "stride": [8, 10], "pad_left": [0, 0],
                              "encoder_att_look_back_factor": [4, 4], "decoder_att_look_back_factor": [1, 1]})
+    model_conf = {"ctc_weight": 0.0, "lsm_weight": 0.1, "length_normalized_loss": True,
+                  "predictor_weight": 1.0, "predictor_bias": 1, "sampling_ratio": 0.75}
+    if kind == "seaco":     # the hotword bias encoder and decoder of speech_seaco_paraformer
+        model_conf.update({
+            "inner_dim": width, "bias_encoder_type": "lstm", "NO_BIAS": vocab - 1,
+            "seaco_decoder": "ParaformerSANMDecoder",
+            "seaco_decoder_conf": {"attention_heads": heads, "linear_units": ffn // 2, "num_blocks": max(1, decoder_blocks // 4),
+                                   "dropout_rate": 0.1, "positional_dropout_rate": 0.1,
+                                   "self_attention_dropout_rate": 0.1, "src_attention_dropout_rate": 0.1,
+                                   "kernel_size": 21, "sanm_shfit": 0, "use_output_layer": False,
+                                   "wo_input_layer": True}})
     return {
-        "model": "ParaformerStreaming" if online else "Paraformer",
-        "model_conf": {"ctc_weight": 0.0, "lsm_weight": 0.1, "length_normalized_loss": True,
-                       "predictor_weight": 1.0, "predictor_bias": 1, "sampling_ratio": 0.75},
+        "model": {"online": "ParaformerStreaming", "offline": "Paraformer", "seaco": "SeacoParaformer"}[kind],
+        "model_conf": model_conf,
         "encoder": "SANMEncoderChunkOpt" if online else "SANMEncoder",
         "encoder_conf": encoder_conf,
         "decoder": "ParaformerSANMDecoder",
@@ -68,17 +82,18 @@ def _write_cmvn(path: Path, dim: int) -> None:
                     f"<LearnRateCoef> 0 [ {scales} ]\n</Nnet>\n")
 
 
-def build_model_dir(path: str | Path, online: bool, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a random-weight Paraformer model dir (streaming if online) and return its path."""
+def build_model_dir(path: str | Path, kind: str = "offline", size: str = "tiny", seed: int = 0) -> Path:
+    """Write a random-weight model dir of one of KINDS and return its path."""
     import torch
     import yaml
     from funasr.register import tables
     import funasr.models.paraformer_streaming.model  # noqa: F401  (registers the classes)
+    import funasr.models.seaco_paraformer.model  # noqa: F401
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     dims = SIZES[size]
-    config = _config(online, **dims)
+    config = _config(kind, **dims)
     tokens = _tokens(dims["vocab"])
     (path / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
     (path / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))
@@ -86,7 +101,7 @@ def build_model_dir(path: str | Path, online: bool, size: str = "tiny", seed: in
 
     torch.manual_seed(seed)
     model_class = tables.model_classes[config["model"]]
-    model = model_class(**config, input_size=80 * 7, vocab_size=len(tokens))
+    model = model_class(**config, **config["model_conf"], input_size=80 * 7, vocab_size=len(tokens))
     torch.save(model.state_dict(), path / "model.pt")
     return path
 
@@ -94,8 +109,8 @@ def build_model_dir(path: str | Path, online: bool, size: str = "tiny", seed: in
 def build_pair(root: str | Path, size: str = "tiny") -> tuple[Path, Path]:
     """(online dir, offline dir) under root."""
     root = Path(root)
-    return (build_model_dir(root / f"paraformer-online-{size}", online=True, size=size, seed=1),
-            build_model_dir(root / f"paraformer-offline-{size}", online=False, size=size, seed=2))
+    return (build_model_dir(root / f"paraformer-online-{size}", "online", size, seed=1),
+            build_model_dir(root / f"paraformer-offline-{size}", "offline", size, seed=2))
 
 
 def main() -> None:

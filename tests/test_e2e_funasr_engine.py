@@ -78,4 +78,12 @@ async def test_funasr_protocol_client_gets_2pass_results(funasr_server):
     modes = {r["mode"] for r in replies}
     assert modes == {"2pass-online", "2pass-offline"}, modes
     assert replies[-1]["is_final"] and all(r["wav_name"] == clip.file for r in replies)
-    assert "".join(r["text"] for r in replies if r["mode"] == "2pass-offline")
+    offline = [r for r in replies if r["mode"] == "2pass-offline" and r["text"]]
+    assert offline
+    for reply in offline:       # token times from the offline Paraformer's predictor
+        stamps = json.loads(reply["timestamp"])
+        sentence = reply["stamp_sents"][0]
+        # Random weights fire tokens from the first frame the model gets on, pre-roll
+        # (up to 540 ms before the onset) included; the tail adds 300 ms.
+        assert stamps and all(sentence["start"] - 540 <= a <= b <= sentence["end"] + 300 for a, b in stamps), reply
+        assert all(b[0] >= a[0] for a, b in zip(stamps, stamps[1:]))

@@ -129,6 +129,27 @@ def test_finals_batched_equal_one_by_one(engine, clips):
     assert all(alone) and together == alone
 
 
+def test_final_word_times_come_from_the_predictor(engine, clips):
+    result = engine.decode([DecodeRequest(clips[0], "final", word_timestamps=True)])[0]
+    assert result.words and "".join(w.word for w in result.words) == result.text
+    times = [(w.start_ms, w.end_ms) for w in result.words]
+    assert all(0 <= a <= b <= len(clips[0]) / 16 for a, b in times)
+    assert all(b[0] >= a[0] for a, b in zip(times, times[1:]))
+    assert engine.decode([DecodeRequest(clips[0], "final")])[0].words is None
+
+
+def test_seaco_finals_take_the_hotwords(model_dirs, clips, tmp_path):
+    from bench.funasr_checkpoints import build_model_dir
+    seaco = FunasrEngine(str(build_model_dir(tmp_path / "seaco", "seaco", "tiny", seed=3)), str(model_dirs[0]))
+    hotwords = ("伳似", "仁")
+    plain = seaco.decode([DecodeRequest(clips[0], "final")])[0].text
+    biased = seaco.decode([DecodeRequest(clips[0], "final", hotwords=hotwords)])[0].text
+    assert plain and biased and biased != plain     # the bias decoder changes random-weight output
+    # A batch mixing hotword sets is decoded per set: each row as if alone.
+    mixed = seaco.decode([DecodeRequest(clips[0], "final"), DecodeRequest(clips[0], "final", hotwords=hotwords)])
+    assert [r.text for r in mixed] == [plain, biased]
+
+
 def test_mixed_batch_and_tiny_audio(engine, clips):
     results = engine.decode([DecodeRequest(clips[0][:3000], "partial", stream="m/0"),
                              DecodeRequest(np.zeros(800, np.float32), "final", stream="n/0"),

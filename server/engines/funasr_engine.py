@@ -9,8 +9,8 @@ stacked along the batch axis. Rows whose caches differ in shape (a stream's
 first chunks, before the look-back is full) or that fire a different number
 of tokens go in separate passes: nothing is padded, so a batched decode
 gives exactly the tokens of one-by-one decodes. Finals are decoded in
-batches by the offline model (funasr pads and masks) and end the stream's
-caches."""
+padded batches by the offline model (for Paraformer, again exactly what
+one-by-one decodes give) and end the stream's caches."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ import contextlib
 import io
 import logging
 import os
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import DecodeRequest, DecodeResult, EngineOutOfMemory
+from .base import DecodeRequest, DecodeResult, EngineOutOfMemory, Word
 
 log = logging.getLogger("lingting.funasr")
 
@@ -46,7 +47,7 @@ class FunasrOptions:
     max_streams: int = 512          # caches kept; the least recently used go first...
     stale_s: float = 60.0           # ...and any not used this long (a stream that ended without a final)
     hub: str = "ms"                 # where a model id (not a dir) is fetched from: ms or hf
-    language: str = "zh"
+    language: str = "zh"            # what the models speak; "auto": many, the model says (SenseVoice)
 
 
 @dataclass
@@ -131,7 +132,7 @@ class FunasrEngine:
         self.options = options or FunasrOptions()
         self._offline_id, self._online_id = offline_model, online_model
         self.name = name or os.path.basename(str(offline_model).rstrip("/"))
-        self.languages = (self.options.language,)
+        self.languages = () if self.options.language == "auto" else (self.options.language,)
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self._load(device)
 
@@ -204,50 +205,82 @@ class FunasrEngine:
         for request in requests:
             if request.stream is not None:
                 self._streams.pop(request.stream, None)
-        texts = [""] * len(requests)
+        results = [self._result("") for _ in requests]
         todo = [i for i, r in enumerate(requests) if len(r.audio) >= MIN_FINAL_SAMPLES]
         model_class = type(self._offline.model).__name__
+        if not todo:
+            return results
         if model_class == "Paraformer":
-            decoded = self._paraformer_finals([requests[i].audio for i in todo]) if todo else []
-            for i, text in zip(todo, decoded):
-                texts[i] = text
-        else:       # SeACo-Paraformer, SenseVoice, Conformer...: funasr's own batched inference
-            biasable = model_class in HOTWORD_MODELS
-            for group in _groups(todo, lambda i: requests[i].hotwords if biasable else ()):
-                extra = {"hotword": " ".join(requests[group[0]].hotwords)} if requests[group[0]].hotwords else {}
-                outputs = self._offline.generate(input=[requests[i].audio.astype(np.float32) for i in group],
-                                                 batch_size=len(group), disable_pbar=True, **extra)
-                for i, output in zip(group, outputs):
-                    texts[i] = _clean(output.get("text", ""))
-        return [DecodeResult(text=text, language=self.options.language) for text in texts]
+            for i, result in zip(todo, self._paraformer_finals([requests[i] for i in todo])):
+                results[i] = result
+            return results
+        # SeACo-Paraformer, SenseVoice, Conformer...: funasr's own batched inference
+        biasable = model_class in HOTWORD_MODELS
+        for group in _groups(todo, lambda i: requests[i].hotwords if biasable else ()):
+            extra = {"hotword": " ".join(requests[group[0]].hotwords)} if biasable and requests[group[0]].hotwords else {}
+            outputs = self._offline.generate(input=[requests[i].audio.astype(np.float32) for i in group],
+                                             batch_size=len(group), disable_pbar=True, **extra)
+            for i, output in zip(group, outputs):
+                text = output.get("text", "")
+                tag = re.match(r"<\|([a-z]{2})\|>", text)     # SenseVoice says which language it heard
+                results[i] = self._result(_clean(text), tag.group(1) if tag else None)
+        return results
 
-    def _paraformer_finals(self, audios: list[np.ndarray]) -> list[str]:
+    def _result(self, text: str, language: str | None = None, words=None) -> DecodeResult:
+        return DecodeResult(text=text, language=language or (self.languages or (None,))[0], words=words)
+
+    def _paraformer_finals(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         """Paraformer.inference for a padded batch, except that the CIF
         predictor runs per row: its tail handling sees the padding, and a
         padded row would lose its last tokens to it."""
         from funasr.utils.load_utils import extract_fbank
         torch = self._torch
         model, device = self._offline.model, self._offline.kwargs["device"]
-        feats, lengths = extract_fbank([torch.from_numpy(a.astype(np.float32)) for a in audios],
+        feats, lengths = extract_fbank([torch.from_numpy(r.audio.astype(np.float32)) for r in requests],
                                        data_type="sound", frontend=self._offline.kwargs["frontend"])
         encoded, encoded_lengths = model.encode(feats.to(device), lengths.to(device))
         if isinstance(encoded, tuple):
             encoded = encoded[0]
         predicted = [model.calc_predictor(encoded[i:i + 1, :encoded_lengths[i]], encoded_lengths[i:i + 1])
-                     for i in range(len(audios))]
+                     for i in range(len(requests))]
         counts = [int(p[1].round().long()[0]) for p in predicted]
         if max(counts) < 1:
-            return [""] * len(audios)
+            return [self._result("") for _ in requests]
         embeds = torch.nn.utils.rnn.pad_sequence([p[0][0] for p in predicted], batch_first=True)
         scores, _ = model.cal_decoder_with_predictor(encoded, encoded_lengths, embeds,
                                                      torch.tensor(counts, device=encoded.device))
         tokenizer = self._offline.kwargs["tokenizer"]
-        return [_text(tokenizer, model, scores[i, :n].argmax(dim=-1).tolist()) if n else ""
-                for i, n in enumerate(counts)]
+        results = []
+        for i, (request, count) in enumerate(zip(requests, counts)):
+            tokens = _tokens(tokenizer, model, scores[i, :count].argmax(dim=-1).tolist()) if count else []
+            words = None
+            if request.word_timestamps and tokens:
+                words = self._words(tokens, alphas=predicted[i][2][0], peaks=predicted[i][3][0],
+                                    duration_ms=len(request.audio) * 1000 // 16000)
+            results.append(self._result(_join(tokenizer, tokens), words=words))
+        return results
+
+    @staticmethod
+    def _words(tokens: list[str], alphas, peaks, duration_ms: int) -> list[Word] | None:
+        """Token times from the CIF predictor's firing points, as funasr's
+        Paraformer reports them, merged into words by its post-processing."""
+        from funasr.utils import postprocess_utils
+        from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
+        try:
+            _, stamps = ts_prediction_lfr6_standard(peaks, alphas, list(tokens), upsample_rate=1)
+            _, word_stamps, words = postprocess_utils.sentence_postprocess(list(tokens), stamps)
+        except (IndexError, ValueError) as exc:      # times are a bonus: never lose the text for them
+            log.warning("no word times for this final: %s", exc)
+            return None
+        # funasr shifts times 1.5 frames early, and the predictor's tail frame can
+        # put the last end past the audio: keep them inside it.
+        def inside(ms) -> int:
+            return max(0, min(int(ms), duration_ms))
+        return [Word(word, inside(start), inside(end), 1.0) for word, (start, end) in zip(words, word_stamps)]
 
     def decode_partials(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         if self._online is None:    # finals only: nothing to show while someone speaks
-            return [DecodeResult(text="", language=self.options.language) for _ in requests]
+            return [self._result("") for _ in requests]
         chunk = self.options.chunk_size[1] * SAMPLES_PER_LFR_FRAME
         work: list[tuple[_Stream, list[np.ndarray]]] = []
         for request in requests:
@@ -260,8 +293,7 @@ class FunasrEngine:
         # catches up chunk by chunk, each round batched with the others.
         for k in range(max(len(chunks) for _, chunks in work)):
             self._step([(stream, chunks[k]) for stream, chunks in work if k < len(chunks)])
-        return [DecodeResult(text=_join(self._tokenizer, stream.tokens), language=self.options.language)
-                for stream, _ in work]
+        return [self._result(_join(self._tokenizer, stream.tokens)) for stream, _ in work]
 
     def _stream(self, key: str | None, audio_length: int) -> _Stream:
         stream = self._streams.get(key) if key is not None else None
@@ -371,5 +403,4 @@ def _text(tokenizer, model, ids: list[int]) -> str:
 
 def _clean(text: str) -> str:
     # SenseVoice tags its output (<|zh|><|NEUTRAL|>...); keep the words.
-    import re
     return re.sub(r"<\|[^|]*\|>", "", text).strip()

@@ -18,13 +18,13 @@ ENGINES = ("whisper", "funasr")
 def load_engine(model: str | None, device: str = "auto", compute_type: str | None = None,
                 final_beam_size: int = 5, window: str = "fit", log_level: str = "INFO", log_format: str = "text",
                 engine: str = "whisper", online_model: str | None = None, hub: str = "ms",
-                vad_model: str | None = None):
+                model_language: str = "zh", vad_model: str | None = None):
     """The asked engine on the asked device, falling back to the CPU when the
     device cannot take it, optionally behind the FSMN-VAD check of finals;
     warmed up with one decode."""
     setup_logging(log_level, log_format)
     if engine == "funasr":
-        loaded = _load_funasr(model, online_model, device, hub)
+        loaded = _load_funasr(model, online_model, device, hub, model_language)
     elif engine == "whisper":
         loaded = _load_whisper(model, device, compute_type, final_beam_size, window)
     else:
@@ -54,7 +54,7 @@ def _load_whisper(model, device, compute_type, final_beam_size, window):
         return WhisperEngine(spec.path, "cpu", 0, options, name=spec.name)
 
 
-def _load_funasr(model, online_model, device, hub):
+def _load_funasr(model, online_model, device, hub, language):
     from .funasr_engine import FunasrEngine, FunasrOptions, import_funasr
 
     torch, _ = import_funasr()     # a clear error naming the extra, before anything else
@@ -66,7 +66,7 @@ def _load_funasr(model, online_model, device, hub):
         log.warning("device mps asked for, but torch has no MPS here: falling back to the CPU")
         kind = "cpu"
     target = kind if kind != "cuda" else f"cuda:{index}"
-    options = FunasrOptions(hub=hub)
+    options = FunasrOptions(hub=hub, language=language)
     try:
         return FunasrEngine(model, online_model, target, options)
     except Exception as exc:
