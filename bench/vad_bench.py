@@ -3,6 +3,7 @@ the real speech corpus: how well their speech regions agree, and what each
 costs.
 
     .venv/bin/python -m bench.vad_bench [--languages en zh ja] [--long]
+    .venv/bin/python -m bench.vad_bench --noise
 """
 
 from __future__ import annotations
@@ -59,11 +60,68 @@ def compare(audio: np.ndarray, vad) -> Agreement:
                      (fsmn[0][0] - webrtc[0][0]) if webrtc and fsmn else 0, middle - started, done - middle)
 
 
+def noises(seconds: float = 1.5, seed: int = 0) -> dict[str, np.ndarray]:
+    """Sounds that are not speech, each between two seconds of silence."""
+    rng = np.random.default_rng(seed)
+    n = int(RATE * seconds)
+    t = np.arange(n) / RATE
+    hum = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    brown = np.cumsum(rng.standard_normal(n))
+    clicks = np.zeros(n)
+    for at in rng.integers(0, n - 200, 12):          # keyboard-like impulses
+        clicks[at:at + 200] += rng.standard_normal(200) * np.exp(-np.arange(200) / 30)
+    sounds = {"harmonic hum": hum, "white noise": rng.standard_normal(n), "brown noise": brown - brown.mean(),
+              "clicks": clicks}
+    gap = np.zeros(RATE * 2)
+    return {name: np.concatenate([gap, 0.3 * x / np.max(np.abs(x)), gap]).astype(np.float32)
+            for name, x in sounds.items()}
+
+
+def noise_check() -> None:
+    """What Whisper makes of the finals webrtcvad cuts from noise, with and without the FSMN-VAD check."""
+    from server.engines.base import DecodeRequest
+    from server.engines.loader import load_engine
+    from server.engines.vad_stage import VadCheckedEngine
+    from server.streaming.segmenter import Segmenter, SpeechEnded
+    whisper = load_engine(None, "cpu")
+    checked = VadCheckedEngine(whisper)
+    print("sound | finals webrtcvad cut | with text: Whisper alone | with the FSMN-VAD check | Whisper said")
+    for name, audio in noises().items():
+        segmenter = Segmenter()
+        events = segmenter.feed(audio) + segmenter.flush("stop")
+        requests = [DecodeRequest(e.audio, "final", "en") for e in events if isinstance(e, SpeechEnded)]
+        alone = [r.text for r in whisper.decode(requests)] if requests else []
+        kept = [r.text for r in checked.decode(requests)] if requests else []
+        print(f"{name} | {len(requests)} | {sum(map(bool, alone))} | {sum(map(bool, kept))} | {alone}")
+    from bench.corpus import error_rate
+    print("\nspeech | finals | error rate Whisper alone | with the check (trimmed) | decode s alone | checked")
+    for language in ("en", "zh"):
+        clips = dev_clips(language)
+        references, plain, trimmed, took = [], [], [], [0.0, 0.0]
+        for clip in clips:
+            segmenter = Segmenter()
+            audio = read_wav(clip.path)[0].astype(np.float32) / 32768
+            events = segmenter.feed(audio) + segmenter.flush("stop")
+            requests = [DecodeRequest(e.audio, "final", language) for e in events if isinstance(e, SpeechEnded)]
+            for i, engine in enumerate((whisper, checked)):
+                started = time.perf_counter()
+                texts = " ".join(r.text for r in engine.decode(requests))
+                took[i] += time.perf_counter() - started
+                (plain if i == 0 else trimmed).append(texts)
+            references.append(clip.transcript)
+        print(f"{language} ({len(clips)} clips) | {error_rate(references, plain, language):.4f} | "
+              f"{error_rate(references, trimmed, language):.4f} | {took[0]:.1f} | {took[1]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="FSMN-VAD vs the webrtcvad segmenter on the corpus")
     parser.add_argument("--languages", nargs="+", default=["en", "zh", "ja"])
     parser.add_argument("--long", action="store_true", help="include the long clips")
+    parser.add_argument("--noise", action="store_true",
+                        help="instead: Whisper on noise that webrtcvad lets through, with and without the check")
     args = parser.parse_args()
+    if args.noise:
+        return noise_check()
     from server.engines.vad_stage import FsmnVad
     started = time.perf_counter()
     vad = FsmnVad()
