@@ -86,3 +86,8 @@ def test_check_of_finals_turns_noise_away_and_trims_speech(shared_audio):
     offset_ms = results[1].words[0].start_ms - 100
     assert 1600 <= offset_ms <= 2200, offset_ms
     assert checked.describe()["vad_check"] == "fsmn-vad"
+
+
+def test_a_wrong_model_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not an FSMN-VAD model dir"):
+        FsmnVad(str(tmp_path))

@@ -162,7 +162,8 @@ class FunasrEngine:
                 raise
             local = os.path.isdir(model)
             raise ValueError(
-                f"could not load the FunASR model {model!r}: {type(exc).__name__}: {exc}. " +
+                # funasr's messages run to pages (every registered class): the first line says it.
+                f"could not load the FunASR model {model!r}: {type(exc).__name__}: {str(exc).splitlines()[0]} " +
                 ("A model dir holds config.yaml, model.pt, tokens.json (or tokens.txt) and am.mvn."
                  if local else "A model id is downloaded from the hub; without internet pass a local model dir.")
             ) from exc

@@ -33,8 +33,8 @@ def load_engine(model: str | None, device: str = "auto", compute_type: str | Non
         from .vad_stage import VadCheckedEngine
         loaded = VadCheckedEngine(loaded, vad_model)
     # One decode up front, so the first client does not pay for warm-up.
-    loaded.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", loaded.languages[0] if loaded.languages
-                                 else None)])
+    languages = loaded.languages or ("en",)
+    loaded.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en" if "en" in languages else languages[0])])
     return loaded
 
 

@@ -43,6 +43,9 @@ class FsmnVad:
         from .funasr_engine import automodel_options, import_funasr
         _, auto_model = import_funasr()
         self.model_dir = packaged_model_dir() if model_dir == PACKAGED else model_dir
+        if not os.path.isfile(os.path.join(self.model_dir, "model.pt")):
+            raise ValueError(f"--vad-model {model_dir!r}: not an FSMN-VAD model dir (config.yaml, model.pt, am.mvn); "
+                             f"'fsmn' uses the packaged one ({INSTALL_HINT})")
         self.max_end_silence_ms = max_end_silence_ms
         with contextlib.redirect_stdout(io.StringIO()):         # funasr prints its version
             self._model = auto_model(model=self.model_dir, **automodel_options(device))
