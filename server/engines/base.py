@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -44,6 +45,34 @@ class EngineFailed(RuntimeError):
 
 class EngineOutOfMemory(RuntimeError):
     """The device ran out of memory for this batch; a smaller one may fit."""
+
+
+def decode_by_kind(requests: list[DecodeRequest], decoders: dict) -> list[DecodeResult]:
+    """Results in request order, each kind decoded as one group by decoders[kind]
+    (finals first: they are the ones a client waits for)."""
+    results: list[DecodeResult | None] = [None] * len(requests)
+    for kind in ("final", "partial"):
+        group = [i for i, r in enumerate(requests) if r.kind == kind]
+        if group:
+            for i, result in zip(group, decoders[kind]([requests[i] for i in group])):
+                results[i] = result
+    return results  # type: ignore[return-value]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower()     # torch and CTranslate2 both say so
+
+
+@contextmanager
+def out_of_memory_as_engine_error():
+    """A device's out-of-memory error (CUDA, MPS) becomes EngineOutOfMemory:
+    the batch collector then retries with smaller batches."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise EngineOutOfMemory(str(exc)) from exc
+        raise
 
 
 class Engine(Protocol):

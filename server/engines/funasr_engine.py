@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import DecodeRequest, DecodeResult, EngineOutOfMemory, Word
+from .base import DecodeRequest, DecodeResult, Word, decode_by_kind, is_out_of_memory, out_of_memory_as_engine_error
 
 log = logging.getLogger("lingting.funasr")
 
@@ -89,7 +89,7 @@ class _QuietFunasr(logging.Filter):
 # ---- caches of several streams as one batch ----------------------------
 def stack_caches(caches: list):
     """Nested lists/dicts of tensors -> the same structure, tensors concatenated on dim 0."""
-    torch, _ = import_funasr()
+    import torch
     first = caches[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(caches, 0)
@@ -101,7 +101,7 @@ def stack_caches(caches: list):
 
 
 def split_caches(cache, rows: int) -> list:
-    torch, _ = import_funasr()
+    import torch
     if isinstance(cache, torch.Tensor):
         return [cache[i:i + 1] for i in range(rows)]
     if isinstance(cache, dict):
@@ -115,7 +115,7 @@ def split_caches(cache, rows: int) -> list:
 
 def cache_signature(cache):
     """Hashable shape of a cache without its batch axis: rows with equal signatures stack."""
-    torch, _ = import_funasr()
+    import torch
     if isinstance(cache, torch.Tensor):
         return tuple(cache.shape[1:])
     if isinstance(cache, dict):
@@ -158,7 +158,7 @@ class FunasrEngine:
             with contextlib.redirect_stdout(io.StringIO()):     # funasr prints its version
                 return self._auto_model(model=model, **common)
         except Exception as exc:
-            if "out of memory" in str(exc).lower():
+            if is_out_of_memory(exc):
                 raise
             local = os.path.isdir(model)
             raise ValueError(
@@ -182,25 +182,8 @@ class FunasrEngine:
 
     # ---- decoding ----------------------------------------------------
     def decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
-        try:
-            with self._torch.inference_mode():
-                return self._decode(requests)
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise EngineOutOfMemory(str(exc)) from exc
-            raise
-
-    def _decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
-        results: list[DecodeResult | None] = [None] * len(requests)
-        finals = [i for i, r in enumerate(requests) if r.kind == "final"]
-        partials = [i for i, r in enumerate(requests) if r.kind == "partial"]
-        if finals:
-            for i, result in zip(finals, self.decode_finals([requests[i] for i in finals])):
-                results[i] = result
-        if partials:
-            for i, result in zip(partials, self.decode_partials([requests[i] for i in partials])):
-                results[i] = result
-        return results  # type: ignore[return-value]
+        with out_of_memory_as_engine_error(), self._torch.inference_mode():
+            return decode_by_kind(requests, {"final": self.decode_finals, "partial": self.decode_partials})
 
     def decode_finals(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         for request in requests:

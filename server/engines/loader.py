@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from ..logs import setup_logging
-from .base import DecodeRequest
+from .base import DecodeRequest, is_out_of_memory
 from .devices import resolve_device
 
 log = logging.getLogger("lingting.engine")
@@ -70,7 +70,7 @@ def _load_funasr(model, online_model, device, hub, language):
     try:
         return FunasrEngine(model, online_model, target, options)
     except Exception as exc:
-        if kind != "cpu" and "out of memory" in str(exc).lower():
+        if kind != "cpu" and is_out_of_memory(exc):
             log.warning("could not load the funasr models on %s (%s): falling back to the CPU", target, exc)
             return FunasrEngine(model, online_model, "cpu", options)
         raise

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..streaming.text import collapse_repeats
 from ..hotwords import mentions_any
-from .base import DecodeRequest, DecodeResult, EngineOutOfMemory, Word
+from .base import DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
 
 log = logging.getLogger("lingting.whisper")
 
@@ -110,21 +110,11 @@ class WhisperEngine:
         return np.stack(batch), frames
 
     def decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
-        results: list[DecodeResult | None] = [None] * len(requests)
-        for kind in ("final", "partial"):
-            group = [i for i, r in enumerate(requests) if r.kind == kind]
-            if group:
-                for i, result in zip(group, self._decode_group([requests[i] for i in group])):
-                    results[i] = result
-        return results  # type: ignore[return-value]
+        return decode_by_kind(requests, {"final": self._decode_group, "partial": self._decode_group})
 
     def _decode_group(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
-        try:
+        with out_of_memory_as_engine_error():
             return self._decode_group_unsafe(requests)
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise EngineOutOfMemory(str(exc)) from exc
-            raise
 
     def _decode_group_unsafe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         model = self._model
