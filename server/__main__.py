@@ -71,7 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-mb", type=float, default=2048,
                    help="largest file accepted for offline transcription (default: 2048)")
     p.add_argument("--spool-dir", default=None,
-                   help="where uploaded files wait to be transcribed (default: the system temp dir)")
+                   help="where uploaded files wait to be transcribed, each in a private directory of its own "
+                        "(default: the system temp dir)")
+    p.add_argument("--max-spool-gb", type=float, default=8.0,
+                   help="disk all uploads waiting to be transcribed may take together; an upload past it is "
+                        "refused (default: 8)")
+    p.add_argument("--upload-idle-timeout-s", type=float, default=30.0,
+                   help="close an offline upload that sends no file data for this long, keepalives or not "
+                        "(default: 30)")
     a = p.add_argument_group("access")
     a.add_argument("--api-keys-file", default=None,
                    help="TOML file of API keys: [[keys]] name, key, max_streams, audio_minutes_per_day. Keys can "
@@ -80,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web origin (https://app.example.com) whose pages may connect; repeat for more, * for "
                         "any (default: pages served by this server only)")
+    a.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name (as in the Host header) this server answers to besides localhost, 127.0.0.1 "
+                        "and [::1]; repeat for more. Without keys other names are refused (DNS rebinding); with "
+                        "keys the check applies once any is given (default: none)")
+    a.add_argument("--frame-ancestor", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin whose pages may embed ours in a frame (the caption overlay, /?overlay=1); "
+                        "repeat for more (default: only this server's own pages)")
     a.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve wss:// and https://")
     a.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     lim = p.add_argument_group("limits")
@@ -107,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def access_policy(args) -> tuple[AccessPolicy, str]:
     """The policy, and the host to bind: without keys, loopback only."""
-    policy = AccessPolicy(load_keys(args.api_keys_file), args.allowed_origin)
+    policy = AccessPolicy(load_keys(args.api_keys_file), args.allowed_origin, allowed_hosts=args.allowed_host)
     host = args.host
     if policy.open and host not in LOOPBACK:
         log.warning("no API keys configured: binding to 127.0.0.1 instead of %s. Configure keys "
@@ -157,6 +171,8 @@ async def run(args) -> None:
     settings = ServerSettings(
         host=host, port=args.port, max_connections=args.max_connections, max_frame_bytes=args.max_frame_bytes,
         max_file_bytes=int(args.max_file_mb * (1 << 20)), spool_dir=args.spool_dir,
+        max_spool_bytes=int(args.max_spool_gb * (1 << 30)), upload_idle_timeout_s=args.upload_idle_timeout_s,
+        frame_ancestors=tuple(args.frame_ancestor),
         max_connections_per_ip=args.max_connections_per_ip, max_messages_per_s=args.max_messages_per_s,
         max_audio_speed=args.max_audio_speed, idle_timeout_s=args.idle_timeout_s,
         handshake_timeout_s=args.handshake_timeout_s, ping_interval_s=args.ping_interval_s,

@@ -20,6 +20,7 @@ class ApiKey:
     secret: str = field(repr=False)
     max_streams: int = 0                 # 0: no per-key limit
     audio_minutes_per_day: float = 0     # 0: no quota (UTC days)
+    admin: bool = False                  # sees every tenant's sessions, not only its own
 
 
 class AccessDenied(Exception):
@@ -39,8 +40,11 @@ def load_keys(path: str | None = None, env: str | None = None) -> list[ApiKey]:
             secret = entry.get("key")
             if not isinstance(secret, str) or len(secret) < 16:
                 raise ValueError(f"{path}: keys[{n}].key must be a string of at least 16 characters")
+            admin = entry.get("admin", False)
+            if not isinstance(admin, bool):
+                raise ValueError(f"{path}: keys[{n}].admin must be true or false")
             keys.append(ApiKey(str(entry.get("name", f"key{n}")), secret, int(entry.get("max_streams", 0)),
-                               float(entry.get("audio_minutes_per_day", 0))))
+                               float(entry.get("audio_minutes_per_day", 0)), admin))
     env = os.environ.get("LINGTING_API_KEYS", "") if env is None else env
     for n, item in enumerate(filter(None, (i.strip() for i in env.split(",")))):
         name, _, secret = item.rpartition(":")
@@ -49,6 +53,9 @@ def load_keys(path: str | None = None, env: str | None = None) -> list[ApiKey]:
         keys.append(ApiKey(name or f"env{n}", secret))
     if len({k.secret for k in keys}) != len(keys):
         raise ValueError("the same API key is configured twice")
+    if len({k.name for k in keys}) != len(keys):
+        # The name is the tenant: two keys of one name would share sessions.
+        raise ValueError("two API keys have the same name")
     return keys
 
 
@@ -77,14 +84,27 @@ def client_ip(peer: str | None, headers, trusted_proxies: frozenset[str] = froze
     return peer
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def host_name(host: str) -> str:
+    """'Example.com:8765' -> 'example.com'; '[::1]:8765' -> '[::1]'."""
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def offered_subprotocols(headers) -> list[str]:
     return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
 
 
 class AccessPolicy:
-    def __init__(self, keys: list[ApiKey] = (), allowed_origins: list[str] = (), clock=time.time):
+    def __init__(self, keys: list[ApiKey] = (), allowed_origins: list[str] = (), clock=time.time,
+                 allowed_hosts: list[str] = ()):
         self.keys = list(keys)
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+        self.allowed_hosts = frozenset(host_name(h) for h in allowed_hosts)
         self.clock = clock
         self.streams: dict[str, int] = {}                 # key name -> open streams
         self._usage: dict[str, tuple[int, float]] = {}    # key name -> (UTC day, audio seconds)
@@ -105,6 +125,27 @@ class AccessPolicy:
             if hmac.compare_digest(key.secret.encode(), presented.encode()):
                 return key
         raise AccessDenied(401, "unauthorized", "unknown API key")
+
+    @staticmethod
+    def tenant(key: ApiKey | None) -> str | None:
+        """Whose sessions a caller sees: its key's name, or None for all
+        (an admin key, or no keys at all: everything is the local user's)."""
+        return None if key is None or key.admin else key.name
+
+    def check_host(self, headers) -> None:
+        """Without keys, only loopback names (and --allowed-host) are served, so a
+        web page whose DNS name is rebound to 127.0.0.1 cannot reach this server.
+        With keys, the check applies once --allowed-host names any host."""
+        if not (self.open or self.allowed_hosts):
+            return
+        hosts = headers.get_all("Host")
+        host = hosts[0] if len(hosts) == 1 else ", ".join(hosts)   # two Host headers are never ours
+        name = host_name(host) if len(hosts) == 1 else ""
+        if name in LOOPBACK_HOSTS or name in self.allowed_hosts:
+            return
+        raise AccessDenied(421, "forbidden_host", f"host {host!r} is not served here: this server answers to "
+                           f"{', '.join(sorted(LOOPBACK_HOSTS | self.allowed_hosts))}; start it with "
+                           f"--allowed-host {name or 'NAME'} to allow that name")
 
     def check_origin(self, headers) -> None:
         """Browsers send Origin. Without a configured list only pages from this

@@ -22,7 +22,9 @@ _EN_TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty
 _ZH_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
 _EN_NUMBER = (rf"(?:(?:{'|'.join(_EN_TENS)})(?: (?:{'|'.join(w for w in _EN_UNITS if _EN_UNITS[w] and _EN_UNITS[w] < 10)}))?"
               rf"|{'|'.join(sorted(_EN_UNITS, key=len, reverse=True))})")
-_NUMBER = rf"(\d+|{_EN_NUMBER}|[零〇一二两三四五六七八九十百]+)"
+# Atomic: a number is taken whole and never split between neighbouring slots,
+# so "<number><number>..." cannot backtrack exponentially over a long digit run.
+_NUMBER = rf"((?>\d+|{_EN_NUMBER}|[零〇一二两三四五六七八九十百]+))"
 
 
 def parse_number(text: str) -> int | None:

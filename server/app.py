@@ -7,8 +7,6 @@ import asyncio
 import http
 import json
 import logging
-import os
-import tempfile
 import time
 import uuid
 import weakref
@@ -28,14 +26,26 @@ from .funasr_compat import PATHS as FUNASR_PATHS, SUBPROTOCOL as FUNASR_SUBPROTO
 from .history import AsyncHistory
 from .metrics import Metrics
 from .protocol import SUBPROTOCOLS, Codec, ErrorCode, ProtocolError
-from .streaming.audio import AudioFormatError, FileAudio
+from .streaming.audio import AudioFormatError
 from .streaming.session import DecodeJob, Output, Session, ms
+from .uploads import FileReader, SpoolBudget, SpoolFull, Upload
 
 log = logging.getLogger("lingting.server")
 
 STREAM_PATH = "/v1/stream"
 HISTORY_PATH = "/v1/history"
 LAST_FRAMES_S = 0.5          # on shutdown, input still read before streams are finished
+
+
+def deflate_slack(max_frame_bytes: int) -> int:
+    """Room over the limit for a message as sent: permessage-deflate makes
+    incompressible audio slightly larger (0.25 % seen), and websockets checks
+    the compressed frame too. The limit itself is checked on what arrives."""
+    return max_frame_bytes // 64 + 1024
+
+
+def message_bytes(message: str | bytes) -> int:
+    return len(message) if isinstance(message, bytes) else len(message.encode("utf-8", "surrogatepass"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class ServerSettings:
     max_file_bytes: int = 2 << 30        # offline uploads (spooled to disk, not memory)
     file_finals_in_flight: int = 16      # an offline file's utterances queued for decoding at once
     spool_dir: str | None = None         # where uploads wait to be decoded (default: the temp dir)
+    max_spool_bytes: int = 8 << 30       # all uploads on disk together
+    upload_idle_timeout_s: float = 30.0  # an upload that sends no file data for this long is closed
     max_connections_per_ip: int = 16
     max_messages_per_s: int = 400        # per connection; more are read later (TCP back-pressure)
     max_audio_speed: float = 4.0         # live audio may run this much faster than real time...
@@ -57,12 +69,20 @@ class ServerSettings:
     handshake_timeout_s: float = 10.0
     ping_interval_s: float = 20.0        # WebSocket pings; a peer silent for another interval is gone
     trusted_proxies: frozenset[str] = frozenset()   # their X-Forwarded-For names the client
+    frame_ancestors: tuple[str, ...] = ()   # origins whose pages may frame ours (the caption overlay)
 
 
 _CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                   ".css": "text/css; charset=utf-8", ".ts": "text/plain; charset=utf-8"}
 # URL prefix -> package holding the files; "/" is the live-caption page.
 _STATIC = {"/web/": "lingting_server.web", "/client_js/": "lingting_server.client_js"}
+
+
+# The pages load only their own scripts and styles; the browser client's audio
+# worklet is a blob: module. frame-ancestors is filled in per server.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' blob:; worker-src 'self' blob:; "
+                           "connect-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self'; "
+                           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}")
 
 
 def static_file(path: str) -> Response | None:
@@ -75,13 +95,14 @@ def static_file(path: str) -> Response | None:
             resource = files(package) / name
             suffix = "." + name.rsplit(".", 1)[-1]
             if suffix in _CONTENT_TYPES and resource.is_file():
-                headers = Headers({"Content-Type": _CONTENT_TYPES[suffix], "Cache-Control": "no-cache"})
+                headers = Headers({"Content-Type": _CONTENT_TYPES[suffix], "Cache-Control": "no-cache",
+                                   "X-Content-Type-Options": "nosniff"})
                 return Response(200, "OK", headers, resource.read_bytes())
     return None
 
 
 def _response(status: int, body: bytes, content_type: str, extra: dict | None = None) -> Response:
-    headers = Headers({"Content-Type": content_type, **(extra or {})})
+    headers = Headers({"Content-Type": content_type, "X-Content-Type-Options": "nosniff", **(extra or {})})
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
@@ -118,7 +139,10 @@ class LingtingServer:
         self.settings = settings
         self.model_info = model_info
         self.started = time.monotonic()
+        ancestors = " ".join(settings.frame_ancestors) or "'self'"
+        self.content_security_policy = CONTENT_SECURITY_POLICY.format(ancestors=ancestors)
         self.streams: dict[str, "_Stream"] = {}   # open streams by session id
+        self.spool = SpoolBudget(settings.max_spool_bytes)
         self.ready = False
         self.shutting_down = False
         self._server = None
@@ -143,6 +167,11 @@ class LingtingServer:
         path = request.path.split("?", 1)[0]
         headers = request.headers
         upgrade = headers.get("Upgrade", "").lower() == "websocket"
+        try:
+            self.access.check_host(headers)
+        except AccessDenied as denied:
+            self.metrics.connections.labels(denied.code).inc()
+            return _error(denied.status, denied.code, denied.message)
         public = {"/health": lambda: _json_response(200 if self.ready else 503, self.health()),
                   "/health/live": lambda: _json_response(200, {"status": "alive"}),
                   "/health/ready": lambda: _json_response(200 if self.ready else 503,
@@ -152,12 +181,14 @@ class LingtingServer:
             if path in public:
                 return public[path]()
             if (static := static_file(path)) is not None:
+                if static.headers["Content-Type"].startswith("text/html"):
+                    static.headers["Content-Security-Policy"] = self.content_security_policy
                 return static
         try:
             if path.startswith(HISTORY_PATH + "/") and not upgrade:
                 self.access.check_origin(headers)
-                self.access.authenticate(request.path, headers)
-                return await self.history_request(request.method, request.path)
+                key = self.access.authenticate(request.path, headers)
+                return await self.history_request(request.method, request.path, self.access.tenant(key))
             if request.method != "GET":
                 return _error(405, "method_not_allowed", f"{request.method} is not allowed on {path}", {"Allow": "GET"})
             if path != STREAM_PATH and not (upgrade and path in FUNASR_PATHS):
@@ -193,12 +224,13 @@ class LingtingServer:
                                "per address", retry_after=5)
         self.access.admit(key)
 
-    async def history_request(self, method: str, target: str) -> Response:
+    async def history_request(self, method: str, target: str, tenant: str | None) -> Response:
         """GET   /v1/history/sessions?limit=&offset=       newest first
         GET   /v1/history/search?q=&limit=&offset=        utterances containing q
         GET   /v1/history/sessions/ID                     one session with its utterances
         GET   /v1/history/sessions/ID/export?format=F     json, txt, srt, vtt
-        DELETE /v1/history/sessions/ID"""
+        DELETE /v1/history/sessions/ID
+        Each sees only the tenant's sessions (None: all); another's are 404."""
         if self.history is None:
             return _error(404, "history_disabled", "this server keeps no history (started with --history-db off)")
         url = urlsplit(target)
@@ -214,17 +246,21 @@ class LingtingServer:
             return _error(400, ErrorCode.INVALID_FIELD, str(exc))
         try:
             if parts == ["sessions"]:
-                sessions = await self.history.read("list_sessions", limit, offset)
-                return _json_response(200, {"sessions": sessions, "total": await self.history.read("count_sessions")})
+                sessions = await self.history.read("list_sessions", limit, offset, tenant)
+                total = await self.history.read("count_sessions", tenant)
+                return _json_response(200, {"sessions": sessions, "total": total})
             if parts == ["search"]:
                 text = query.get("q", [""])[0]
-                return _json_response(200, {"query": text, "results": await self.history.read("search", text, limit, offset)})
+                if "\0" in text:
+                    return _error(400, ErrorCode.INVALID_FIELD, "q must not contain NUL characters")
+                results = await self.history.read("search", text, limit, offset, tenant)
+                return _json_response(200, {"query": text, "results": results})
             if parts[0] == "sessions" and len(parts) == 2 and method == "DELETE":
-                if await self.history.write("delete_session", parts[1]):
-                    return Response(204, "No Content", Headers(), b"")
+                if await self.history.write("delete_session", parts[1], tenant):
+                    return Response(204, "No Content", Headers({"X-Content-Type-Options": "nosniff"}), b"")
                 return _error(404, "not_found", f"no session {parts[1]!r}")
             if parts[0] == "sessions" and len(parts) in (2, 3) and (len(parts) == 2 or parts[2] == "export"):
-                session = await self.history.read("get_session", parts[1])
+                session = await self.history.read("get_session", parts[1], tenant)
                 if session is None:
                     return _error(404, "not_found", f"no session {parts[1]!r}")
                 if len(parts) == 2:
@@ -236,7 +272,7 @@ class LingtingServer:
                 return _response(200, render(session, fmt).encode(), FORMATS[fmt],
                                  {"Content-Disposition": f'attachment; filename="{name}"'})
         except Exception:
-            log.exception("history request %s %s failed", method, target)
+            log.exception("history request %s %s failed", method, url.path)   # the query may hold a key
             return _error(500, ErrorCode.INTERNAL, "history request failed")
         return _error(404, "not_found", f"no history route {url.path}")
 
@@ -278,7 +314,7 @@ class LingtingServer:
             self.handle, settings.host, settings.port,
             process_request=self.process_request,
             select_subprotocol=self.select_subprotocol,
-            max_size=settings.max_frame_bytes,
+            max_size=settings.max_frame_bytes + deflate_slack(settings.max_frame_bytes),
             max_queue=64,
             open_timeout=settings.handshake_timeout_s,
             ping_interval=settings.ping_interval_s,
@@ -345,7 +381,8 @@ class _Stream:
         self.recorded = False          # history has a row for this session
         self.record_closed = False     # ...and it has its end
         self.history_failed = False
-        self.spool = None              # offline: the uploaded file on disk
+        self.upload: Upload | None = None   # offline: the uploaded file on disk
+        self.upload_active_at = time.monotonic()   # offline: the last file data (or start)
         self.transcriber: asyncio.Task | None = None
         self.decoded = asyncio.Event()   # a decode finished: offline feeding may go on
         self.finishing = False           # shutdown, quota or idle: in-flight work ends, no new input
@@ -384,12 +421,23 @@ class _Stream:
             while not self.closing:
                 # Idle only counts while the client owes us input.
                 idle = settings.idle_timeout_s if self.session.state in ("new", "streaming") else None
+                uploading = self.mode == "offline" and self.session.state == "streaming"
+                if uploading:   # keepalives do not hold an upload's disk space: only file data does
+                    idle = max(0.0, self.upload_active_at + settings.upload_idle_timeout_s - time.monotonic())
                 try:
                     frame = await asyncio.wait_for(self.ws.recv(), idle)
                 except asyncio.TimeoutError:
-                    self._send(ProtocolError(ErrorCode.IDLE_TIMEOUT, f"no message for {idle:.0f} s: closing "
-                                             "(send keepalive to hold an idle stream open)", fatal=True).event())
+                    message = (f"no file data for {settings.upload_idle_timeout_s:.0f} s: upload abandoned"
+                               if uploading else f"no message for {idle:.0f} s: closing "
+                               "(send keepalive to hold an idle stream open)")
+                    self._send(ProtocolError(ErrorCode.IDLE_TIMEOUT, message, fatal=True).event())
                     self.finish("idle", 1008)
+                    continue
+                if message_bytes(frame) > settings.max_frame_bytes:
+                    self._send(ProtocolError(ErrorCode.TOO_LARGE, f"a message of {message_bytes(frame)} bytes is "
+                                             f"over this server's limit of {settings.max_frame_bytes}",
+                                             fatal=True).event())
+                    self._close(1009, "message too big")
                     continue
                 async with self.throttle:       # a flood is read at this pace, not faster
                     self._receive(frame)
@@ -425,9 +473,8 @@ class _Stream:
     async def _cleanup(self) -> None:
         if self.transcriber:
             self.transcriber.cancel()
-        if self.spool is not None:
-            self.spool.close()
-            os.unlink(self.spool.name)
+        if self.upload is not None:
+            self.upload.discard()
         if self.recorded and not self.record_closed:   # ended without `stopped`
             await self._close_record()
 
@@ -484,11 +531,14 @@ class _Stream:
             future = self.server.collector.submit(job)
             future.add_done_callback(lambda f, job=job: self._on_decoded(job, f))
         for data in out.file_data:
-            if self.spool is None:
-                os.makedirs(self.server.settings.spool_dir or tempfile.gettempdir(), exist_ok=True)
-                self.spool = tempfile.NamedTemporaryFile(
-                    prefix="lingting-upload-", dir=self.server.settings.spool_dir, delete=False)
-            self.spool.write(data)
+            if self.upload is None:
+                self.upload = Upload(self.server.settings.spool_dir, self.server.spool)
+            try:
+                self.upload.write(data)
+            except SpoolFull as exc:
+                self._protocol_error(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
+                return
+            self.upload_active_at = time.monotonic()
         if out.file_complete:
             self.transcriber = asyncio.get_running_loop().create_task(self._transcribe_file())
         if out.close:
@@ -525,15 +575,14 @@ class _Stream:
     async def _transcribe_file(self) -> None:
         """Decode the uploaded file chunk by chunk into the session, keeping
         a bounded number of its utterances waiting for the model."""
-        if self.spool is None:
+        if self.upload is None:
             self._protocol_error(ProtocolError(ErrorCode.BAD_AUDIO, "no file was sent before stop", fatal=True))
             return
-        self.spool.flush()
-        audio = None
+        self.upload.complete()
+        audio = FileReader(self.upload.path)
         try:
-            audio = await asyncio.to_thread(FileAudio, self.spool.name)
-            self._apply(self.session.file_opened(audio.duration_ms))
-            while (chunk := await asyncio.to_thread(audio.read)) is not None:
+            self._apply(self.session.file_opened(await audio.open()))
+            while (chunk := await audio.read()) is not None:
                 self._apply(self.session.file_audio(chunk))
                 while self.session.finals_pending >= self.server.settings.file_finals_in_flight:
                     self.decoded.clear()
@@ -548,8 +597,7 @@ class _Stream:
             self._send(ProtocolError(ErrorCode.INTERNAL, "file transcription failed", fatal=True).event())
             self._close(1011, "internal error")
         finally:
-            if audio is not None:
-                audio.close()
+            audio.close()
 
     # ---- writing: history first, then the socket ------------------------
     def _send(self, event: dict) -> None:
@@ -609,7 +657,7 @@ class _Stream:
             self.recorded = await self._history_write(
                 "open_session", self.session.id, "file" if config.mode == "offline" else "stream",
                 model=self.session.model, language=config.language, filename=config.filename,
-                client=client, settings=config.summary())
+                client=client, settings=config.summary(), owner=self.key.name if self.key else None)
         elif kind == "final" and self.recorded:
             started = time.perf_counter()
             await self._history_write("add_utterance", self.session.id, event, event.get("hotwords", ()))

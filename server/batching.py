@@ -163,7 +163,7 @@ class BatchCollector:
     def _kind(batch: list[_Waiting]) -> str:
         return "file" if batch[0].job.background else batch[0].job.kind
 
-    async def _decode(self, loop, batch: list[_Waiting]) -> None:
+    async def _decode(self, loop, batch: list[_Waiting], retried: bool = False) -> None:
         kind = self._kind(batch)
         started = time.perf_counter()
         try:
@@ -175,17 +175,26 @@ class BatchCollector:
                 half = len(batch) // 2
                 log.warning("device out of memory on a batch of %d: retrying as %d + %d",
                             len(batch), half, len(batch) - half)
-                await self._decode(loop, batch[:half])
-                await self._decode(loop, batch[half:])
+                await self._decode(loop, batch[:half], retried)
+                await self._decode(loop, batch[half:], retried)
                 return
             if await loop.run_in_executor(self._executor, self.engine.fallback_to_cpu):
-                await self._decode(loop, batch)
+                await self._decode(loop, batch, retried)
                 return
             self._fail(batch, "out of memory")
             return
         except EngineFailed as exc:   # known and already recovered from: no traceback
-            log.error("decode of a batch of %d failed: %s", len(batch), exc)
-            self._fail(batch, f"{type(exc).__name__}: {exc}")
+            finals = [w for w in batch if w.job.kind == "final"]
+            if finals and not retried:
+                # A final's audio is still here: the recovered engine gets one more try at it.
+                # Partials are not retried: a newer one will come.
+                log.error("decode of a batch of %d failed: %s; retrying its %d final(s) once",
+                          len(batch), exc, len(finals))
+                self._fail([w for w in batch if w.job.kind != "final"], f"{type(exc).__name__}: {exc}")
+                await self._decode(loop, finals, retried=True)
+                return
+            log.error("decode of a batch of %d failed%s: %s", len(batch), " again" if retried else "", exc)
+            self._fail(batch, f"{type(exc).__name__}: {exc}" + (" (on both tries: given up)" if retried else ""))
             return
         except Exception as exc:  # a broken decode must not stop the loop
             log.exception("decode of a batch of %d failed", len(batch))

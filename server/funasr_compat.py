@@ -32,7 +32,7 @@ def _hotwords(value) -> list[dict]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = [w for w in value.replace(",", " ").split() if w]
     if isinstance(value, dict):
         out = []

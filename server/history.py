@@ -61,10 +61,17 @@ MIGRATIONS: list[str] = [
         VALUES ('delete', old.id, old.text, old.raw_text);
     END;
     """,
+    # Tenancy: the API key (its name) that created the session. Sessions from
+    # before, and from servers without keys, have none: only admins and
+    # keyless (local) servers see them.
+    """
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    CREATE INDEX sessions_owner ON sessions(owner, started_at);
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
-                   "audio_ms", "client", "settings")
+                   "audio_ms", "client", "settings", "owner")
 UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords")
 _JSON_COLUMNS = {"client", "settings", "words", "hotwords"}
 MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries scan
@@ -72,6 +79,12 @@ MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries 
 
 class HistoryError(Exception):
     pass
+
+
+# Reads take `tenant`: a key's name sees only that key's sessions; ALL_TENANTS
+# (an admin key, or a server without keys) sees every session.
+ALL_TENANTS = None
+_OWNED = "(:tenant IS NULL OR s.owner = :tenant)"
 
 
 @dataclass(frozen=True)
@@ -96,9 +109,14 @@ def _row(columns, values) -> dict:
 class HistoryStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._migrate()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise HistoryError(f"cannot open the history database {self.path}: {reason} "
+                               "(choose another --history-db, or 'off')") from None
 
     # ---- connections and schema ----------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -144,12 +162,12 @@ class HistoryStore:
     def open_session(self, session_id: str, kind: str, *, model: str | None = None,
                      language: str | None = None, filename: str | None = None,
                      client: dict | None = None, settings: dict | None = None,
-                     started_at: float | None = None) -> None:
+                     started_at: float | None = None, owner: str | None = None) -> None:
         self._db().execute(
-            "INSERT INTO sessions (id, kind, started_at, status, model, language, filename, client, settings)"
-            " VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, kind, started_at, status, model, language, filename, client, settings, owner)"
+            " VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
             (session_id, kind, started_at or time.time(), model, language, filename,
-             json.dumps(client or {}, ensure_ascii=False), json.dumps(settings or {}, ensure_ascii=False)))
+             json.dumps(client or {}, ensure_ascii=False), json.dumps(settings or {}, ensure_ascii=False), owner))
 
     def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = ()) -> None:
         """Store one final event (as sent to the client); committed on return."""
@@ -174,24 +192,27 @@ class HistoryStore:
         """Sessions left open by a server that died; their finals are kept."""
         return self._db().execute("UPDATE sessions SET status='interrupted' WHERE status='open'").rowcount
 
-    def delete_session(self, session_id: str) -> bool:
-        return self._db().execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+    def delete_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> bool:
+        return self._db().execute(f"DELETE FROM sessions AS s WHERE id=:id AND {_OWNED}",
+                                  {"id": session_id, "tenant": tenant}).rowcount > 0
 
-    # ---- reading --------------------------------------------------------
-    def list_sessions(self, limit: int = 50, offset: int = 0) -> list[dict]:
+    # ---- reading (each scoped to a tenant) -------------------------------
+    def list_sessions(self, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
         cols = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
         rows = self._db().execute(
             f"SELECT {cols}, (SELECT count(*) FROM utterances u WHERE u.session_id = s.id),"
             " (SELECT text FROM utterances u WHERE u.session_id = s.id ORDER BY idx LIMIT 1)"
-            f" FROM sessions s ORDER BY s.started_at DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+            f" FROM sessions s WHERE {_OWNED} ORDER BY s.started_at DESC LIMIT :limit OFFSET :offset",
+            {"tenant": tenant, "limit": limit, "offset": offset}).fetchall()
         return [_row((*SESSION_COLUMNS, "utterances", "first_text"), r) for r in rows]
 
-    def count_sessions(self) -> int:
-        return self._db().execute("SELECT count(*) FROM sessions").fetchone()[0]
+    def count_sessions(self, tenant: str | None = ALL_TENANTS) -> int:
+        return self._db().execute(f"SELECT count(*) FROM sessions s WHERE {_OWNED}", {"tenant": tenant}).fetchone()[0]
 
-    def get_session(self, session_id: str) -> dict | None:
+    def get_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> dict | None:
         db = self._db()
-        row = db.execute(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE id=?", (session_id,)).fetchone()
+        row = db.execute(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions s WHERE id=:id AND {_OWNED}",
+                         {"id": session_id, "tenant": tenant}).fetchone()
         if row is None:
             return None
         session = _row(SESSION_COLUMNS, row)
@@ -200,24 +221,27 @@ class HistoryStore:
             (session_id,))]
         return session
 
-    def search(self, query: str, limit: int = 50, offset: int = 0) -> list[dict]:
+    def search(self, query: str, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
         """Utterances whose text (or raw text) contains `query`, newest first."""
         query = query.strip()
+        if "\0" in query:   # SQLite ends strings at NUL: "\0" would match everything
+            raise ValueError("the search text must not contain NUL characters")
         if not query:
             return []
         cols = ", ".join(f"u.{c}" for c in UTTERANCE_COLUMNS)
         select = (f"SELECT u.session_id, s.started_at, s.kind, s.filename, {cols} FROM utterances u"
                   " JOIN sessions s ON s.id = u.session_id")
+        params = {"tenant": tenant, "limit": limit, "offset": offset}
         if len(query) >= MIN_FTS_QUERY:
-            phrase = '"' + query.replace('"', '""') + '"'
+            params["phrase"] = '"' + query.replace('"', '""') + '"'
             rows = self._db().execute(
-                f"{select} WHERE u.id IN (SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH ?)"
-                " ORDER BY u.id DESC LIMIT ? OFFSET ?", (phrase, limit, offset))
+                f"{select} WHERE u.id IN (SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH :phrase)"
+                f" AND {_OWNED} ORDER BY u.id DESC LIMIT :limit OFFSET :offset", params)
         else:
-            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            params["pattern"] = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             rows = self._db().execute(
-                f"{select} WHERE u.text LIKE ? ESCAPE '\\' OR u.raw_text LIKE ? ESCAPE '\\'"
-                " ORDER BY u.id DESC LIMIT ? OFFSET ?", (pattern, pattern, limit, offset))
+                f"{select} WHERE (u.text LIKE :pattern ESCAPE '\\' OR u.raw_text LIKE :pattern ESCAPE '\\')"
+                f" AND {_OWNED} ORDER BY u.id DESC LIMIT :limit OFFSET :offset", params)
         return [_row(("session_id", "session_started_at", "session_kind", "session_filename",
                       *UTTERANCE_COLUMNS), r) for r in rows]
 

@@ -255,6 +255,8 @@ def load_json(frame: str):
         return json.loads(frame)
     except ValueError as exc:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"text frame is not valid JSON: {exc}") from None
+    except RecursionError:   # "[[[[..." deeper than the parser goes
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "text frame nests too deeply to be a message") from None
 
 
 class Codec:

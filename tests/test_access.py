@@ -95,3 +95,34 @@ def test_client_address_behind_a_trusted_proxy():
     assert client_ip("10.0.0.1", forwarded, frozenset({"10.0.0.1"})) == "10.0.0.2"
     assert client_ip("10.0.0.1", forwarded, frozenset({"10.0.0.1", "10.0.0.2"})) == "203.0.113.7"
     assert client_ip("10.0.0.1", Headers(), frozenset({"10.0.0.1"})) == "10.0.0.1"
+
+
+def test_a_keyless_server_answers_only_to_loopback_and_allowed_host_names():
+    open_policy = AccessPolicy(allowed_hosts=["Captions.Example"])
+    for host in ("localhost", "localhost:8765", "127.0.0.1:1", "[::1]:8765", "[::1]", "captions.example:443"):
+        open_policy.check_host(Headers({"Host": host}))
+    for hdrs in ({"Host": "attacker.example:8765"}, {"Host": "localhost.attacker.example"}, {},
+                 Headers([("Host", "localhost"), ("Host", "attacker.example")])):
+        with pytest.raises(AccessDenied) as info:
+            open_policy.check_host(Headers(hdrs))
+        assert info.value.status == 421 and info.value.code == "forbidden_host"
+    keyed = AccessPolicy([ApiKey("agents", SECRET)])
+    keyed.check_host(Headers({"Host": "asr.example.com"}))     # keys guard it; no list given
+    with pytest.raises(AccessDenied):
+        AccessPolicy([ApiKey("agents", SECRET)], allowed_hosts=["asr.example.com"]).check_host(
+            Headers({"Host": "other.example.com"}))
+
+
+def test_tenants_and_admin_keys(tmp_path):
+    path = tmp_path / "keys.toml"
+    path.write_text(f'[[keys]]\nname = "ops"\nkey = "{SECRET}"\nadmin = true\n')
+    [ops] = load_keys(str(path), env="agents:" + "a" * 20)[:1]
+    agents = load_keys(env="agents:" + "a" * 20)[0]
+    assert ops.admin and not agents.admin
+    assert AccessPolicy.tenant(agents) == "agents"
+    assert AccessPolicy.tenant(ops) is None and AccessPolicy.tenant(None) is None    # all sessions
+    path.write_text(f'[[keys]]\nname = "ops"\nkey = "{SECRET}"\nadmin = "yes"\n')
+    with pytest.raises(ValueError, match="admin"):
+        load_keys(str(path), env="")
+    with pytest.raises(ValueError, match="same name"):
+        load_keys(env="a:" + "x" * 20 + ",a:" + "y" * 20)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lingting_server.batching import BatchCollector
-from lingting_server.engines.base import DecodeRequest, DecodeResult, EngineOutOfMemory
+from lingting_server.engines.base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
 from lingting_server.streaming.session import DecodeJob
 
 
@@ -155,3 +155,33 @@ async def test_a_departed_clients_file_finals_are_cancelled():
     await asyncio.sleep(0.05)
     await c.close()
     assert waiting.cancelled() and [n for b in engine.batches for _, n in b] == [1]
+
+
+class DyingEngine(RecordingEngine):
+    """Its worker 'dies' on the first `deaths` batches (and comes back, as ProcessEngine's does)."""
+
+    def __init__(self, deaths):
+        super().__init__()
+        self.deaths = deaths
+
+    def decode(self, requests):
+        if self.deaths:
+            self.deaths -= 1
+            raise EngineFailed("the model worker died (exit code -9) and was restarted")
+        return super().decode(requests)
+
+
+async def test_a_final_whose_worker_died_is_decoded_again_on_the_new_one():
+    engine = DyingEngine(deaths=1)
+    c = BatchCollector(engine, max_batch_size=8, max_wait_ms=5)
+    c.start()
+    assert (await c.submit(job("a", "final", 100))).text == "final:100"   # the retry, on the recovered worker
+    engine.deaths = 1
+    with pytest.raises(RuntimeError, match="died"):       # partials are not retried: a newer one comes
+        await c.submit(job("b", "partial", 50))
+    assert engine.batches == [[("final", 100)]]
+    # A batch that kills the worker twice is given up, saying so.
+    engine.deaths = 2
+    with pytest.raises(RuntimeError, match=r"died .* \(on both tries: given up\)"):
+        await c.submit(job("a", "final", 200))
+    await c.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.request
 
 import pytest
@@ -37,25 +38,39 @@ def launch(p, wav=None):
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
 
 
+def wait_until(page, expression: str, timeout: float = 30000) -> None:
+    """page.wait_for_function, but polled with page.evaluate: wait_for_function
+    compiles its predicate with eval, which the pages' Content-Security-Policy
+    forbids (as it should: the pages themselves must run under it)."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for: {expression}")
+        page.wait_for_timeout(100)
+
+
 def test_microphone_captions_in_the_page(browser, server, shared_audio, artifacts):
     (clip,) = [c for c in load_manifest() if c.file == "en/jfk.wav"]
     chromium = launch(browser, clip.path)
     try:
         page = chromium.new_context(viewport={"width": 900, "height": 640}).new_page()
+        blocked = []          # the page must run under its own Content-Security-Policy
+        page.on("console", lambda m: "Content Security Policy" in m.text and blocked.append(m.text))
         page.goto(server.http + "/")
         page.select_option("#language", "en")
         page.keyboard.press("Control+Enter")                     # the Fun-ASR WebUI shortcut
-        page.wait_for_function("window.lingtingLog.some(e => e.type === 'audio_started')", timeout=20000)
+        wait_until(page, "window.lingtingLog.some(e => e.type === 'audio_started')", timeout=20000)
         # The clip is 11 s; wait for the final that covers its end.
-        page.wait_for_function(
-            f"window.lingtingLog.some(e => e.type === 'final' && e.end_ms >= {int(clip.seconds * 1000) - 1500})",
-            timeout=60000)
+        wait_until(page,
+                   f"window.lingtingLog.some(e => e.type === 'final' && e.end_ms >= {int(clip.seconds * 1000) - 1500})",
+                   timeout=60000)
         page.screenshot(path=str(artifacts / "browser_captions.png"), full_page=True)
         captions = page.evaluate("[...document.querySelectorAll('#finals li')].map(li => li.lastChild.textContent)")
         page.keyboard.press("Control+Enter")
-        page.wait_for_function("window.lingtingLog.some(e => e.type === 'state' && e.state === 'stopped')",
-                               timeout=20000)
+        wait_until(page, "window.lingtingLog.some(e => e.type === 'state' && e.state === 'stopped')",
+                   timeout=20000)
         log = page.evaluate("window.lingtingLog")
+        assert not blocked, blocked
     finally:
         chromium.close()
 
@@ -123,16 +138,16 @@ def test_page_reconnects_after_the_server_restarts(browser, shared_audio):
         page.goto(first.http + "/")
         page.select_option("#language", "en")
         page.click("#toggle")
-        page.wait_for_function("window.lingtingLog.some(e => e.type === 'final' && e.text)", timeout=60000)
+        wait_until(page, "window.lingtingLog.some(e => e.type === 'final' && e.text)", timeout=60000)
         first.process.kill()                                   # the server dies mid-stream
-        page.wait_for_function("window.lingtingLog.some(e => e.type === 'reconnecting')", timeout=20000)
+        wait_until(page, "window.lingtingLog.some(e => e.type === 'reconnecting')", timeout=20000)
         assert "reconnecting" in page.locator("#message").inner_text().lower()
         second = start_server("--port", str(port))
-        page.wait_for_function("window.lingtingLog.filter(e => e.type === 'ready').length >= 2", timeout=60000)
-        page.wait_for_function(
-            "(() => { const log = window.lingtingLog;"
-            "  const r = log.map(e => e.type).lastIndexOf('ready');"
-            "  return log.slice(r).some(e => e.type === 'final' && e.text); })()", timeout=60000)
+        wait_until(page, "window.lingtingLog.filter(e => e.type === 'ready').length >= 2", timeout=60000)
+        wait_until(page,
+                   "(() => { const log = window.lingtingLog;"
+                   "  const r = log.map(e => e.type).lastIndexOf('ready');"
+                   "  return log.slice(r).some(e => e.type === 'final' && e.text); })()", timeout=60000)
         assert page.locator("#message").is_hidden()
         log = page.evaluate("window.lingtingLog")
         page.click("#toggle")
@@ -158,7 +173,7 @@ def test_history_page_uploads_searches_exports_and_deletes(browser, server, shar
         page.select_option("#language", "en")
         page.set_input_files("#files", [str(shared_audio / "en" / "jfk.wav"), str(long_file)])
         # Both files go through upload and transcription with a moving progress bar.
-        page.wait_for_function("document.querySelectorAll('#jobs li.done').length === 2", timeout=120000)
+        wait_until(page, "document.querySelectorAll('#jobs li.done').length === 2", timeout=120000)
         assert page.eval_on_selector_all("#jobs progress", "bars => bars.map(b => b.value)") == [1, 1]
         page.screenshot(path=str(artifacts / "history_page.png"), full_page=True)
         rows = page.eval_on_selector_all("#sessions tbody tr", "rows => rows.map(r => r.innerText)")
@@ -182,7 +197,7 @@ def test_history_page_uploads_searches_exports_and_deletes(browser, server, shar
         page.on("dialog", lambda dialog: dialog.accept())
         assert page.query_selector(f"#sessions tr[data-session='{session_id}']")
         page.click("#delete")
-        page.wait_for_function(f"!document.querySelector(\"#sessions tr[data-session='{session_id}']\")")
+        wait_until(page, f"!document.querySelector(\"#sessions tr[data-session='{session_id}']\")")
         assert page.is_hidden("#detail")
         with pytest.raises(Exception):      # gone from the server too
             urllib.request.urlopen(f"{server.http}/v1/history/sessions/{session_id}", timeout=10)
@@ -206,13 +221,13 @@ def test_pages_work_with_an_api_key(browser, shared_audio, tmp_path):
         assert "key=" not in page.url                              # taken out of the address bar
         page.select_option("#language", "en")
         page.click("#toggle")
-        page.wait_for_function("window.lingtingLog.some(e => e.type === 'final' && e.text)", timeout=60000)
+        wait_until(page, "window.lingtingLog.some(e => e.type === 'final' && e.text)", timeout=60000)
         page.click("#toggle")
 
         page.goto(f"{keyed.http}/history")                        # same tab: the key is remembered
         page.wait_for_selector("#sessions tbody tr")             # the live session, listed with the key
         page.set_input_files("#files", [str(jfk)])
-        page.wait_for_function("document.querySelectorAll('#jobs li.done').length === 1", timeout=60000)
+        wait_until(page, "document.querySelectorAll('#jobs li.done').length === 1", timeout=60000)
         page.click("#jobs li.done .stage")
         page.wait_for_selector("#detail:not([hidden]) #utterances li")
         with page.expect_download() as download:

@@ -116,3 +116,47 @@ def test_exports_parse_as_subtitles(store):
     assert '"First line."' in render(session, "json")
     with pytest.raises(ValueError):
         render(session, "docx")
+
+
+def test_reads_are_scoped_to_the_tenant(store):
+    store.open_session("mine", "stream", owner="agents")
+    store.open_session("theirs", "stream", owner="others")
+    store.open_session("local", "stream")                      # a keyless server's: no owner
+    for sid, text in (("mine", "quarterly report for acme"), ("theirs", "quarterly numbers for globex"),
+                      ("local", "quarterly plans")):
+        store.add_utterance(sid, final(0, text, 0, 900))
+    assert [s["id"] for s in store.list_sessions(tenant="agents")] == ["mine"]
+    assert store.count_sessions(tenant="agents") == 1 and store.count_sessions() == 3
+    assert {s["id"] for s in store.list_sessions()} == {"mine", "theirs", "local"}   # admin / local mode
+    assert store.get_session("theirs", tenant="agents") is None
+    assert store.get_session("mine", tenant="agents")["owner"] == "agents"
+    for query in ("quarterly", "qu"):                           # the FTS and the short LIKE path
+        assert {r["session_id"] for r in store.search(query, tenant="agents")} == {"mine"}
+        assert {r["session_id"] for r in store.search(query)} == {"mine", "theirs", "local"}
+    assert not store.delete_session("theirs", tenant="agents")
+    assert store.get_session("theirs") is not None
+    assert store.delete_session("mine", tenant="agents")
+    with pytest.raises(ValueError, match="NUL"):
+        store.search("\0")
+
+
+def test_sessions_from_before_tenancy_belong_to_no_key(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version=1;")
+    db.execute("INSERT INTO sessions (id, kind, started_at, status) VALUES ('old', 'stream', 1, 'stopped')")
+    db.close()
+    store = HistoryStore(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.get_session("old")["owner"] is None
+    assert store.get_session("old", tenant="agents") is None and store.list_sessions(tenant="agents") == []
+    store.close()
+
+
+def test_a_history_that_cannot_be_opened_names_its_path(tmp_path):
+    (tmp_path / "taken").mkdir()                               # a directory where the file should be
+    with pytest.raises(HistoryError, match=f"{tmp_path / 'taken'}.*--history-db"):
+        HistoryStore(tmp_path / "taken")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HistoryError, match=f"{tmp_path / 'file' / 'h.sqlite3'}"):
+        HistoryStore(tmp_path / "file" / "h.sqlite3")

@@ -1,3 +1,5 @@
+import pytest
+
 from lingting_server.alerts import AlertTracker, WatchPhrase, find_occurrences, parse_number
 from lingting_server.hotwords import Hotword, apply_hotwords
 
@@ -60,3 +62,15 @@ def test_a_missed_word_does_not_shift_later_alerts():
     assert len({a["alert_id"] for a in verdicts}) == 5
     # The next utterance starts counting again.
     assert [a["number"] for a in tracker.on_partial("10", 1, 3000)] == [10]
+
+
+@pytest.mark.timeout(30)
+def test_repeated_number_slots_do_not_backtrack_over_a_long_digit_run():
+    # Before numbers were atomic, every split of the run between the slots was tried:
+    # C(200, 6) ways here, hours on the event loop. Now each slot takes a number whole.
+    watch = (WatchPhrase.compile("倒" + "<number>" * 7), WatchPhrase.compile("<number> " * 7))
+    assert find_occurrences("倒" + "1" * 200 + "x", watch) == []
+    assert find_occurrences("倒" + "一" * 200 + "x", watch) == []
+    found = find_occurrences("倒1 2 3 4 5 6 7", watch)     # still matched where the numbers are separate
+    assert sorted(o.phrase for o in found) == ["<number> " * 7, "倒" + "<number>" * 7]
+    assert {o.number for o in found} == {1}

@@ -70,17 +70,29 @@ class AudioDecoder:
         return self._resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
+# Demuxers of real media containers. Never a playlist or a reference format
+# (concat, hls, dash, image sequences...): those open other files or URLs named
+# inside the upload.
+MEDIA_DEMUXERS = ("wav", "w64", "mp3", "flac", "ogg", "matroska", "mov", "aac", "aiff", "caf", "amr", "au",
+                  "asf", "avi", "wv", "flv", "mpeg", "mpegts")
+FILE_FORMATS = "WAV, MP3, FLAC, Ogg/Opus, WebM/Matroska, MP4/M4A/MOV, AAC, AIFF, CAF, AMR, AU, WMA/ASF, AVI, WavPack, FLV, MPEG"
+
+
 class FileAudio:
-    """A media file in any container FFmpeg reads (WAV, MP3, FLAC, Ogg, M4A,
-    WebM, video...), decoded chunk by chunk to 16 kHz mono float32 so an hour
-    of audio never sits in memory at once. Opening it reads the header only."""
+    """A media file in one of MEDIA_DEMUXERS (WAV, MP3, FLAC, Ogg, M4A, WebM,
+    video...), decoded chunk by chunk to 16 kHz mono float32 so an hour of
+    audio never sits in memory at once. Opening it reads the header only.
+    Not thread-safe: one thread must open, read and close it."""
 
     def __init__(self, path: str, chunk_s: float = 30.0):
         import av
         try:
-            self._container = av.open(str(path), metadata_errors="ignore")
+            self._container = av.open(str(path), metadata_errors="ignore",
+                                      options={"format_whitelist": ",".join(MEDIA_DEMUXERS),
+                                               "protocol_whitelist": "file"})
         except av.FFmpegError as exc:
-            raise AudioFormatError(f"not an audio file FFmpeg can read ({exc.strerror})") from None
+            raise AudioFormatError(f"not an audio file FFmpeg can read ({exc.strerror}); accepted "
+                                   f"formats: {FILE_FORMATS}") from None
         if not self._container.streams.audio:
             self._container.close()
             raise AudioFormatError("the file has no audio stream")
