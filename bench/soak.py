@@ -1,12 +1,15 @@
 """Soak: hundreds of connect / stream / disconnect cycles on loopback, and
 the server's memory before and after. Numbers, not assertions.
 
-    python -m bench.soak [--cycles 1000] [--concurrency 4]
+    python -m bench.soak [--cycles 1000] [--concurrency 4] [--kind stream|offline|refused] [--model M]
     python -m bench.soak --hold 50 100 200 [--seconds 30]
 
-Each cycle streams the first 1.5 s of real speech (one final decode) and
-leaves one of three ways: stop and wait for `stopped`, close the socket
-without stop, or drop the TCP connection.
+--kind stream (default): each cycle streams the first 1.5 s of real speech
+(one final decode) and leaves one of three ways: stop and wait for `stopped`,
+close the socket without stop, or drop the TCP connection. offline: each cycle
+uploads the same 1.5 s as a WAV file and waits for its transcript. refused:
+each cycle is turned away at the handshake (an unknown path). Prints server RSS
+after the warm-up and every 250 cycles, and the slope in bytes per connection.
 
 --hold N: N connections at once, each streaming room noise (silence with a
 little hiss, as an idle call-center line) at real time; reports how many the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -46,15 +50,49 @@ async def cycle(url: str, pcm: bytes, n: int) -> str:
         return way
 
 
-async def soak(url: str, cycles: int, concurrency: int, pcm: bytes, on_progress=None) -> dict:
+def wav_bytes(pcm: bytes) -> bytes:
+    import io
+    import wave
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+async def offline_cycle(url: str, wav: bytes, n: int) -> str:
+    async with websockets.connect(url, open_timeout=30) as ws:
+        await ws.send(json.dumps({"type": "start", "mode": "offline", "language": "en"}))
+        await ws.recv()
+        await ws.send(wav)
+        await ws.send(json.dumps({"type": "stop"}))
+        async for message in ws:
+            if json.loads(message)["type"] == "stopped":
+                break
+    return "offline"
+
+
+async def refused_cycle(url: str, _: bytes, n: int) -> str:
+    try:
+        await websockets.connect(url.replace("/v1/stream", "/nowhere"), open_timeout=30)
+    except websockets.InvalidStatus:
+        return "refused"
+    raise RuntimeError("the server accepted a stream on /nowhere")
+
+
+CYCLES = {"stream": cycle, "offline": offline_cycle, "refused": refused_cycle}
+
+
+async def soak(url: str, cycles: int, concurrency: int, pcm: bytes, on_progress=None, kind: str = "stream") -> dict:
     slots = asyncio.Semaphore(concurrency)
     failures = 0
+    payload = wav_bytes(pcm) if kind == "offline" else pcm
 
     async def one(n):
         nonlocal failures
         async with slots:
             try:
-                await cycle(url, pcm, n)
+                await CYCLES[kind](url, payload, n)
             except Exception:
                 failures += 1
             if on_progress:
@@ -122,9 +160,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--hold", type=int, nargs="*", help="instead: hold this many streams at once")
     p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--kind", choices=tuple(CYCLES), default="stream", help="what each cycle does (default: stream)")
+    p.add_argument("--model", default="whisper-base")
     args = p.parse_args()
     if args.hold:
-        server = start_server("--history-db", "off", "--max-connections", str(max(args.hold)),
+        server = start_server("--model", args.model, "--history-db", "off", "--max-connections", str(max(args.hold)),
                               "--max-connections-per-ip", str(max(args.hold)))
         try:
             for n in args.hold:
@@ -134,17 +174,27 @@ def main() -> None:
         return
     if audio_dir() is None:
         sys.exit("shared corpus not found (LINGTING_AUDIO_DIR or ../shared/audio)")
-    server = start_server("--history-db", "off")
+    server = start_server("--model", args.model, "--history-db", "off", "--max-connections-per-ip", "64",
+                          *os.environ.get("SOAK_SERVER_ARGS", "").split())
     pid = server.process.pid
     try:
         pcm = speech()
-        print("start", rss_mb(pid), flush=True)
-        asyncio.run(soak(server.url, args.warmup, args.concurrency, pcm))
+        print(f"{args.kind} cycles, {args.model}: start", rss_mb(pid), flush=True)
+        asyncio.run(soak(server.url, args.warmup, args.concurrency, pcm, kind=args.kind))
+        warm = rss_mb(pid)["server"]
         print(f"after {args.warmup} warm-up cycles", rss_mb(pid), flush=True)
         started = time.perf_counter()
-        result = asyncio.run(soak(server.url, args.cycles, args.concurrency, pcm,
-                                  lambda n: n and n % 250 == 0 and print(f"  {n} cycles", rss_mb(pid), flush=True)))
+        done = 0
+
+        def progress(n):
+            nonlocal done
+            done += 1
+            if done % 250 == 0:
+                print(f"  {done} cycles", rss_mb(pid), flush=True)
+        result = asyncio.run(soak(server.url, args.cycles, args.concurrency, pcm, progress, kind=args.kind))
         result["seconds"] = round(time.perf_counter() - started, 1)
+        end = rss_mb(pid)["server"]
+        result["bytes_per_connection"] = round((end - warm) * 2**20 / args.cycles, 1)
         print(f"after {args.cycles} more cycles", rss_mb(pid), result, flush=True)
     finally:
         stop_server(server)

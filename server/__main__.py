@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import sqlite3
@@ -152,17 +153,19 @@ async def run(args) -> None:
     access, host = access_policy(args)
     tls = tls_context(args)
     from .itn import warm_up
-    # The model loads in its worker process while this one warms up ITN.
-    engine, _ = await asyncio.gather(
-        asyncio.to_thread(ProcessEngine, load_engine,
-                          {"model": args.model, "device": args.device, "compute_type": args.compute_type,
-                           "final_beam_size": args.final_beam_size, "window": args.window,
-                           "log_level": args.log_level, "log_format": args.log_format,
-                           "engine": args.engine, "online_model": args.online_model, "hub": args.model_hub,
-                           "model_language": args.model_language,
-                           "vad_model": args.vad_model},
-                          decode_timeout_s=args.decode_timeout_s),
-        asyncio.to_thread(warm_up))
+    worker_settings = {"model": args.model, "device": args.device, "compute_type": args.compute_type,
+                       "final_beam_size": args.final_beam_size, "window": args.window,
+                       "log_level": args.log_level, "log_format": args.log_format,
+                       "engine": args.engine, "online_model": args.online_model, "hub": args.model_hub,
+                       "model_language": args.model_language, "vad_model": args.vad_model}
+    # The model loads in its worker process (started from a thread at once)
+    # while this thread warms up ITN. This thread, not another: ITN runs on the
+    # event loop's thread later, and kaldifst's FSTs loaded on another thread
+    # made the server's memory grow ~2.5 KB with every final (issue 21).
+    loading = asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(ProcessEngine, load_engine, worker_settings, decode_timeout_s=args.decode_timeout_s))
+    warm_up()
+    engine = await loading
     history = open_history(args)
     metrics = Metrics()
     collector = BatchCollector(engine, args.max_batch_size, args.max_wait_ms, args.max_partial_batch_size, metrics,
