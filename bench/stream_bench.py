@@ -5,7 +5,8 @@
 Starts its own server per batch size (or uses --url), streams English dev clips
 from the shared corpus (joined with 1 s pauses, rotated per client) and reports
 WER, first-partial latency, final latency (end of utterance audio -> final
-received), partial cadence, caption lag, lost utterances, and server CPU/RSS.
+received), partial cadence, caption lag, lost utterances, finals that look
+hallucinated (a repeated tail, or words no audio backs), and server CPU/RSS.
 Prints a table and writes JSON. Numbers, not assertions."""
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import start_server, stop_server  # noqa: E402  (the tests' own server launcher)
 
 from lingting_client import LingtingClient, StreamOptions  # noqa: E402
+from lingting_server.engines.base import DecodeResult, Word  # noqa: E402
+from lingting_server.engines.guard import looks_hallucinated  # noqa: E402
+
+
+def hallucinated(final: dict) -> bool:
+    """The server's own guard, on a final as the client got it (times are the stream's)."""
+    words = [Word(w["word"], w["start_ms"], w["end_ms"], w.get("probability", 0)) for w in final.get("words") or []]
+    return looks_hallucinated(DecodeResult(final["text"], final.get("language"), words or None), final["end_ms"])
 
 
 def playlist(offset: int, seconds: float) -> tuple[bytes, str]:
@@ -73,6 +82,7 @@ async def one_client(url: str, index: int, seconds: float, language: str = "en")
         "lost": len(started) - len(finals),
         "tail": events[-1]["received_at"] - (t0 + len(pcm) / 32000),
         "utterances": len(finals),
+        "hallucinated": sum(1 for f in finals if f["text"] and hallucinated(f)),
         "audio_s": len(pcm) / 32000,
     }
 
@@ -109,13 +119,14 @@ async def run_level(url: str, pid: int | None, n: int, seconds: float, language:
         "partial_cadence_p50": pct(merged["cadence"], 50),
         "partial_lag_p95": pct(merged["partial_lag"], 95),
         "utterances": sum(r["utterances"] for r in results), "lost": sum(r["lost"] for r in results),
+        "hallucinated": sum(r["hallucinated"] for r in results),
         "stopped_after_audio_end_p95": pct([r["tail"] for r in results], 95),
         **server,
     }
 
 
 COLUMNS = ["streams", "wer", "first_partial_p50", "first_partial_p95", "final_latency_p50", "final_latency_p95",
-           "partial_cadence_p50", "partial_lag_p95", "utterances", "lost", "stopped_after_audio_end_p95",
+           "partial_cadence_p50", "partial_lag_p95", "utterances", "lost", "hallucinated", "stopped_after_audio_end_p95",
            "cpu_cores", "rss_mb_peak"]
 
 

@@ -8,6 +8,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from ..streaming.audio import MODEL_RATE
+
 Kind = Literal["partial", "final"]
 
 
@@ -49,13 +51,15 @@ class EngineOutOfMemory(RuntimeError):
 
 def decode_by_kind(requests: list[DecodeRequest], decoders: dict) -> list[DecodeResult]:
     """Results in request order, each kind decoded as one group by decoders[kind]
-    (finals first: they are the ones a client waits for)."""
+    (finals first: they are the ones a client waits for). Whatever the engine,
+    a result's repeated tail and words no audio backs are trimmed (guard.py)."""
+    from .guard import trim_hallucination   # guard builds on this module's types
     results: list[DecodeResult | None] = [None] * len(requests)
     for kind in ("final", "partial"):
         group = [i for i, r in enumerate(requests) if r.kind == kind]
         if group:
             for i, result in zip(group, decoders[kind]([requests[i] for i in group])):
-                results[i] = result
+                results[i] = trim_hallucination(result, len(requests[i].audio) * 1000 // MODEL_RATE)
     return results  # type: ignore[return-value]
 
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..streaming.audio import MODEL_RATE
 from ..streaming.text import collapse_repeats
 from ..hotwords import mentions_any
 from .base import DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
+from .guard import looks_hallucinated
 
 log = logging.getLogger("lingting.whisper")
 
+PHRASE, NEVER = 4, 10 ** 6     # collapse_repeats: a phrase of this many units said twice is kept once
 FRAMES_PER_SECOND = 100
 FULL_WINDOW = 3000  # 30 s of 10 ms mel frames
 # Whisper writes Chinese in Traditional characters now and then; a prompt in
@@ -87,14 +90,14 @@ class WhisperEngine:
                                               task="transcribe", language=key)
         return self._tokenizers[key]
 
-    def _features(self, requests: list[DecodeRequest]) -> tuple[np.ndarray, list[int]]:
+    def _features(self, requests: list[DecodeRequest], window: str) -> tuple[np.ndarray, list[int]]:
         """Log-mel features of a batch, all of one width. Padding is added as
         silent audio before the transform (zeros in mel space are not silence,
         and make Whisper repeat itself)."""
         fe = self._model.feature_extractor
         hop = fe.hop_length
         frames = [min(FULL_WINDOW, math.ceil(len(r.audio) / hop)) for r in requests]
-        if self.options.window == "full":
+        if window == "full":
             width = FULL_WINDOW
         else:
             minimum = self.options.min_window_s if requests[0].kind == "final" else self.options.partial_min_window_s
@@ -114,11 +117,26 @@ class WhisperEngine:
 
     def _decode_group(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         with out_of_memory_as_engine_error():
-            return self._decode_group_unsafe(requests)
+            results = self._decode_group_unsafe(requests, self.options.window)
+            return [self._guard(request, result) for request, result in zip(requests, results)]
 
-    def _decode_group_unsafe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+    def _guard(self, request: DecodeRequest, result: DecodeResult) -> DecodeResult:
+        """A final that looped or has words no audio backs is decoded once more,
+        alone, in Whisper's own 30 s window: the silence padding a short window
+        (or a longer batch partner) is what it hallucinates on. What still
+        looks wrong is trimmed by decode_by_kind; partials are only trimmed."""
+        audio_ms = len(request.audio) * 1000 // MODEL_RATE
+        if request.kind != "final" or not (result.extra.get("loop_cut") or looks_hallucinated(result, audio_ms)):
+            return result
+        retry = self._decode_group_unsafe([request], "full")[0]
+        log.info("a final looked hallucinated (%d words); decoded again in a full window: %d words%s",
+                 len(result.text.split()), len(retry.text.split()),
+                 ", still trimmed" if looks_hallucinated(retry, audio_ms) else "")
+        return replace(retry, extra={**retry.extra, "redecoded": True})
+
+    def _decode_group_unsafe(self, requests: list[DecodeRequest], window: str) -> list[DecodeResult]:
         model = self._model
-        features, frames = self._features(requests)
+        features, frames = self._features(requests, window)
         encoder_output = model.encode(features)
 
         languages = [r.language if self.multilingual else "en" for r in requests]
@@ -147,18 +165,21 @@ class WhisperEngine:
 
         results = []
         for i, (request, language) in enumerate(zip(requests, languages)):
-            text, tokens, out = self._read(outputs[i], language, len(prompts[i]), max_length)
+            # With word times the guard can tell a sentence said twice from one written
+            # twice on silence; without them a repeated phrase is cut on sight.
+            timed = request.word_timestamps
+            text, tokens, out, loop_cut = self._read(outputs[i], language, len(prompts[i]), max_length, timed)
             if i in biased:
-                alt_text, alt_tokens, alt_out = self._read(outputs[biased[i]], language,
-                                                           len(prompts[biased[i]]), max_length)
-                if mentions_any(alt_text, request.hotwords) and not mentions_any(text, request.hotwords):
-                    text, tokens, out = alt_text, alt_tokens, alt_out
+                alternative = self._read(outputs[biased[i]], language, len(prompts[biased[i]]), max_length, timed)
+                if mentions_any(alternative[0], request.hotwords) and not mentions_any(text, request.hotwords):
+                    text, tokens, out, loop_cut = alternative
             words = None
             if request.word_timestamps and text:
                 words = self._words(language, tokens, encoder_output, i, frames[i])
             results.append(DecodeResult(text=text, language=language, words=words,
                                         avg_logprob=float(out.scores[0] if out.scores else 0.0),
-                                        no_speech_prob=float(out.no_speech_prob)))
+                                        no_speech_prob=float(out.no_speech_prob),
+                                        extra={"loop_cut": True} if loop_cut else {}))
         return results
 
     def _prompt(self, language: str, hotwords: tuple[str, ...]) -> list[int]:
@@ -197,21 +218,22 @@ class WhisperEngine:
         array = np.asarray(encoder_output)[rows]
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
 
-    def _read(self, out, language: str, prompt_length: int, max_length: int):
-        """(text, tokens, raw output) of one generation result."""
+    def _read(self, out, language: str, prompt_length: int, max_length: int, keep_phrases: bool = False):
+        """(text, tokens, raw output, whether a decoding loop was cut) of one generation result."""
         tokenizer = self._tokenizer(language)
         tokens = [t for t in out.sequences_ids[0] if t < tokenizer.eot]
         avg_logprob = out.scores[0] if out.scores else 0.0
         if out.no_speech_prob > self.options.no_speech_threshold and avg_logprob < self.options.logprob_threshold:
-            return "", [], out
+            return "", [], out, False
         hit_limit = prompt_length + len(out.sequences_ids[0]) >= max_length
-        return self._clean(tokenizer.decode(tokens), language, hit_limit), tokens, out
-
-    def _clean(self, text: str, language: str | None, hit_limit: bool) -> str:
-        text = collapse_repeats(text.strip(), hit_limit)
+        raw = tokenizer.decode(tokens).strip()
+        text = collapse_repeats(raw, hit_limit, phrase=NEVER if keep_phrases else PHRASE)
+        loop_cut = text != raw
+        if loop_cut:   # word times must be of the words kept, not of a loop cut away
+            tokens = tokenizer.encode(" " + text)
         if language == "zh":
             text = self._t2s.convert(text)
-        return text
+        return text, tokens, out, loop_cut
 
     def _words(self, language, tokens, encoder_output, index, num_frames) -> list[Word] | None:
         try:
