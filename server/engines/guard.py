@@ -91,8 +91,9 @@ def _first_words(words: list[Word], units: int) -> list[Word]:
 def trim_hallucination(result: DecodeResult, audio_ms: int) -> DecodeResult:
     """The result without its unheard words and its repeated tail."""
     text, words = result.text, result.words
-    if words and unheard_tail(words, audio_ms) >= 2:
-        words = words[:len(words) - unheard_tail(words, audio_ms)]
+    unheard = unheard_tail(words, audio_ms) if words else 0
+    if unheard >= 2:
+        words = words[:len(words) - unheard]
         text = join_units([w.word for w in words])
     trimmed = replace(result, text=text, words=words or None)
     repeated = _spoken_tail(trimmed)
