@@ -27,7 +27,7 @@ import numpy as np
 from bench.corpus import REPO, audio_dir, encode_audio, error_rate, load_manifest
 
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import start_server, stop_server  # noqa: E402
+from lingting_testkit.servers import start_server, stop_server  # noqa: E402
 
 from lingting_client import FileOptions, LingtingClient  # noqa: E402
 from lingting_server.export import render  # noqa: E402

@@ -30,7 +30,8 @@ import websockets
 from bench.corpus import REPO, audio_dir, read_wav
 
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import start_server, stop_server  # noqa: E402
+from lingting_testkit.servers import start_server, stop_server  # noqa: E402
+from lingting_testkit.streams import wav_file  # noqa: E402
 
 
 async def cycle(url: str, pcm: bytes, n: int) -> str:
@@ -48,16 +49,6 @@ async def cycle(url: str, pcm: bytes, n: int) -> str:
         elif way == "drop":
             ws.transport.abort()
         return way
-
-
-def wav_bytes(pcm: bytes) -> bytes:
-    import io
-    import wave
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 async def offline_cycle(url: str, wav: bytes, n: int) -> str:
@@ -86,7 +77,7 @@ CYCLES = {"stream": cycle, "offline": offline_cycle, "refused": refused_cycle}
 async def soak(url: str, cycles: int, concurrency: int, pcm: bytes, on_progress=None, kind: str = "stream") -> dict:
     slots = asyncio.Semaphore(concurrency)
     failures = 0
-    payload = wav_bytes(pcm) if kind == "offline" else pcm
+    payload = wav_file(pcm) if kind == "offline" else pcm
 
     async def one(n):
         nonlocal failures

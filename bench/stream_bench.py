@@ -26,7 +26,7 @@ import numpy as np
 from bench.corpus import REPO, audio_dir, dev_clips, error_rate, read_wav
 
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import start_server, stop_server  # noqa: E402  (the tests' own server launcher)
+from lingting_testkit.servers import start_server, stop_server  # noqa: E402  (the tests' own server launcher)
 
 from lingting_client import LingtingClient, StreamOptions  # noqa: E402
 from lingting_server.engines.base import DecodeResult, Word  # noqa: E402

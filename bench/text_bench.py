@@ -22,7 +22,7 @@ import numpy as np
 from bench.corpus import REPO, audio_dir, dev_clips, error_rate, load_manifest, read_wav, written_words
 
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import start_server, stop_server  # noqa: E402
+from lingting_testkit.servers import start_server, stop_server  # noqa: E402
 
 from lingting_client import LingtingClient, StreamOptions  # noqa: E402
 

@@ -87,3 +87,6 @@ export interface TranscribeResult {
 
 /** Offline transcription of a whole file over protocol v1's offline mode. */
 export declare function transcribeFile(url: string, file: Blob & { name: string }, options?: TranscribeOptions): Promise<TranscribeResult>;
+/** The same over HTTP (POST /v1/files, NDJSON events back); onUpload follows the upload. baseUrl: http(s)://host:port */
+export declare function uploadFile(baseUrl: string, file: Blob & { name: string },
+  options?: TranscribeOptions & { onUpload?: (sentBytes: number, totalBytes: number) => void }): Promise<TranscribeResult>;

@@ -315,3 +315,57 @@ export function transcribeFile(url, file, { language = "auto", itn, hotwords, ap
     ws.onclose = (event) => fail(new LingtingError(`connection closed (${event.code}${event.reason ? ": " + event.reason : ""})`, "connection"));
   });
 }
+
+/**
+ * The same offline transcription over plain HTTP: the file is POSTed to
+ * /v1/files and the server's events come back as NDJSON while it works.
+ * onUpload(sentBytes, totalBytes) follows the upload (the browser's own
+ * upload events); onEvent sees every server event. Resolves like
+ * transcribeFile.
+ */
+export function uploadFile(baseUrl, file, { language = "auto", itn, hotwords, apiKey, onEvent, onUpload, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    const params = new URLSearchParams({ filename: file.name.slice(0, 255), language });
+    if (itn !== undefined) params.set("itn", String(itn));
+    for (const h of hotwords || []) params.append("hotwords", h);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `${baseUrl}/v1/files?${params}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    if (apiKey) xhr.setRequestHeader("X-API-Key", apiKey);
+    const finals = [];
+    let sessionId = null, stopped = null, failure = null, read = 0;
+    const takeLines = () => {
+      if (xhr.status !== 200) return;
+      const text = xhr.responseText;
+      let end;
+      while ((end = text.indexOf("\n", read)) >= 0) {
+        const line = text.slice(read, end);
+        read = end + 1;
+        if (!line) continue;
+        const event = JSON.parse(line);
+        onEvent?.(event);
+        if (event.type === "ready") sessionId = event.session_id;
+        else if (event.type === "final") finals.push(event);
+        else if (event.type === "error" && event.fatal) failure = new LingtingError(event.message, event.code);
+        else if (event.type === "stopped") stopped = event;
+      }
+    };
+    xhr.upload.onprogress = (e) => onUpload?.(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onprogress = takeLines;
+    xhr.onload = () => {
+      if (xhr.status !== 200) {
+        let body = {};
+        try { body = JSON.parse(xhr.responseText); } catch { /* not ours */ }
+        reject(new LingtingError(body.message || `HTTP ${xhr.status}`, body.error || "http"));
+        return;
+      }
+      takeLines();
+      if (stopped) resolve({ sessionId, finals, stopped });
+      else reject(failure || new LingtingError("the transcription ended early", "connection"));
+    };
+    xhr.onerror = () => reject(new LingtingError(`cannot reach ${baseUrl}`, "connection"));
+    xhr.onabort = () => reject(new LingtingError("transcription cancelled", "cancelled"));
+    signal?.addEventListener("abort", () => xhr.abort());
+    xhr.send(file);
+  });
+}

@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
+from .errors import ErrorCode
+
 KEY_SUBPROTOCOL_PREFIX = "lingting.key."   # browsers cannot set headers on a WebSocket
 
 
@@ -77,7 +79,7 @@ def client_ip(peer: str | None, headers, trusted_proxies: frozenset[str] = froze
     the last address in X-Forwarded-For that is not a trusted proxy itself."""
     if peer not in trusted_proxies:
         return peer
-    forwarded = [a.strip() for value in headers.get_all("X-Forwarded-For") for a in value.split(",") if a.strip()]
+    forwarded = [a.strip() for value in headers.getlist("X-Forwarded-For") for a in value.split(",") if a.strip()]
     for address in reversed(forwarded):
         if address not in trusted_proxies:
             return address
@@ -96,7 +98,7 @@ def host_name(host: str) -> str:
 
 
 def offered_subprotocols(headers) -> list[str]:
-    return [p.strip() for value in headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")]
+    return [p.strip() for value in headers.getlist("Sec-WebSocket-Protocol") for p in value.split(",")]
 
 
 class AccessPolicy:
@@ -119,12 +121,12 @@ class AccessPolicy:
             return None
         presented = presented_key(path, headers, offered_subprotocols(headers))
         if not presented:
-            raise AccessDenied(401, "unauthorized", "an API key is required: send it as 'Authorization: Bearer KEY', "
+            raise AccessDenied(401, ErrorCode.UNAUTHORIZED, "an API key is required: send it as 'Authorization: Bearer KEY', "
                                "'X-API-Key', the query parameter api_key or the subprotocol lingting.key.KEY")
         for key in self.keys:
             if hmac.compare_digest(key.secret.encode(), presented.encode()):
                 return key
-        raise AccessDenied(401, "unauthorized", "unknown API key")
+        raise AccessDenied(401, ErrorCode.UNAUTHORIZED, "unknown API key")
 
     @staticmethod
     def tenant(key: ApiKey | None) -> str | None:
@@ -138,12 +140,12 @@ class AccessPolicy:
         With keys, the check applies once --allowed-host names any host."""
         if not (self.open or self.allowed_hosts):
             return
-        hosts = headers.get_all("Host")
+        hosts = headers.getlist("Host")
         host = hosts[0] if len(hosts) == 1 else ", ".join(hosts)   # two Host headers are never ours
         name = host_name(host) if len(hosts) == 1 else ""
         if name in LOOPBACK_HOSTS or name in self.allowed_hosts:
             return
-        raise AccessDenied(421, "forbidden_host", f"host {host!r} is not served here: this server answers to "
+        raise AccessDenied(421, ErrorCode.FORBIDDEN_HOST, f"host {host!r} is not served here: this server answers to "
                            f"{', '.join(sorted(LOOPBACK_HOSTS | self.allowed_hosts))}; start it with "
                            f"--allowed-host {name or 'NAME'} to allow that name")
 
@@ -155,7 +157,7 @@ class AccessPolicy:
             return
         if not self.allowed_origins and urlsplit(origin).netloc == headers.get("Host", ""):
             return
-        raise AccessDenied(403, "forbidden_origin", f"origin {origin} is not allowed; start the server with "
+        raise AccessDenied(403, ErrorCode.FORBIDDEN_ORIGIN, f"origin {origin} is not allowed; start the server with "
                            f"--allowed-origin {origin} to allow it")
 
     # ---- per-key limits ---------------------------------------------------
@@ -163,10 +165,10 @@ class AccessPolicy:
         if key is None:
             return
         if key.max_streams and self.streams.get(key.name, 0) >= key.max_streams:
-            raise AccessDenied(429, "key_limit", f"key {key.name!r} is at its limit of {key.max_streams} streams",
+            raise AccessDenied(429, ErrorCode.KEY_LIMIT, f"key {key.name!r} is at its limit of {key.max_streams} streams",
                                retry_after=5)
         if self.quota_left(key) <= 0:
-            raise AccessDenied(429, "quota_exceeded", f"key {key.name!r} has used its {key.audio_minutes_per_day:g} "
+            raise AccessDenied(429, ErrorCode.QUOTA_EXCEEDED, f"key {key.name!r} has used its {key.audio_minutes_per_day:g} "
                                "audio minutes for today (UTC)", retry_after=self._seconds_to_midnight())
 
     def opened(self, key: ApiKey | None) -> None:

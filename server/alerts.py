@@ -11,9 +11,12 @@ import re
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
+from .errors import ErrorCode, ProtocolError, require
+from .streaming.events import Alert
 from .streaming.text import IS_CJK
 
 NUMBER_SLOT = "<number>"
+MAX_WATCH, MAX_WATCH_CHARS = 50, 64
 _EN_UNITS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen".split())}
@@ -71,6 +74,21 @@ class WatchPhrase:
         return cls(phrase, re.compile(_edge(tokens[0], left=True) + spacer.join(parts) + _edge(tokens[-1], left=False)))
 
 
+def parse_watch(value) -> tuple[WatchPhrase, ...]:
+    """A client's `watch` list, checked and compiled."""
+    require(isinstance(value, list), "watch must be a list of phrases, e.g. [\"hold\", \"T minus <number>\"]")
+    require(len(value) <= MAX_WATCH, f"at most {MAX_WATCH} watch phrases")
+    out = []
+    for phrase in value:
+        require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_WATCH_CHARS,
+                f"each watch phrase must be a non-empty string of at most {MAX_WATCH_CHARS} characters")
+        try:
+            out.append(WatchPhrase.compile(phrase))
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, str(exc)) from None
+    return tuple(out)
+
+
 def _edge(token: str, left: bool) -> str:
     """Whole words only ("hold" must not fire inside "holder"); CJK has no word edges."""
     if token.lower() == NUMBER_SLOT:
@@ -104,13 +122,12 @@ class AlertTracker:
     Occurrences are matched between hypotheses by aligning their sequences
     (phrase and number), not by position: a partial that missed a word must
     not shift every later occurrence into a "new" one."""
-    watch: tuple[WatchPhrase, ...] = ()
     _announced: dict[int, list[tuple[str, Occurrence]]] = field(default_factory=dict)
     _next_id: int = 0
 
-    def _alert(self, occurrence: Occurrence, utterance: int, audio_ms: int, status: str, alert_id: str) -> dict:
-        return {"type": "alert", "alert_id": alert_id, "status": status, "phrase": occurrence.phrase,
-                "text": occurrence.text, "number": occurrence.number, "utterance": utterance, "audio_ms": audio_ms}
+    @staticmethod
+    def _alert(occurrence: Occurrence, utterance: int, audio_ms: int, status: str, alert_id: str) -> Alert:
+        return Alert(alert_id, status, occurrence.phrase, occurrence.text, occurrence.number, utterance, audio_ms)
 
     def _new_id(self) -> str:
         self._next_id += 1
@@ -128,11 +145,11 @@ class AlertTracker:
                 pairs[block.b + k] = block.a + k
         return pairs
 
-    def on_partial(self, text: str, utterance: int, audio_ms: int) -> list[dict]:
-        if not self.watch:
+    def on_partial(self, found: tuple[Occurrence, ...], utterance: int, audio_ms: int) -> list[Alert]:
+        """`found`: find_occurrences() of the newest hypothesis."""
+        if not found:
             return []
         announced = self._announced.setdefault(utterance, [])
-        found = find_occurrences(text, self.watch)
         matched = self._align(announced, found)
         events = []
         inserted = 0
@@ -148,11 +165,10 @@ class AlertTracker:
             events.append(self._alert(occurrence, utterance, audio_ms, "detected", alert_id))
         return events
 
-    def on_final(self, text: str, utterance: int, audio_ms: int) -> list[dict]:
+    def on_final(self, found: tuple[Occurrence, ...], utterance: int, audio_ms: int) -> list[Alert]:
         announced = self._announced.pop(utterance, [])
-        if not self.watch and not announced:
+        if not found and not announced:
             return []
-        found = find_occurrences(text, self.watch)
         matched = self._align(announced, found)
         events = []
         confirmed = set(matched.values())

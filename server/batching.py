@@ -6,7 +6,10 @@ partial waiting: a newer one replaces it (only the newest hypothesis matters),
 so under overload partial cadence degrades while finals keep flowing.
 Offline files' finals ("background") yield to live finals and take turns with
 live partials batch by batch, so a file never holds up live captions by more
-than one batch and live load never stalls a file for good."""
+than one batch and live load never stalls a file for good.
+
+A result's text work (hotwords, ITN, watch phrases) runs on the text thread
+while the model goes on with the next batch; futures resolve to Recognized."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .engines.base import Engine, EngineFailed, EngineOutOfMemory
-from .streaming.session import DecodeJob
+from .postprocess import TextThread
+from .streaming.commands import DecodeJob
 
 log = logging.getLogger("lingting.batching")
 
@@ -50,7 +54,7 @@ class CollectorStats:
 class BatchCollector:
     def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0,
                  max_partial_batch_size: int | None = None, metrics=None,
-                 max_file_batch_size: int | None = None):
+                 max_file_batch_size: int | None = None, text: TextThread | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.engine = engine
@@ -69,6 +73,7 @@ class BatchCollector:
         self._partials: dict[str, _Waiting] = {}
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lingting-model")
+        self.text = text or TextThread()
         self._task: asyncio.Task | None = None
 
     # ---- lifecycle ----------------------------------------------------
@@ -83,6 +88,7 @@ class BatchCollector:
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.text.close()
 
     @property
     def queue_depth(self) -> dict:
@@ -90,8 +96,8 @@ class BatchCollector:
 
     # ---- submitting ---------------------------------------------------
     def submit(self, job: DecodeJob) -> asyncio.Future:
-        """Future of the job's DecodeResult; a partial replaced by a newer one
-        resolves to None."""
+        """Future of the job's Recognized result; a partial replaced by a newer
+        one resolves to None."""
         future = asyncio.get_running_loop().create_future()
         waiting = _Waiting(job, future, time.monotonic())
         stale = self._partials.pop(job.session_id, None)
@@ -207,9 +213,22 @@ class BatchCollector:
         if self.metrics:
             self.metrics.batch_size.labels(kind).observe(len(batch))
             self.metrics.decode_seconds.labels(kind).observe(seconds)
-        for waiting, result in zip(batch, results):
-            if not waiting.future.done():
-                waiting.future.set_result(result)
+        self._postprocess(batch, results)
+
+    def _postprocess(self, batch: list[_Waiting], results: list) -> None:
+        done = self.text.run([(w.job.text, w.job.kind, result) for w, result in zip(batch, results)])
+
+        def deliver(future: asyncio.Future) -> None:
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                log.error("text work of a batch of %d failed: %r", len(batch), future.exception())
+                self._fail(batch, f"text work failed: {future.exception()!r}")
+                return
+            for waiting, recognized in zip(batch, future.result()):
+                if not waiting.future.done():
+                    waiting.future.set_result(recognized)
+        done.add_done_callback(deliver)
 
     def _fail(self, batch: list[_Waiting], reason: str) -> None:
         self.stats.failures += len(batch)

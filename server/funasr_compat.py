@@ -16,33 +16,15 @@ from __future__ import annotations
 
 import json
 
-from .protocol import (MAX_HOTWORDS, Audio, ClientMessage, ErrorCode, KeepAlive, ProtocolError, Start, Stop,
-                       load_json, parse_start)
+from .errors import ErrorCode, ProtocolError
+from .hotwords import from_funasr
+from .protocol import Audio, ClientMessage, KeepAlive, Start, Stop, load_json, parse_start
+from .streaming import events
+from .engines.base import MODEL_RATE
 
 SUBPROTOCOL = "binary"          # what FunASR's clients offer
 PATHS = ("/", "/funasr")
 MODES = ("online", "offline", "2pass")
-
-
-def _hotwords(value) -> list[dict]:
-    """FunASR sends hotwords as a JSON string {"word": weight} (weights around
-    1..100) or as words separated by spaces or commas."""
-    if value in (None, ""):
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except (ValueError, RecursionError):
-            value = [w for w in value.replace(",", " ").split() if w]
-    if isinstance(value, dict):
-        out = []
-        for phrase, weight in value.items():
-            weight = weight if isinstance(weight, (int, float)) and not isinstance(weight, bool) else 10
-            out.append({"phrase": str(phrase), "boost": min(10.0, max(1.0, weight / 10))})
-        return out[:MAX_HOTWORDS]
-    if isinstance(value, list):
-        return [str(w) for w in value][:MAX_HOTWORDS]
-    raise ProtocolError(ErrorCode.INVALID_FIELD, "hotwords must be a JSON object string or a list of words")
 
 
 class FunasrCodec:
@@ -54,7 +36,7 @@ class FunasrCodec:
         self.started = False
         self.ended = False           # the client said is_speaking: false
         self._sent: dict[int, str] = {}   # utterance -> online text already sent
-        self._held: list[dict] = []        # finals after the end, until the last is known
+        self._held: list[events.Final] = []        # finals after the end, until the last is known
 
     # ---- client -> Lingting ---------------------------------------------
     def decode(self, frame) -> ClientMessage:
@@ -81,33 +63,32 @@ class FunasrCodec:
         self.wav_name = str(msg.get("wav_name", "microphone"))[:255]
         itn = msg.get("itn", True)
         start = {"type": "start", "language": "auto", "itn": itn if isinstance(itn, bool) else True,
-                 "hotwords": _hotwords(msg.get("hotwords") or msg.get("hotword"))}
+                 "hotwords": from_funasr(msg.get("hotwords") or msg.get("hotword"))}
         if msg.get("wav_format", "pcm") not in ("pcm", "PCM", None):
             # A whole file (wav, mp3...): Lingting's offline mode decodes the container.
             start.update(mode="offline", filename=self.wav_name)
         else:
-            rate = msg.get("audio_fs", 16000)
+            rate = msg.get("audio_fs", MODEL_RATE)
             start.update(sample_rate=rate, encoding="pcm_s16le", partials=mode != "offline")
         return parse_start(start)
 
     # ---- Lingting events -> FunASR replies ------------------------------
-    def encode_all(self, event: dict) -> list[str]:
-        kind = event["type"]
-        if kind == "partial" and self.mode != "offline":
-            return self._online(event["utterance"], event["text"], event["stable_text"])
-        if kind == "final":
+    def encode_all(self, event: events.Event) -> list[str]:
+        if isinstance(event, events.Partial) and self.mode != "offline":
+            return self._online(event.utterance, event.text, event.stable_text)
+        if isinstance(event, events.Final):
             if self.ended:   # only the very last reply may say is_final: hold these until `stopped`
                 self._held.append(event)
                 return []
             return self._final(event, is_final=False)
-        if kind == "stopped":
+        if isinstance(event, events.Stopped):
             held, self._held = self._held, []
             replies = [r for n, e in enumerate(held) for r in self._final(e, is_final=n == len(held) - 1)]
             # An end with nothing said is still acknowledged.
             return replies or [self._reply(self._pass("offline"), "", is_final=True)]
-        if kind == "error":
-            return [json.dumps({"wav_name": self.wav_name, "error": event["code"], "message": event["message"],
-                                "is_final": event.get("fatal", False)}, ensure_ascii=False)]
+        if isinstance(event, events.Error):
+            return [json.dumps({"wav_name": self.wav_name, "error": event.code, "message": event.message,
+                                "is_final": event.fatal}, ensure_ascii=False)]
         return []
 
     def _pass(self, which: str) -> str:
@@ -125,17 +106,17 @@ class FunasrCodec:
         self._sent[utterance] = grown
         return [self._reply(self._pass("online"), grown[len(sent):], is_final=False)]
 
-    def _final(self, event: dict, is_final: bool) -> list[str]:
-        text = event.get("text") or ""
-        sent = self._sent.pop(event["utterance"], "")
+    def _final(self, event: events.Final, is_final: bool) -> list[str]:
+        text = event.text or ""
+        sent = self._sent.pop(event.utterance, "")
         if self.mode == "online":   # no second pass: finish the increments
             rest = text[len(sent):] if text.startswith(sent) else text
             return [self._reply("online", rest, is_final)] if rest or is_final else []
         if not text and not is_final:
             return []
-        stamps = [[w["start_ms"], w["end_ms"]] for w in event.get("words") or []]
+        stamps = [[w.start_ms, w.end_ms] for w in event.words or ()]
         return [self._reply(self._pass("offline"), text, is_final, timestamp=json.dumps(stamps), stamp_sents=[{
-            "text_seg": text, "punc": "", "start": event["start_ms"], "end": event["end_ms"], "ts_list": stamps}])]
+            "text_seg": text, "punc": "", "start": event.start_ms, "end": event.end_ms, "ts_list": stamps}])]
 
     def _reply(self, mode: str, text: str, is_final: bool, **extra) -> str:
         reply = {"mode": mode, "text": text, "wav_name": self.wav_name, "is_final": is_final, **extra}

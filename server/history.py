@@ -286,13 +286,38 @@ class AsyncHistory:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="lingting-history-write")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="lingting-history-read")
 
-    async def write(self, method: str, *args, **kwargs):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: getattr(self.store, method)(*args, **kwargs))
+    async def _write(self, call):
+        return await asyncio.get_running_loop().run_in_executor(self._writer, call)
 
-    async def read(self, method: str, *args, **kwargs):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, lambda: getattr(self.store, method)(*args, **kwargs))
+    async def _read(self, call):
+        return await asyncio.get_running_loop().run_in_executor(self._reader, call)
+
+    # writes, in the order they are asked for
+    async def open_session(self, session_id: str, kind: str, **details) -> None:
+        await self._write(lambda: self.store.open_session(session_id, kind, **details))
+
+    async def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = ()) -> None:
+        await self._write(lambda: self.store.add_utterance(session_id, final, hotwords))
+
+    async def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
+        await self._write(lambda: self.store.close_session(session_id, status, audio_ms))
+
+    async def delete_session(self, session_id: str, tenant: str | None) -> bool:
+        return await self._write(lambda: self.store.delete_session(session_id, tenant))
+
+    async def enforce_retention(self) -> int:
+        return await self._write(lambda: self.store.enforce(self.retention))
+
+    # reads, each scoped to a tenant (None: all)
+    async def list_sessions(self, limit: int, offset: int, tenant: str | None) -> tuple[list[dict], int]:
+        return await self._read(lambda: (self.store.list_sessions(limit, offset, tenant),
+                                         self.store.count_sessions(tenant)))
+
+    async def search(self, query: str, limit: int, offset: int, tenant: str | None) -> list[dict]:
+        return await self._read(lambda: self.store.search(query, limit, offset, tenant))
+
+    async def get_session(self, session_id: str, tenant: str | None) -> dict | None:
+        return await self._read(lambda: self.store.get_session(session_id, tenant))
 
     def close(self) -> None:
         for pool in (self._writer, self._reader):

@@ -9,6 +9,7 @@ is nearly the hotword already, so text far from every hotword is untouched."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -16,10 +17,12 @@ import jellyfish
 from pypinyin import lazy_pinyin
 from rapidfuzz.fuzz import ratio
 
+from .errors import ErrorCode, ProtocolError, require
 from .streaming.text import IS_CJK, join_units, split_units
 
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _EDGE_PUNCT = re.compile(r"^(\W*)(.*?)(\W*)$", re.UNICODE | re.DOTALL)
+MAX_HOTWORDS, MAX_HOTWORD_CHARS = 100, 64
 MIN_FUZZY_CHARS = 5   # shorter Latin hotwords must match exactly (up to case and spacing)
 SOUNDS_ALIKE = 0.85   # phonetic-code similarity that counts as "sounds the same"...
 SPELLED_NEAR = 0.70   # ...for a span spelled at least this close
@@ -34,6 +37,48 @@ class Hotword:
     def threshold(self) -> float:
         """Similarity (0..1) a span needs; a higher boost accepts a little less."""
         return min(0.95, max(0.75, 0.87 - 0.04 * (self.boost - 1)))
+
+
+def parse_hotwords(value) -> tuple[Hotword, ...]:
+    """A client's `hotwords`: strings or {phrase, boost} maps, checked."""
+    require(isinstance(value, list), "hotwords must be a list of strings or {phrase, boost} maps")
+    require(len(value) <= MAX_HOTWORDS, f"at most {MAX_HOTWORDS} hotwords")
+    out = []
+    for item in value:
+        phrase, boost = (item, 1.0) if isinstance(item, str) else (
+            (item.get("phrase"), item.get("boost", 1.0)) if isinstance(item, dict) else (None, None))
+        require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_HOTWORD_CHARS,
+                f"each hotword must be a non-empty string of at most {MAX_HOTWORD_CHARS} characters")
+        require(isinstance(boost, (int, float)) and not isinstance(boost, bool) and 0 < boost <= 10,
+                "hotword boost must be a number in (0, 10]")
+        out.append(Hotword(phrase.strip(), float(boost)))
+    return tuple(out)
+
+
+def from_funasr(value) -> list:
+    """FunASR clients send hotwords as a JSON string {"word": weight} (weights
+    around 1..100) or as words separated by spaces or commas: as our list."""
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            value = [w for w in value.replace(",", " ").split() if w]
+    if isinstance(value, dict):
+        out = []
+        for phrase, weight in value.items():
+            weight = weight if isinstance(weight, (int, float)) and not isinstance(weight, bool) else 10
+            out.append({"phrase": str(phrase), "boost": min(10.0, max(1.0, weight / 10))})
+        return out[:MAX_HOTWORDS]
+    if isinstance(value, list):
+        return [str(w) for w in value][:MAX_HOTWORDS]
+    raise ProtocolError(ErrorCode.INVALID_FIELD, "hotwords must be a JSON object string or a list of words")
+
+
+def prompt_order(hotwords: tuple[Hotword, ...]) -> tuple[str, ...]:
+    """The phrases for an engine's prompt, the most boosted first: the prompt may have to cut the tail."""
+    return tuple(h.phrase for h in sorted(hotwords, key=lambda h: -h.boost))
 
 
 def _squash(text: str) -> str:

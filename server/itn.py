@@ -12,6 +12,8 @@ import logging
 import re
 import threading
 
+from .languages import LANGUAGES
+
 log = logging.getLogger("lingting.itn")
 
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.!?;:%)\]}])")
@@ -46,7 +48,7 @@ _lock = threading.Lock()   # kaldifst objects are not documented as thread-safe
 
 def inverse_normalize(text: str, language: str | None) -> str:
     """Written form of `text`; unknown languages and failures return it unchanged."""
-    if not text or language not in ("zh", "en", "ja"):
+    if not text or language not in LANGUAGES:
         return text
     try:
         with _lock:
@@ -76,5 +78,5 @@ def inverse_normalize(text: str, language: str | None) -> str:
 
 def warm_up() -> None:
     """Load the FSTs before the first stream needs them (about a second)."""
-    for language in ("zh", "en", "ja"):
+    for language in LANGUAGES:
         inverse_normalize("一" if language != "en" else "one", language)

@@ -20,7 +20,8 @@ def redact(text: str) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """Keys never reach a log line: websockets logs request lines and headers
+    """Keys never reach a log line: uvicorn logs a WebSocket's path with its
+    query (?api_key=...), the edge logs offered subprotocols (lingting.key.KEY)
     at DEBUG, and a failing request may log its URL."""
 
     def filter(self, record: logging.LogRecord) -> bool:

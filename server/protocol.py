@@ -11,43 +11,18 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .alerts import WatchPhrase
-from .hotwords import Hotword
-from .streaming.audio import ENCODINGS
+from .alerts import WatchPhrase, parse_watch
+from .errors import ErrorCode, ProtocolError, require
+from .hotwords import Hotword, parse_hotwords
+from .languages import AUTO, LANGUAGES
+from .streaming.audio import ENCODINGS, MODEL_RATE
+from .streaming.events import Event
 from .streaming.segmenter import EndpointConfig
 
 SUBPROTOCOL_JSON = "lingting.v1.json"
 SUBPROTOCOL_MSGPACK = "lingting.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
-LANGUAGES = ("auto", "en", "zh", "ja")
 MIN_RATE, MAX_RATE = 8000, 48000
-MAX_HOTWORDS, MAX_HOTWORD_CHARS = 100, 64
-MAX_WATCH, MAX_WATCH_CHARS = 50, 64
-
-
-class ErrorCode:
-    BAD_MESSAGE = "bad_message"          # not JSON/msgpack, not a map, unknown type
-    INVALID_FIELD = "invalid_field"      # a field with a wrong type or value
-    NOT_STARTED = "not_started"          # audio/flush before start
-    ALREADY_STARTED = "already_started"
-    BAD_AUDIO = "bad_audio"              # an undecodable frame
-    UNSUPPORTED = "unsupported"          # sample rate, language the model lacks
-    TOO_LARGE = "too_large"
-    OVERLOADED = "overloaded"
-    DECODE_FAILED = "decode_failed"
-    HISTORY_FAILED = "history_failed"    # the transcript was sent but could not be stored
-    IDLE_TIMEOUT = "idle_timeout"        # no message for too long while streaming
-    QUOTA_EXCEEDED = "quota_exceeded"    # the API key's audio minutes are spent
-    INTERNAL = "internal"
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str, fatal: bool = False):
-        super().__init__(message)
-        self.code, self.message, self.fatal = code, message, fatal
-
-    def event(self) -> dict:
-        return {"type": "error", "code": self.code, "message": self.message, "fatal": self.fatal}
 
 
 MODES = ("stream", "offline")
@@ -59,9 +34,9 @@ class StartConfig:
     mode: str = "stream"               # offline: the frames are a media file, decoded after stop
     filename: str | None = None        # offline: shown in history
     file_bytes: int | None = None      # offline: the file's size, if the client knows it
-    sample_rate: int = 16000
+    sample_rate: int = MODEL_RATE
     encoding: str = "pcm_s16le"
-    language: str = "auto"
+    language: str = AUTO
     partials: bool = True
     partial_interval_ms: int = 500
     endpointing: EndpointConfig = field(default_factory=EndpointConfig)
@@ -119,49 +94,15 @@ class Stop:
 ClientMessage = Start | Update | Audio | Flush | KeepAlive | Stop
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, message)
-
-
 def _int(value, name: str, low: int, high: int) -> int:
-    _require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
-    _require(low <= value <= high, f"{name} must be between {low} and {high}, got {value}")
+    require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
+    require(low <= value <= high, f"{name} must be between {low} and {high}, got {value}")
     return value
 
 
 def _bool(value, name: str) -> bool:
-    _require(isinstance(value, bool), f"{name} must be true or false")
+    require(isinstance(value, bool), f"{name} must be true or false")
     return value
-
-
-def _hotwords(value) -> tuple[Hotword, ...]:
-    _require(isinstance(value, list), "hotwords must be a list of strings or {phrase, boost} maps")
-    _require(len(value) <= MAX_HOTWORDS, f"at most {MAX_HOTWORDS} hotwords")
-    out = []
-    for item in value:
-        phrase, boost = (item, 1.0) if isinstance(item, str) else (
-            (item.get("phrase"), item.get("boost", 1.0)) if isinstance(item, dict) else (None, None))
-        _require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_HOTWORD_CHARS,
-                 f"each hotword must be a non-empty string of at most {MAX_HOTWORD_CHARS} characters")
-        _require(isinstance(boost, (int, float)) and not isinstance(boost, bool) and 0 < boost <= 10,
-                 "hotword boost must be a number in (0, 10]")
-        out.append(Hotword(phrase.strip(), float(boost)))
-    return tuple(out)
-
-
-def _watch(value) -> tuple[WatchPhrase, ...]:
-    _require(isinstance(value, list), "watch must be a list of phrases, e.g. [\"hold\", \"T minus <number>\"]")
-    _require(len(value) <= MAX_WATCH, f"at most {MAX_WATCH} watch phrases")
-    out = []
-    for phrase in value:
-        _require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_WATCH_CHARS,
-                 f"each watch phrase must be a non-empty string of at most {MAX_WATCH_CHARS} characters")
-        try:
-            out.append(WatchPhrase.compile(phrase))
-        except ValueError as exc:
-            raise ProtocolError(ErrorCode.INVALID_FIELD, str(exc)) from None
-    return tuple(out)
 
 
 _START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
@@ -171,35 +112,36 @@ _ENDPOINT_FIELDS = {"silence_ms", "max_utterance_ms", "vad_aggressiveness"}
 
 def parse_start(msg: dict) -> StartConfig:
     unknown = set(msg) - _START_FIELDS
-    _require(not unknown, f"unknown start field(s): {', '.join(sorted(unknown))}")
+    require(not unknown, f"unknown start field(s): {', '.join(sorted(unknown))}")
     d = StartConfig()
     mode = msg.get("mode", d.mode)
-    _require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
+    require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
     if mode == "offline":
         for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials"):
-            _require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
+            require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
     elif "filename" in msg or "file_bytes" in msg:
-        _require(False, "filename and file_bytes apply to offline mode only")
+        require(False, "filename and file_bytes apply to offline mode only")
     filename = msg.get("filename")
-    _require(filename is None or (isinstance(filename, str) and len(filename) <= MAX_FILENAME_CHARS),
+    require(filename is None or (isinstance(filename, str) and len(filename) <= MAX_FILENAME_CHARS),
              f"filename must be a string of at most {MAX_FILENAME_CHARS} characters")
     file_bytes = msg.get("file_bytes")
     if file_bytes is not None:
         file_bytes = _int(file_bytes, "file_bytes", 0, 1 << 50)
     rate = msg.get("sample_rate", d.sample_rate)
-    _require(isinstance(rate, int) and not isinstance(rate, bool), "sample_rate must be an integer")
+    require(isinstance(rate, int) and not isinstance(rate, bool), "sample_rate must be an integer")
     if not MIN_RATE <= rate <= MAX_RATE:
         raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {rate} not supported: use {MIN_RATE}..{MAX_RATE} Hz")
     encoding = msg.get("encoding", d.encoding)
     if encoding not in ENCODINGS:
         raise ProtocolError(ErrorCode.UNSUPPORTED, f"encoding {encoding!r} not supported: use one of {', '.join(ENCODINGS)}")
     language = msg.get("language", d.language)
-    if language not in LANGUAGES:
-        raise ProtocolError(ErrorCode.UNSUPPORTED, f"language {language!r} not supported: use one of {', '.join(LANGUAGES)}")
+    if language != AUTO and language not in LANGUAGES:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"language {language!r} not supported: use one of "
+                            f"{', '.join((AUTO, *LANGUAGES))}")
     endpoint = msg.get("endpointing", {})
-    _require(isinstance(endpoint, dict), "endpointing must be a map")
+    require(isinstance(endpoint, dict), "endpointing must be a map")
     unknown = set(endpoint) - _ENDPOINT_FIELDS
-    _require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
+    require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
     e = EndpointConfig()
     endpointing = EndpointConfig(
         silence_ms=_int(endpoint.get("silence_ms", e.silence_ms), "endpointing.silence_ms", 100, 10000),
@@ -217,8 +159,8 @@ def parse_start(msg: dict) -> StartConfig:
         partial_interval_ms=_int(msg.get("partial_interval_ms", d.partial_interval_ms), "partial_interval_ms", 100, 10000),
         endpointing=endpointing,
         word_timestamps=_bool(msg.get("word_timestamps", d.word_timestamps), "word_timestamps"),
-        hotwords=_hotwords(msg.get("hotwords", [])),
-        watch=_watch(msg.get("watch", [])),
+        hotwords=parse_hotwords(msg.get("hotwords", [])),
+        watch=parse_watch(msg.get("watch", [])),
         itn=_bool(msg.get("itn", d.itn), "itn"),
         itn_partials=_bool(msg.get("itn_partials", d.itn_partials), "itn_partials"),
     )
@@ -235,13 +177,13 @@ def parse_message(msg) -> ClientMessage:
         return Start(parse_start(msg))
     if kind == "update":
         unknown = set(msg) - {"type", "hotwords", "watch"}
-        _require(not unknown, f"unknown update field(s): {', '.join(sorted(unknown))}")
-        _require("hotwords" in msg or "watch" in msg, "update needs hotwords and/or watch")
-        return Update(hotwords=_hotwords(msg["hotwords"]) if "hotwords" in msg else None,
-                      watch=_watch(msg["watch"]) if "watch" in msg else None)
+        require(not unknown, f"unknown update field(s): {', '.join(sorted(unknown))}")
+        require("hotwords" in msg or "watch" in msg, "update needs hotwords and/or watch")
+        return Update(hotwords=parse_hotwords(msg["hotwords"]) if "hotwords" in msg else None,
+                      watch=parse_watch(msg["watch"]) if "watch" in msg else None)
     if kind == "audio":
         data = msg.get("data")
-        _require(isinstance(data, (bytes, bytearray)), "audio.data must be binary")
+        require(isinstance(data, (bytes, bytearray)), "audio.data must be binary")
         return Audio(bytes(data))
     simple = {"flush": Flush, "keepalive": KeepAlive, "stop": Stop}
     if kind in simple:
@@ -282,11 +224,11 @@ class Codec:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "in lingting.v1.json audio goes in binary frames")
         return parse_message(msg)
 
-    def encode_all(self, event: dict) -> list[str | bytes]:
+    def encode_all(self, event: Event) -> list[str | bytes]:
         """The frames for one event (the FunASR codec may send none or several)."""
-        return [self.encode(event)]
+        return [self.encode(event.to_wire())]
 
-    def encode(self, event: dict) -> str | bytes:
+    def encode(self, wire: dict) -> str | bytes:
         if self.msgpack:
-            return msgpack.packb(event, use_bin_type=True)
-        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+            return msgpack.packb(wire, use_bin_type=True)
+        return json.dumps(wire, ensure_ascii=False, separators=(",", ":"))

@@ -9,7 +9,7 @@ import pytest
 
 from lingting_server.batching import BatchCollector
 from lingting_server.engines.base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
-from lingting_server.streaming.session import DecodeJob
+from lingting_server.streaming.commands import DecodeJob
 
 
 class RecordingEngine:

@@ -14,9 +14,9 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import start_server, stop_server
+from lingting_testkit.servers import start_server, stop_server
 from lingting_client import LingtingClient, LingtingError, StreamOptions
-from streaming import finals_text, wav_pcm
+from lingting_testkit.streams import finals_text, wav_pcm
 
 pytestmark = pytest.mark.e2e
 AGENTS = "agents-" + "a" * 24      # up to 2 streams

@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from lingting_client import StreamOptions
-from streaming import check_event_grammar, finals_text, stream_events, wav_pcm
+from lingting_testkit.streams import check_event_grammar, finals_text, stream_events, wav_pcm
 
 pytestmark = pytest.mark.e2e
 START = json.dumps({"type": "start", "language": "en"})
@@ -161,7 +161,7 @@ async def test_sigterm_finishes_open_utterances(shared_audio):
     """A server told to stop sends the final of the utterance being spoken, then goes away."""
     import signal
 
-    from conftest import start_server, stop_server
+    from lingting_testkit.servers import start_server, stop_server
     server = start_server()
     try:
         pcm = wav_pcm(shared_audio / "en" / "jfk.wav")

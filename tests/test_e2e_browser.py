@@ -126,7 +126,7 @@ def test_overlay_mode_and_phone_layout(browser, server, artifacts):
 def test_page_reconnects_after_the_server_restarts(browser, shared_audio):
     import socket
 
-    from conftest import start_server, stop_server
+    from lingting_testkit.servers import start_server, stop_server
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -178,6 +178,11 @@ def test_history_page_uploads_searches_exports_and_deletes(browser, server, shar
         page.screenshot(path=str(artifacts / "history_page.png"), full_page=True)
         rows = page.eval_on_selector_all("#sessions tbody tr", "rows => rows.map(r => r.innerText)")
         assert any("jfk.wav" in r for r in rows) and any(long_file.name in r for r in rows)
+        # They went up as ordinary HTTP POSTs (/v1/files), not over a WebSocket.
+        uploaded = page.eval_on_selector_all("#jobs li", "items => items.map(i => i.dataset.session)")
+        for session_id in uploaded:
+            with urllib.request.urlopen(f"{server.http}/v1/history/sessions/{session_id}", timeout=10) as r:
+                assert json.loads(r.read())["client"]["subprotocol"] == "http.ndjson"
 
         page.fill("#search", "ask not what your country")
         page.click("#search-form button")
@@ -209,7 +214,7 @@ def test_pages_work_with_an_api_key(browser, shared_audio, tmp_path):
     """With keys configured, the pages carry the key given once as ?key=:
     the live page as a WebSocket subprotocol, the history page as a header
     (and for downloads, which a plain link could not authenticate)."""
-    from conftest import start_server, stop_server
+    from lingting_testkit.servers import start_server, stop_server
     key = "browser-" + "k" * 24
     keyed = start_server(env={"LINGTING_API_KEYS": f"web:{key}"})
     jfk = shared_audio / "en" / "jfk.wav"

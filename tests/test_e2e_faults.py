@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from conftest import start_server, stop_server
+from lingting_testkit.servers import start_server, stop_server
 from lingting_client import StreamOptions
-from streaming import finals_text, stream_events, wav_pcm
+from lingting_testkit.streams import finals_text, stream_events, wav_pcm
 
 pytestmark = pytest.mark.e2e
 

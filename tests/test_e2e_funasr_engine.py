@@ -20,9 +20,9 @@ pytest.importorskip("funasr", reason="the funasr extra is not installed: make fu
 from bench.corpus import dev_clips  # noqa: E402
 from bench.funasr_checkpoints import build_pair  # noqa: E402
 from lingting_client import StreamOptions  # noqa: E402
-from tests.conftest import start_server, stop_server  # noqa: E402
-from tests.streaming import check_event_grammar, stream_events, wav_pcm  # noqa: E402
-from tests.test_e2e_funasr import funasr_client  # noqa: E402
+from lingting_testkit.servers import start_server, stop_server  # noqa: E402
+from lingting_testkit.funasr import funasr_client  # noqa: E402
+from lingting_testkit.streams import check_event_grammar, stream_events, wav_pcm  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ import webvtt
 import websockets
 
 from bench.corpus import encode_audio, error_rate, load_manifest
-from conftest import start_server, stop_server
+from lingting_testkit.servers import start_server, stop_server
 from lingting_client import FileOptions, LingtingClient, StreamOptions
-from streaming import finals_text, stream_events, wav_pcm
+from lingting_testkit.streams import finals_text, stream_events, wav_pcm
 
 pytestmark = pytest.mark.e2e
 LONG = "long/en_ljspeech_LJ001-0001_0016.wav"

@@ -18,9 +18,9 @@ import pytest
 import websockets
 
 from bench.corpus import encode_audio
-from conftest import start_server, stop_server
+from lingting_testkit.servers import start_server, stop_server
 from lingting_client import LingtingClient, StreamOptions
-from streaming import finals_text, wav_pcm
+from lingting_testkit.streams import events_until_closed, finals_text, wav_pcm
 
 pytestmark = pytest.mark.e2e
 AGENTS = "agents-" + "a" * 24      # tenant "agents"
@@ -69,16 +69,6 @@ def session_ids(server, key) -> set[str]:
 async def stream_as(server, key, pcm, **options) -> list[dict]:
     client = LingtingClient(server.url, api_key=key)
     return [e async for e in client.stream(pcm, StreamOptions(language="en", speed=0, **options))]
-
-
-async def events_until_closed(ws) -> list[dict]:
-    events = []
-    try:
-        async for message in ws:
-            events.append(json.loads(message))
-    except websockets.ConnectionClosed:
-        pass
-    return events
 
 
 def health(server) -> dict:
@@ -208,6 +198,9 @@ async def test_keys_never_reach_the_log(keyed):
     assert request(keyed, "/v1/history/sessions/nope", query_key=AGENTS)[0] == 404
     assert request(keyed, "/v1/history/search?q=%00", query_key=OTHERS)[0] == 400
     async with websockets.connect(keyed.url, subprotocols=["lingting.v1.json", f"lingting.key.{ADMIN}"]) as ws:
+        await ws.send(json.dumps({"type": "start"}))
+        await ws.recv()
+    async with websockets.connect(f"{keyed.url}?api_key={OTHERS}") as ws:     # the server logs this path
         await ws.send(json.dumps({"type": "start"}))
         await ws.recv()
     await asyncio.sleep(0.5)

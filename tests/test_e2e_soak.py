@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 from bench.soak import soak, speech
-from conftest import start_server, stop_server
+from lingting_testkit.servers import start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ import pytest
 
 from bench.corpus import dev_clips, error_rate, load_manifest
 from lingting_client import StreamOptions
-from streaming import (check_event_grammar, finals_text, gather_limited, mulaw_encode, resampled,
+from lingting_testkit.streams import (check_event_grammar, finals_text, gather_limited, mulaw_encode, resampled,
                        stream_events, wav_pcm)
 
 pytestmark = pytest.mark.e2e

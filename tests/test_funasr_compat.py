@@ -1,11 +1,14 @@
 """The FunASR protocol codec: config in, replies out (synthetic events)."""
 
+import dataclasses
 import json
 
 import pytest
 
 from lingting_server.funasr_compat import FunasrCodec
-from lingting_server.protocol import Audio, KeepAlive, ProtocolError, Start, Stop
+from lingting_server.errors import ProtocolError
+from lingting_server.protocol import Audio, KeepAlive, Start, Stop
+from lingting_server.streaming import events
 
 
 def replies(codec, event):
@@ -37,24 +40,25 @@ def test_config_maps_to_a_start():
 def test_2pass_replies_and_the_last_is_final():
     codec = FunasrCodec()
     codec.decode(json.dumps({"mode": "2pass", "wav_name": "w"}))
-    partial = {"type": "partial", "utterance": 0}
-    assert [r["text"] for r in replies(codec, {**partial, "text": "今天", "stable_text": ""})] == ["今天"]
-    assert [r["text"] for r in replies(codec, {**partial, "text": "今天天气", "stable_text": "今天"})] == ["天气"]
-    assert replies(codec, {**partial, "text": "今日天气好", "stable_text": "今"}) == []   # reworded: wait
-    final = {"type": "final", "utterance": 0, "text": "今天天气好。", "start_ms": 100, "end_ms": 1900,
-             "words": [{"word": "今天", "start_ms": 100, "end_ms": 600}]}
+    def partial(text, stable):
+        return events.Partial(0, 0, 500, text, stable, "zh")
+    assert [r["text"] for r in replies(codec, partial("今天", ""))] == ["今天"]
+    assert [r["text"] for r in replies(codec, partial("今天天气", "今天"))] == ["天气"]
+    assert replies(codec, partial("今日天气好", "今")) == []   # reworded: wait
+    final = events.Final(0, 100, 1900, "silence", "今天天气好。", "今天天气好。", "zh",
+                         words=(events.Word("今天", 100, 600, 0.9),))
     (r,) = replies(codec, final)
     assert (r["mode"], r["text"], r["is_final"], r["wav_name"]) == ("2pass-offline", "今天天气好。", False, "w")
     assert json.loads(r["timestamp"]) == [[100, 600]] and r["stamp_sents"][0]["start"] == 100
     codec.decode(json.dumps({"is_speaking": False}))
-    assert replies(codec, {**final, "utterance": 1}) == []                # held until the end is known
-    last = replies(codec, {"type": "stopped", "utterances": 2, "audio_ms": 3000})
+    assert replies(codec, dataclasses.replace(final, utterance=1)) == []   # held until the end is known
+    last = replies(codec, events.Stopped(2, 3000))
     assert [(r["text"], r["is_final"]) for r in last] == [("今天天气好。", True)]
 
 
 def test_online_mode_sends_increments_only():
     codec = FunasrCodec()
     codec.decode(json.dumps({"mode": "online"}))
-    replies(codec, {"type": "partial", "utterance": 0, "text": "hello", "stable_text": "hello"})
-    (r,) = replies(codec, {"type": "final", "utterance": 0, "text": "hello world", "start_ms": 0, "end_ms": 1})
+    replies(codec, events.Partial(0, 0, 1, "hello", "hello", "en"))
+    (r,) = replies(codec, events.Final(0, 0, 1, "silence", "hello world", "hello world", "en"))
     assert (r["mode"], r["text"]) == ("online", " world")

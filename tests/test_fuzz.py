@@ -1,6 +1,6 @@
 """Property-based fuzzing of every inbound message path: whatever a client
 sends, the answer is a ProtocolError (a clear error event) or a normal
-result, never another exception."""
+result, never another exception; and a session's events keep their grammar."""
 
 from __future__ import annotations
 
@@ -13,10 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lingting_server.engines.base import DecodeResult
+from lingting_server.errors import ProtocolError
 from lingting_server.funasr_compat import FunasrCodec
-from lingting_server.protocol import Codec, ProtocolError, parse_message
+from lingting_server.postprocess import postprocess
+from lingting_server.protocol import Codec, parse_message
+from lingting_server.streaming import events
 from lingting_server.streaming.audio import ENCODINGS, AudioDecoder, AudioFormatError
-from lingting_server.streaming.session import Session
+from lingting_server.streaming.commands import Close, Decode, Send, Transcribe
+from lingting_server.streaming.session import End, Session, State
+from lingting_testkit.synth import silence, to_s16, voice
 
 FIELDS = ["type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms", "endpointing",
           "word_timestamps", "hotwords", "watch", "itn", "itn_partials", "mode", "filename", "file_bytes",
@@ -81,20 +86,98 @@ def test_audio_decoder_takes_any_bytes(encoding, rate, frames):
     decoder.flush()
 
 
+VOICE, SILENCE = to_s16(voice(0.7)), to_s16(silence(0.7))
+FILE_AUDIO = np.concatenate([voice(0.7), silence(0.8), voice(0.5)])
+START = {"type": "start", "language": "en", "partial_interval_ms": 200, "watch": ["hold", "<number>"]}
+texts = st.sampled_from(["", "hold", "T minus 10", "hold hold", "ten nine eight", "hello world"])
+actions = st.one_of(
+    st.just(("frame", json.dumps(START))),
+    st.just(("frame", json.dumps({"type": "start", "mode": "offline", "watch": ["hold"]}))),
+    st.sampled_from([("frame", VOICE), ("frame", SILENCE), ("frame", json.dumps({"type": "stop"})),
+                     ("frame", json.dumps({"type": "flush"})), ("frame", json.dumps({"type": "keepalive"})),
+                     ("frame", json.dumps({"type": "update", "watch": ["abort"]}))]),
+    messages.map(lambda m: ("frame", json.dumps(m, default=repr))),
+    st.binary(max_size=700).map(lambda b: ("frame", b)),
+    st.tuples(st.just("result"), st.integers(0, 5), texts, st.booleans()),
+    st.sampled_from([("end", why) for why in End]),
+)
+
+
+def check_grammar(commands: list, offline: bool) -> None:
+    """What any client may rely on, whatever it sent and however decodes went."""
+    closes = [i for i, c in enumerate(commands) if isinstance(c, Close)]
+    assert len(closes) <= 1 and closes == [len(commands) - 1][:len(closes)], commands
+    wire = [c.event.to_wire() for c in commands if isinstance(c, Send)]
+    json.dumps(wire)                                        # every event serializes
+    kinds = [e["type"] for e in wire]
+    assert set(kinds) <= events.TYPES
+    if "ready" in kinds:
+        assert kinds.count("ready") == 1 and [k for k in kinds if k != "error"][0] == "ready"
+    else:
+        assert set(kinds) <= {"error"}, kinds             # nothing happens before a start
+    started, ended, finals, open_utterance = 0, 0, 0, None
+    for e in wire:
+        if e["type"] == "speech_started":
+            assert not offline and e["utterance"] == started and open_utterance is None
+            started, open_utterance = started + 1, e["utterance"]
+        elif e["type"] == "speech_ended":
+            assert e["utterance"] == ended == open_utterance
+            ended, open_utterance = ended + 1, None
+        elif e["type"] == "partial":
+            assert e["utterance"] == open_utterance and e["text"].startswith(e["stable_text"])
+        elif e["type"] == "final":
+            assert e["utterance"] == finals and (offline or finals < ended)   # in order, after its end
+            finals += 1
+        elif e["type"] == "stopped":
+            assert e["utterances"] == finals and closes
+    if "stopped" in kinds:        # every final delivered: a normal close, or the server's reason for ending
+        assert kinds[-1] == "stopped" and commands[-1].code in (1000, 1001, 1008)
+    elif closes:
+        assert commands[-1].code in (1001, 1008, 1011)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(messages, st.binary(max_size=4000)), max_size=8))
-def test_session_takes_any_sequence_of_frames(frames):
-    session = Session("fuzz", "m", ("en", "zh"), {"max_file_bytes": 10000})
+@given(st.lists(actions, max_size=14))
+def test_any_session_history_keeps_the_event_grammar_and_ends(steps):
+    """Frames, decode results in any order (some failing), and the server's own
+    ends, in any interleaving: the events keep their grammar, and once the
+    client is gone and every decode is back, the stream is closed."""
+    session = Session("fuzz", "m", ("en", "zh"), {"max_file_bytes": 10000}, max_errors=6)
     codec = Codec("lingting.v1.json")
-    for frame in frames:
-        wire = frame if isinstance(frame, bytes) else json.dumps(frame, default=repr)
-        try:
-            out = session.handle(codec.decode(wire))
-        except ProtocolError:
-            continue
-        for job in out.jobs:           # decode results come back as empty text
-            session.on_result(job, DecodeResult("", "en"))
-    session.shutdown()
+    commands, pending = [], []
+
+    def run(out):
+        for command in out.commands:
+            commands.append(command)
+            if isinstance(command, Decode):
+                pending.append(command.job)
+            elif isinstance(command, Transcribe):      # the edge reads the file and feeds it back
+                for step in (lambda: session.file_opened(2000), lambda: session.file_audio(FILE_AUDIO),
+                             session.file_ended):
+                    run(step())
+
+    def resolve(index, text, fails):
+        job = pending.pop(index % len(pending))
+        recognized = postprocess(job.text, job.kind, DecodeResult(text, "en"))
+        run(session.on_result(job, None if fails else recognized, "boom" if fails else None))
+
+    for step in steps:
+        if step[0] == "frame":
+            try:
+                message = codec.decode(step[1])
+            except ProtocolError as exc:
+                run(session.reject(exc))
+            else:
+                run(session.receive(message))
+        elif step[0] == "result" and pending:
+            resolve(*step[1:])
+        elif step[0] == "end":
+            run(session.end(step[1]))
+    run(session.end(End.DISCONNECT))
+    while pending:
+        resolve(0, "hello", False)
+    assert session.state is State.CLOSED and isinstance(commands[-1], Close)
+    check_grammar(commands, session.offline)
 
 
 @pytest.mark.e2e

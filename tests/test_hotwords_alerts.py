@@ -40,28 +40,35 @@ def test_watch_phrases_match_whole_words_and_numbers():
     assert find_occurrences("often ninety nine", (WatchPhrase.compile("ten"),)) == []
 
 
+def found(text, watch):
+    """What the text thread finds in a hypothesis (postprocess)."""
+    return tuple(find_occurrences(text, watch))
+
+
 def test_alerts_once_per_occurrence_then_confirmed_or_retracted():
-    tracker = AlertTracker((WatchPhrase.compile("<number>"), WatchPhrase.compile("hold")))
-    first = tracker.on_partial("T minus 10, 9", 0, 1000)
-    assert [(a["number"], a["status"]) for a in first] == [(10, "detected"), (9, "detected")]
-    assert tracker.on_partial("T minus 10, 9", 0, 1200) == []              # no repeats
-    later = tracker.on_partial("T minus 10, 9, 8", 0, 1500)
-    assert [(a["number"], a["alert_id"]) for a in later] == [(8, "a3")]
-    verdicts = tracker.on_final("T minus 10, 9, hold", 0, 2000)
-    assert [(a["alert_id"], a["status"]) for a in verdicts] == [
+    watch = (WatchPhrase.compile("<number>"), WatchPhrase.compile("hold"))
+    tracker = AlertTracker()
+    first = tracker.on_partial(found("T minus 10, 9", watch), 0, 1000)
+    assert [(a.number, a.status) for a in first] == [(10, "detected"), (9, "detected")]
+    assert tracker.on_partial(found("T minus 10, 9", watch), 0, 1200) == []              # no repeats
+    later = tracker.on_partial(found("T minus 10, 9, 8", watch), 0, 1500)
+    assert [(a.number, a.alert_id) for a in later] == [(8, "a3")]
+    verdicts = tracker.on_final(found("T minus 10, 9, hold", watch), 0, 2000)
+    assert [(a.alert_id, a.status) for a in verdicts] == [
         ("a3", "retracted"), ("a1", "confirmed"), ("a2", "confirmed"), ("a4", "confirmed")]
 
 
 def test_a_missed_word_does_not_shift_later_alerts():
-    tracker = AlertTracker((WatchPhrase.compile("<number>"),))
-    assert [a["number"] for a in tracker.on_partial("T minus 10, i n 8, 7", 0, 2400)] == [10, 8, 7]
-    late = tracker.on_partial("T minus 10, 9, 8, 7, 6", 0, 3000)
-    assert [a["number"] for a in late] == [9, 6]                 # not 8 and 7 again
-    verdicts = tracker.on_final("T minus 10 9 8 7 6", 0, 3500)
-    assert [(a["number"], a["status"]) for a in verdicts] == [(n, "confirmed") for n in (10, 9, 8, 7, 6)]
-    assert len({a["alert_id"] for a in verdicts}) == 5
+    watch = (WatchPhrase.compile("<number>"),)
+    tracker = AlertTracker()
+    assert [a.number for a in tracker.on_partial(found("T minus 10, i n 8, 7", watch), 0, 2400)] == [10, 8, 7]
+    late = tracker.on_partial(found("T minus 10, 9, 8, 7, 6", watch), 0, 3000)
+    assert [a.number for a in late] == [9, 6]                 # not 8 and 7 again
+    verdicts = tracker.on_final(found("T minus 10 9 8 7 6", watch), 0, 3500)
+    assert [(a.number, a.status) for a in verdicts] == [(n, "confirmed") for n in (10, 9, 8, 7, 6)]
+    assert len({a.alert_id for a in verdicts}) == 5
     # The next utterance starts counting again.
-    assert [a["number"] for a in tracker.on_partial("10", 1, 3000)] == [10]
+    assert [a.number for a in tracker.on_partial(found("10", watch), 1, 3000)] == [10]
 
 
 @pytest.mark.timeout(30)

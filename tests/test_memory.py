@@ -6,37 +6,20 @@ the sockets are real."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import io
 import json
 import tracemalloc
-import wave
 
 import numpy as np
 import pytest
 import websockets
 
-from lingting_server.access import AccessPolicy, ApiKey
-from lingting_server.app import LingtingServer, ServerSettings
-from lingting_server.batching import BatchCollector
-from lingting_server.engines.base import DecodeResult, Word
-from lingting_server.metrics import Metrics
+from lingting_server.access import ApiKey
+from lingting_testkit.inprocess import RecordingEngine, edge_server
+from lingting_testkit.streams import wav_file
 
 KEY = "memory-" + "m" * 24
 SPEECH_HZ = 16000
-
-
-class EchoEngine:
-    """Answers every request at once with a fixed text."""
-    name, device, languages = "echo", "cpu", ("en",)
-
-    def describe(self) -> dict:
-        return {"model": "echo", "device": "cpu"}
-
-    def decode(self, requests):
-        return [DecodeResult("hello world", "en", [Word("hello", 0, 200, 0.9)] if r.word_timestamps else None)
-                for r in requests]
 
 
 def voiced(seconds: float) -> bytes:
@@ -45,14 +28,6 @@ def voiced(seconds: float) -> bytes:
     tone = np.sin(2 * np.pi * 150 * t) * np.sin(2 * np.pi * 3 * t) ** 2 + 0.3 * np.sin(2 * np.pi * 450 * t)
     samples = np.concatenate([(tone * 12000).astype("<i2"), np.zeros(SPEECH_HZ, "<i2")])
     return samples.tobytes()
-
-
-def wav_file(pcm: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SPEECH_HZ)
-        w.writeframes(pcm)
-    return out.getvalue()
 
 
 PCM = voiced(0.8)
@@ -120,23 +95,10 @@ async def cycle(url: str, funasr_url: str, kind: str) -> None:
 KINDS = ("stop", "close", "drop", "refused", "protocol_error", "idle", "offline", "funasr")
 
 
-@contextlib.asynccontextmanager
-async def in_process(tmp_path, idle_timeout_s: float):
-    engine = EchoEngine()
-    metrics = Metrics()
-    collector = BatchCollector(engine, max_wait_ms=0, metrics=metrics)
-    collector.start()
-    settings = ServerSettings(port=0, idle_timeout_s=idle_timeout_s, spool_dir=str(tmp_path / "spool"),
-                              max_connections_per_ip=1000)
-    server = LingtingServer(engine, collector, settings, engine.describe(), None,
-                            AccessPolicy([ApiKey("memory", KEY, audio_minutes_per_day=1e9)]), metrics)
-    await server.serve()
-    try:
-        yield server, f"ws://127.0.0.1:{server.port}"
-    finally:
-        server._server.close()
-        await server._server.wait_closed()
-        await collector.close()
+def in_process(tmp_path, idle_timeout_s: float):
+    return edge_server(RecordingEngine(record=False), keys=(ApiKey("memory", KEY, audio_minutes_per_day=1e9),),
+                       idle_timeout_s=idle_timeout_s,
+                       spool_dir=str(tmp_path / "spool"))
 
 
 async def held_after(server, run, n: int) -> int:
@@ -153,7 +115,8 @@ async def held_after(server, run, n: int) -> int:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_memory_held_does_not_grow_with_connections(tmp_path, kind):
-    async with in_process(tmp_path, 0.05 if kind == "idle" else 120) as (server, base):
+    async with in_process(tmp_path, 0.05 if kind == "idle" else 120) as edge:
+        server, base = edge.lingting, edge.ws
         url, funasr_url = base + "/v1/stream", base + "/funasr"
 
         async def run(n):

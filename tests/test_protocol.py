@@ -4,7 +4,8 @@ import msgpack
 import pytest
 
 from lingting_server.hotwords import Hotword
-from lingting_server.protocol import (Audio, Codec, ErrorCode, Flush, KeepAlive, ProtocolError, Start, Stop,
+from lingting_server.errors import ErrorCode, ProtocolError
+from lingting_server.protocol import (Audio, Codec, Flush, KeepAlive, Start, Stop,
                                       parse_message)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lingting_server.streaming.segmenter import EndpointConfig, Segmenter, SpeechEnded, SpeechStarted
-from synth import silence, voice
+from lingting_testkit.synth import silence, voice
 
 
 def feed_in_chunks(seg, samples, chunk=1234):

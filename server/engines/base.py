@@ -8,9 +8,11 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from ..streaming.audio import MODEL_RATE
 
 Kind = Literal["partial", "final"]
+
+
+MODEL_RATE = 16000    # what every engine takes (mono float32); streams' clocks count samples at this rate
 
 
 @dataclass

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import DecodeRequest, DecodeResult, Word, decode_by_kind, is_out_of_memory, out_of_memory_as_engine_error
+from .base import MODEL_RATE
 
 log = logging.getLogger("lingting.funasr")
 
@@ -240,7 +241,7 @@ class FunasrEngine:
             words = None
             if request.word_timestamps and tokens:
                 words = self._words(tokens, alphas=predicted[i][2][0], peaks=predicted[i][3][0],
-                                    duration_ms=len(request.audio) * 1000 // 16000)
+                                    duration_ms=len(request.audio) * 1000 // MODEL_RATE)
             results.append(self._result(_join(tokenizer, tokens), words=words))
         return results
 

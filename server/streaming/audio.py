@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-MODEL_RATE = 16000
+from ..engines.base import MODEL_RATE
+
+
+def samples_to_ms(samples: int) -> int:
+    return samples * 1000 // MODEL_RATE
+
+
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw")
 _SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import webrtcvad
+from ..engines.base import MODEL_RATE
 
-RATE = 16000
+RATE = MODEL_RATE
 
 
 @dataclass(frozen=True)

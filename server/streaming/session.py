@@ -1,362 +1,224 @@
-"""One stream's state machine: client messages and decode results in,
-events to send and decode jobs to run out. No sockets, no clock: time is
-the stream's own audio clock (samples at 16 kHz)."""
+"""One stream's whole lifecycle, sans I/O: client messages, decode results and
+the edge's observations (idle, quota, shutdown, a client gone) in; Output
+commands out (Send, Decode, Store, Transcribe, Close). Like h11's Connection,
+it decides everything about the stream; the edge only executes.
+
+    NEW --start--> STREAMING --stop--> STOPPING --last final--> (stopped) CLOSED
+                       |  offline: stop --> TRANSCRIBING --end of file--> STOPPING
+                       +-- fatal error, or an end with nothing to finish --> CLOSED
+
+Time is the stream's own audio clock (samples at MODEL_RATE)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
 
-from ..alerts import AlertTracker
-from ..engines.base import DecodeRequest, DecodeResult
-from ..hotwords import apply_hotwords
-from ..itn import inverse_normalize
-from ..protocol import (Audio, ClientMessage, ErrorCode, Flush, KeepAlive, ProtocolError, Start,
-                        StartConfig, Stop, Update)
-from .audio import MODEL_RATE, AudioDecoder, AudioFormatError
-from .segmenter import Segmenter, SpeechEnded, SpeechStarted
-from .stabilizer import Stabilizer
-
-
-FIRST_PARTIAL_RETRY_MS = 250
-LANGUAGE_PIN_MS = 2000             # partial audio needed before its detected language sticks
-UPLOAD_PROGRESS_BYTES = 1 << 20   # offline: a progress event per MiB received
+from ..errors import ErrorCode, ProtocolError
+from ..languages import AUTO
+from ..postprocess import Recognized
+from ..protocol import Audio, ClientMessage, Flush, KeepAlive, Start, StartConfig, Stop, Update
+from . import events
+from .audio import samples_to_ms as ms
+from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
+from .file import FileTranscription
+from .live import LiveStream
 
 
-def ms(samples: int) -> int:
-    return samples * 1000 // MODEL_RATE
+class State(enum.StrEnum):
+    NEW = "new"                    # waiting for start
+    STREAMING = "streaming"        # taking audio (live) or the file's bytes (offline)
+    TRANSCRIBING = "transcribing"  # offline: the file is being read and decoded
+    STOPPING = "stopping"          # no more input; finals still being decoded
+    CLOSED = "closed"              # Close given: nothing more happens
 
 
-@dataclass
-class DecodeJob:
-    session_id: str
-    utterance: int
-    seq: int                      # per session, increasing: newer partials win
-    request: DecodeRequest
-    start_sample: int             # speech onset, for the events
-    end_sample: int
-    audio_start: int              # where the request's audio begins (word timings count from it)
-    reason: str = ""
-    background: bool = False      # an offline file's final: live streams go first
+class End(enum.Enum):
+    """Why a stream ends before its client says stop: (final reason, close code, close reason)."""
+    SHUTDOWN = ("shutdown", GOING_AWAY, "server shutting down")
+    IDLE = ("idle", POLICY, "idle timeout")
+    QUOTA = ("quota", POLICY, "quota exceeded")
+    DISCONNECT = ("disconnect", GOING_AWAY, "client left")
 
-    @property
-    def kind(self) -> str:
-        return self.request.kind
-
-
-@dataclass
-class Output:
-    events: list[dict] = field(default_factory=list)
-    jobs: list[DecodeJob] = field(default_factory=list)
-    close: bool = False
-    file_data: list[bytes] = field(default_factory=list)   # offline: bytes of the file to keep
-    file_complete: bool = False                            # offline: the whole file is in; decode it
-
-    def extend(self, other: "Output") -> "Output":
-        self.events += other.events
-        self.jobs += other.jobs
-        self.close = self.close or other.close
-        self.file_data += other.file_data
-        self.file_complete = self.file_complete or other.file_complete
-        return self
+    def __init__(self, final_reason: str, code: int, close_reason: str):
+        self.final_reason, self.code, self.close_reason = final_reason, code, close_reason
 
 
 class Session:
     def __init__(self, session_id: str, model: str, model_languages: tuple[str, ...] = (),
-                 limits: dict | None = None):
+                 limits: dict | None = None, max_errors: int = 20):
         self.id = session_id
         self.model = model
         self.model_languages = model_languages
         self.limits = limits or {}
-        # new -> streaming -> stopping -> stopped; offline mode goes
-        # streaming (receiving the file) -> transcribing -> stopping -> stopped
-        self.state = "new"
+        self.max_errors = max_errors
+        self.state = State.NEW
         self.config: StartConfig | None = None
-        self._decoder: AudioDecoder | None = None
-        self._segmenter: Segmenter | None = None
-        self._stabilizer = Stabilizer()
-        self._alerts = AlertTracker()
-        self._hotwords: tuple = ()
-        self._seq = 0
-        self._last_partial_sample = 0   # utterance audio length at the last partial request
-        self._onset = 0                 # speech onset of the open utterance
-        self._shown_partial_seq = -1
-        self._utterance_language: dict[int, str] = {}
-        self._finals_pending: dict[int, DecodeJob] = {}
-        self._finals_ready: dict[int, list[dict]] = {}   # utterance -> its alerts verdicts and final
-        self._next_final = 0
-        self.utterances = 0
-        self.audio_samples = 0
-        self.file_received = 0
-        self.file_duration_ms: int | None = None
+        self.stream: LiveStream | FileTranscription | None = None
+        self.errors = 0
+        self.ending: End | None = None
+        # How it ended, for history: stopped (every final delivered), shutdown,
+        # disconnected, or failed (closed on an error).
+        self.outcome: str | None = None
 
     @property
     def offline(self) -> bool:
-        return self.config is not None and self.config.mode == "offline"
+        return isinstance(self.stream, FileTranscription)
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode if self.config else "stream"
+
+    @property
+    def audio_samples(self) -> int:
+        return self.stream.audio_samples if self.stream else 0
+
+    @property
+    def finals_pending(self) -> int:
+        return self.stream.finals_pending if self.stream else 0
+
+    @property
+    def taking_input(self) -> bool:
+        """The client owes us messages (what idle timeouts apply to)."""
+        return self.state in (State.NEW, State.STREAMING) and self.ending is None
 
     # ---- client messages ----------------------------------------------
-    def handle(self, message: ClientMessage) -> Output:
+    def receive(self, message: ClientMessage) -> Output:
+        if self.state is State.CLOSED or self.ending is not None:
+            return Output()     # ending: what is in flight is finished, input is no longer taken
+        try:
+            return self._handle(message)
+        except ProtocolError as exc:
+            return self.reject(exc)
+
+    def reject(self, error: ProtocolError) -> Output:
+        """An error the client caused (also a frame its codec could not read)."""
+        if self.state is State.CLOSED:
+            return Output()
+        self.errors += 1
+        fatal = error.fatal or self.errors >= self.max_errors
+        if fatal and not error.fatal:
+            error = ProtocolError(error.code, f"{error.message} (too many errors: closing)", fatal=True)
+        out = Output().send(error.event())
+        return out.extend(self._close(POLICY, error.code)) if fatal else out
+
+    def _handle(self, message: ClientMessage) -> Output:
         if isinstance(message, Start):
             return self._start(message.config)
         if isinstance(message, KeepAlive):
             return Output()
-        if self.state == "new":
+        if self.state is State.NEW:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio, flush or stop")
-        if self.state != "streaming":
+        if self.state is not State.STREAMING:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "the stream is stopping: no more messages are taken")
         if isinstance(message, Audio):
-            return self._audio(message.data)
+            return self.stream.file_bytes(message.data) if self.offline else self.stream.audio(message.data)
         if isinstance(message, Update):
-            return self._update(message)
+            return self.stream.update(message)
         if isinstance(message, Flush):
             if self.offline:
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, "flush has no meaning in offline mode")
-            return self._segment_events(self._segmenter.flush("flush"))
+            return self.stream.flush()
         if isinstance(message, Stop):
-            return self._stop()
+            return self._stop("stop")
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unhandled message {message!r}")
 
     def _start(self, config: StartConfig) -> Output:
-        if self.state != "new":
+        if self.state is not State.NEW:
             raise ProtocolError(ErrorCode.ALREADY_STARTED, "this stream has started already")
-        if (config.language != "auto" and self.model_languages
-                and config.language not in self.model_languages):
-            raise ProtocolError(ErrorCode.UNSUPPORTED,
-                                f"model {self.model} does not know language {config.language!r}")
+        if config.language != AUTO and self.model_languages and config.language not in self.model_languages:
+            raise ProtocolError(ErrorCode.UNSUPPORTED, f"model {self.model} does not know language {config.language!r}")
+        max_file = self.limits.get("max_file_bytes")
+        if config.mode == "offline":
+            if config.file_bytes is not None and max_file is not None and config.file_bytes > max_file:
+                raise ProtocolError(ErrorCode.TOO_LARGE, f"file of {config.file_bytes} bytes is over this "
+                                    f"server's limit of {max_file}", fatal=True)
+            self.stream = FileTranscription(self.id, config, max_file)
+        else:
+            self.stream = LiveStream(self.id, config)
         self.config = config
-        self._hotwords = config.hotwords
-        self._alerts.watch = config.watch
-        if config.mode == "stream":
-            self._decoder = AudioDecoder(config.encoding, config.sample_rate)
-        elif config.file_bytes is not None and config.file_bytes > self.limits.get("max_file_bytes", config.file_bytes):
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"file of {config.file_bytes} bytes is over this "
-                                f"server's limit of {self.limits['max_file_bytes']}", fatal=True)
-        self._segmenter = Segmenter(config.endpointing)
-        self.state = "streaming"
-        ready = {"type": "ready", "session_id": self.id, "model": self.model, "mode": config.mode,
-                 "language": config.language, "limits": self.limits}
-        if config.mode == "stream":
-            ready.update(sample_rate=config.sample_rate, encoding=config.encoding)
-        return Output(events=[ready])
+        self.state = State.STREAMING
+        live = config.mode == "stream"
+        return Output().send(events.Ready(self.id, self.model, config.mode, config.language, self.limits,
+                                          config.sample_rate if live else None, config.encoding if live else None))
 
-    def _update(self, update: Update) -> Output:
-        # Takes effect from the next decode request on, partials included.
-        if update.hotwords is not None:
-            self._hotwords = update.hotwords
-        if update.watch is not None:
-            self._alerts.watch = update.watch
-        return Output(events=[{"type": "updated", "hotwords": [h.phrase for h in self._hotwords],
-                               "watch": [w.phrase for w in self._alerts.watch]}])
-
-    def _audio(self, data: bytes) -> Output:
+    def _stop(self, reason: str) -> Output:
         if self.offline:
-            return self._file_bytes(data)
-        try:
-            samples = self._decoder.decode(data)
-        except AudioFormatError as exc:
-            raise ProtocolError(ErrorCode.BAD_AUDIO, str(exc)) from None
-        self.audio_samples += len(samples)
-        out = self._segment_events(self._segmenter.feed(samples))
-        return out.extend(self._maybe_partial())
-
-    def _stop(self, reason: str = "stop") -> Output:
-        if self.offline:
-            self.state = "transcribing"
-            return Output(events=[self._upload_progress()], file_complete=True)
-        out = self._segment_events(self._segmenter.feed(self._decoder.flush()))
-        out.extend(self._segment_events(self._segmenter.flush(reason)))
-        self.state = "stopping"
+            if not self.stream.received:
+                raise ProtocolError(ErrorCode.BAD_AUDIO, "no file was sent before stop", fatal=True)
+            self.state = State.TRANSCRIBING
+            return Output().send(self.stream.upload_progress()).add(Transcribe())
+        out = self.stream.stop(reason)
+        self.state = State.STOPPING
         return out.extend(self._maybe_stopped())
 
-    def shutdown(self, reason: str = "shutdown") -> Output:
-        """The server is going away (or the client went): end the open
-        utterance with `reason`, deliver every final, then `stopped`, as if
-        the client had sent stop. An offline file being transcribed finishes."""
-        if self.state == "streaming" and not self.offline:
-            return self._stop(reason)
-        if self.state in ("new", "streaming"):   # nothing to finish (an upload is cut short)
-            self.state = "stopped"
-            return Output(close=True)
-        return Output()
-
-    # ---- offline: a whole file, fed by the edge as fast as decodes go ----
-    def _file_bytes(self, data: bytes) -> Output:
-        before = self.file_received
-        self.file_received += len(data)
-        limit = self.limits.get("max_file_bytes")
-        if limit is not None and self.file_received > limit:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"file is over this server's limit of {limit} bytes",
-                                fatal=True)
-        out = Output(file_data=[data])
-        if before // UPLOAD_PROGRESS_BYTES != self.file_received // UPLOAD_PROGRESS_BYTES:
-            out.events.append(self._upload_progress())
+    # ---- the edge's observations ----------------------------------------
+    def end(self, why: End, error: ProtocolError | None = None) -> Output:
+        """End the stream from the server's side. A live stream's open utterance
+        is decoded and every final delivered (stored, when the client is gone)
+        before it closes; an upload is cut short; a file being transcribed
+        finishes on shutdown and stops otherwise."""
+        if self.state is State.CLOSED or self.ending is not None:
+            return Output()
+        self.ending = why
+        if why in (End.SHUTDOWN, End.DISCONNECT):
+            self.outcome = "shutdown" if why is End.SHUTDOWN else "disconnected"
+        out = Output().send(error.event()) if error else Output()
+        if self.state is State.STREAMING and not self.offline:
+            return out.extend(self._stop(why.final_reason))
+        if self.state in (State.NEW, State.STREAMING) or (self.state is State.TRANSCRIBING and why is not End.SHUTDOWN):
+            return out.extend(self._close(why.code, why.close_reason))
         return out
 
-    def _upload_progress(self) -> dict:
-        return {"type": "progress", "stage": "upload", "received_bytes": self.file_received,
-                "file_bytes": self.config.file_bytes}
+    def abort(self, error: ProtocolError, code: int, reason: str) -> Output:
+        """Close now with this error (a message too big, a full spool...)."""
+        if self.state is State.CLOSED:
+            return Output()
+        return Output().send(error.event()).extend(self._close(code, reason))
 
+    def fail(self) -> Output:
+        """Something broke on the server's side."""
+        return self.abort(ProtocolError(ErrorCode.INTERNAL, "internal server error", fatal=True),
+                          INTERNAL_ERROR, "internal error")
+
+    # ---- offline: the edge reads the file and feeds its audio -------------
     def file_opened(self, duration_ms: int | None) -> Output:
-        self.file_duration_ms = duration_ms
-        return Output(events=[self.progress()])
+        return self.stream.opened(duration_ms) if self.state is State.TRANSCRIBING else Output()
 
     def file_audio(self, samples) -> Output:
-        """Decoded samples of the file (16 kHz float32): finals only, no partials."""
-        self.audio_samples += len(samples)
-        return self._segment_events(self._segmenter.feed(samples)).extend(Output(events=[self.progress()]))
+        return self.stream.audio(samples) if self.state is State.TRANSCRIBING else Output()
 
     def file_ended(self) -> Output:
-        out = self._segment_events(self._segmenter.flush("end_of_file"))
-        self.state = "stopping"
+        if self.state is not State.TRANSCRIBING:
+            return Output()
+        out = self.stream.ended()
+        self.state = State.STOPPING
         return out.extend(self._maybe_stopped())
 
-    def progress(self) -> dict:
-        """Offline: how far transcription has got. done_ms: every utterance
-        before it has its final delivered."""
-        done = self._segmenter.clock
-        if self._segmenter.in_speech:
-            done = min(done, self._onset)
-        if self._finals_pending:
-            done = min(done, min(job.start_sample for job in self._finals_pending.values()))
-        if self.state == "stopped":
-            done = self._segmenter.clock
-        duration = self.file_duration_ms
-        return {"type": "progress", "stage": "transcribe", "decoded_ms": ms(self._segmenter.clock),
-                "done_ms": ms(done), "duration_ms": duration,
-                "fraction": round(min(1.0, ms(done) / duration), 4) if duration else None}
-
-    # ---- segmentation -------------------------------------------------
-    def _segment_events(self, events: list) -> Output:
-        out = Output()
-        for event in events:
-            if isinstance(event, SpeechStarted):
-                self._stabilizer.reset()
-                self._last_partial_sample = 0
-                self._onset = event.start_sample
-                if self.offline:
-                    continue
-                out.events.append({"type": "speech_started", "utterance": event.utterance,
-                                   "start_ms": ms(event.start_sample)})
-            elif isinstance(event, SpeechEnded):
-                if not self.offline:
-                    out.events.append({"type": "speech_ended", "utterance": event.utterance,
-                                       "start_ms": ms(event.start_sample), "end_ms": ms(event.end_sample),
-                                       "reason": event.reason})
-                out.jobs.append(self._final_job(event))
-        return out
-
-    def _language(self, utterance: int, kind: str) -> str | None:
-        if self.config.language != "auto":
-            return self.config.language
-        if kind == "final":    # the whole utterance is the surest ground to detect on
-            return None
-        return self._utterance_language.get(utterance)
-
-    def _request(self, kind: str, audio, utterance: int) -> DecodeRequest:
-        return DecodeRequest(
-            audio=audio, kind=kind, language=self._language(utterance, kind),
-            # The most boosted first: the engine's prompt may have to cut the tail.
-            hotwords=tuple(h.phrase for h in sorted(self._hotwords, key=lambda h: -h.boost)),
-            word_timestamps=kind == "final" and self.config.word_timestamps,
-            stream=f"{self.id}/{utterance}",
-        )
-
-    def _final_job(self, ended: SpeechEnded) -> DecodeJob:
-        self._seq += 1
-        job = DecodeJob(self.id, ended.utterance, self._seq, self._request("final", ended.audio, ended.utterance),
-                        ended.start_sample, ended.end_sample, ended.audio_start, ended.reason,
-                        background=self.offline)
-        self._finals_pending[ended.utterance] = job
-        self.utterances = max(self.utterances, ended.utterance + 1)
-        return job
-
-    def _maybe_partial(self) -> Output:
-        seg = self._segmenter
-        if not (self.config.partials and seg.in_speech):
-            return Output()
-        length = seg.clock - seg.utterance_start
-        interval = self.config.partial_interval_ms
-        if not self._stabilizer.has_text:   # nothing on screen yet: ask again sooner
-            interval = min(interval, FIRST_PARTIAL_RETRY_MS)
-        if length - self._last_partial_sample < interval * MODEL_RATE // 1000:
-            return Output()
-        self._last_partial_sample = length
-        self._seq += 1
-        index = seg.utterance_index
-        return Output(jobs=[DecodeJob(self.id, index, self._seq,
-                                      self._request("partial", seg.utterance_audio(), index),
-                                      self._onset, seg.clock, seg.utterance_start)])
-
     # ---- decode results -----------------------------------------------
-    def on_result(self, job: DecodeJob, result: DecodeResult | None, error: str | None = None) -> Output:
-        """A decode finished (result), failed (error) or was dropped as stale (both None)."""
+    def on_result(self, job: DecodeJob, recognized: Recognized | None, error: str | None = None) -> Output:
+        """A decode finished (recognized), failed (error) or was dropped as stale (both None)."""
+        if self.state is State.CLOSED:
+            return Output()
         if job.kind == "partial":
-            if error:   # say so, rather than fall silent; the next partial will try again
-                return Output(events=[ProtocolError(ErrorCode.DECODE_FAILED,
-                                                    f"a partial of utterance {job.utterance} failed: {error}").event()])
-            return self._on_partial(job, result)
-        return self._on_final(job, result, error)
-
-    def _on_partial(self, job: DecodeJob, result: DecodeResult | None) -> Output:
-        seg = self._segmenter
-        current = seg.in_speech and seg.utterance_index == job.utterance
-        if result is None or not current or job.seq < self._shown_partial_seq or self.state != "streaming":
-            return Output()
-        self._shown_partial_seq = job.seq
-        # Later partials keep the language once it was heard on enough audio
-        # (on half a second Whisper may take Mandarin for English).
-        if (result.language and self.config.language == "auto"
-                and job.end_sample - job.audio_start >= LANGUAGE_PIN_MS * MODEL_RATE // 1000):
-            self._utterance_language.setdefault(job.utterance, result.language)
-        if not result.text:
-            return Output()
-        hypothesis = apply_hotwords(result.text, self._hotwords)
-        stable, text = self._stabilizer.update(hypothesis)
-        event = {"type": "partial", "utterance": job.utterance,
-                 "start_ms": ms(job.start_sample), "end_ms": ms(job.end_sample),
-                 "text": text, "stable_text": stable, "language": result.language}
-        if self.config.itn and self.config.itn_partials:
-            event["itn_text"] = inverse_normalize(text, result.language)
-        # Alerts read the newest hypothesis itself, not the caption's frozen prefix.
-        return Output(events=[event, *self._alerts.on_partial(hypothesis, job.utterance, ms(job.end_sample))])
-
-    def _on_final(self, job: DecodeJob, result: DecodeResult | None, error: str | None) -> Output:
-        self._finals_pending.pop(job.utterance, None)
-        offset = ms(job.audio_start)
-        language = result.language if result else None
-        raw = apply_hotwords(result.text, self._hotwords) if result else ""
-        text = inverse_normalize(raw, language) if self.config.itn else raw
-        event = {"type": "final", "utterance": job.utterance, "start_ms": ms(job.start_sample),
-                 "end_ms": ms(job.end_sample), "reason": job.reason,
-                 "text": text, "raw_text": raw, "language": language,
-                 "words": [{"word": w.word, "start_ms": offset + w.start_ms, "end_ms": offset + w.end_ms,
-                            "probability": w.probability} for w in result.words] if result and result.words else None}
-        if job.request.hotwords:
-            event["hotwords"] = list(job.request.hotwords)
-        out = Output()
-        if error:
-            event["error"] = error
-            out.events.append(ProtocolError(ErrorCode.DECODE_FAILED,
-                                            f"utterance {job.utterance} could not be decoded: {error}").event())
-        # Finals go out in utterance order, whatever order decodes end in;
-        # an utterance's alert verdicts go right before its final.
-        self._finals_ready[job.utterance] = [*self._alerts.on_final(raw, job.utterance, ms(job.end_sample)), event]
-        while self._next_final in self._finals_ready:
-            out.events.extend(self._finals_ready.pop(self._next_final))
-            self._utterance_language.pop(self._next_final, None)
-            self._next_final += 1
+            return self.stream.on_partial(job, recognized, error, self.state is State.STREAMING)
+        out = self.stream.on_final(job, recognized, error)
         stopped = self._maybe_stopped()
-        if self.offline and not stopped.close:
-            out.events.append(self.progress())
+        if self.offline and not stopped.commands:
+            out.send(self.stream.progress())
         return out.extend(stopped)
 
     def _maybe_stopped(self) -> Output:
-        if self.state != "stopping" or self._finals_pending or self._finals_ready:
+        if self.state is not State.STOPPING or not self.stream.all_delivered:
             return Output()
-        self.state = "stopped"
-        done = [self.progress()] if self.offline else []
-        return Output(events=[*done, {"type": "stopped", "utterances": self.utterances,
-                                      "audio_ms": ms(self.audio_samples)}], close=True)
+        out = Output()
+        if self.offline:
+            out.send(self.stream.progress(done=True))
+        out.send(events.Stopped(self.stream.utterances, ms(self.stream.audio_samples)))
+        self.outcome = self.outcome or "stopped"
+        why = self.ending
+        return out.extend(self._close(why.code, why.close_reason) if why else self._close(NORMAL, "stopped"))
 
-    @property
-    def finals_pending(self) -> int:
-        return len(self._finals_pending)
+    def _close(self, code: int, reason: str) -> Output:
+        self.state = State.CLOSED
+        self.outcome = self.outcome or "failed"
+        return Output().add(Close(code, reason))

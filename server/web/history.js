@@ -1,7 +1,7 @@
 // The history page: upload files for offline transcription (with progress),
 // browse and search stored sessions, download exports, delete.
-import { transcribeFile } from "/client_js/lingting.js";
-import { apiKey, clock, streamUrl } from "/web/common.js";
+import { uploadFile } from "/client_js/lingting.js";
+import { apiKey, clock } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const API = "/v1/history";
@@ -44,15 +44,17 @@ async function transcribe(files) {
   const jobs = files.map((file) => [file, addJob(file)]);
   for (const [file, job] of jobs) {   // one at a time: the server batches within a file
     try {
-      const result = await transcribeFile(streamUrl, file, {
+      // An ordinary HTTP POST: the browser reports the upload's progress,
+      // the server the transcription's (NDJSON events).
+      const result = await uploadFile(location.origin, file, {
         language: $("language").value,
         apiKey: KEY,
+        onUpload(sent, total) {
+          const f = total ? sent / total : 0;
+          job.show(0.1 * f, `uploading ${Math.round(100 * f)}%`);
+        },
         onEvent(event) {
-          if (event.type !== "progress") return;
-          if (event.stage === "upload") {
-            const f = event.file_bytes ? event.received_bytes / event.file_bytes : 0;
-            job.show(0.1 * f, `uploading ${Math.round(100 * f)}%`);
-          } else {
+          if (event.type === "progress" && event.stage === "transcribe") {
             const f = event.fraction ?? 0;
             job.show(0.1 + 0.9 * f, `transcribing ${Math.round(100 * f)}%`);
           }

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import wave
 
 import numpy as np
 import soxr
+import websockets
 
 from bench.corpus import read_wav
 from lingting_client import LingtingClient, StreamOptions
@@ -67,3 +71,23 @@ def mulaw_encode(samples: np.ndarray) -> bytes:
     # G.711 stores the complement, with the sign bit set for positive values.
     code = np.where(q >= 128, 0xFF - (q - 128), 0x7F - (127 - q))
     return code.astype(np.uint8).tobytes()
+
+
+def wav_file(pcm: bytes, rate: int = 16000) -> bytes:
+    """16-bit mono PCM in a WAV container, as an uploaded file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+async def events_until_closed(ws) -> list[dict]:
+    """Every JSON event a raw WebSocket client gets until the server closes."""
+    events = []
+    try:
+        async for message in ws:
+            events.append(json.loads(message))
+    except websockets.ConnectionClosed:
+        pass
+    return events

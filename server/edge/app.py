@@ -1,0 +1,250 @@
+"""The ASGI application and the server that runs it.
+
+`Lingting` is what every endpoint shares (engine, collector, settings,
+history, access, metrics, the open streams); `build_app` wires the routes of
+each concern's module; `EdgeServer` runs the app on uvicorn (websockets'
+sans-I/O implementation) and shuts it down gracefully: no new streams, open
+utterances finished and their finals delivered, then 1001."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+import uuid
+
+import h11
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from ..access import AccessDenied, AccessPolicy, ApiKey, client_ip
+from ..batching import BatchCollector
+from ..errors import ErrorCode
+from ..history import AsyncHistory
+from ..metrics import Metrics
+from ..settings import Settings
+from ..streaming.session import End, Session
+from ..uploads import SpoolBudget
+from . import files, health, history_api, pages, streams
+from .guard import HostGuard
+from .pages import content_security_policy
+from .responses import error, http_exception
+
+log = logging.getLogger("lingting.server")
+LAST_FRAMES_S = 0.5          # on shutdown, input still read before streams are finished
+
+
+def deflate_slack(max_frame_bytes: int) -> int:
+    """Room over the limit for a message as sent: permessage-deflate makes
+    incompressible audio slightly larger (0.25 % seen), and the frame is
+    checked compressed too. The limit itself is checked on what arrives."""
+    return max_frame_bytes // 64 + 1024
+
+
+class Lingting:
+    def __init__(self, engine, collector: BatchCollector, settings: Settings, model_info: dict,
+                 history: AsyncHistory | None = None, access: AccessPolicy | None = None,
+                 metrics: Metrics | None = None):
+        self.engine = engine
+        self.collector = collector
+        self.settings = settings
+        self.model_info = model_info
+        self.history = history
+        self.access = access or AccessPolicy()
+        self.metrics = metrics or Metrics()
+        self.content_security_policy = content_security_policy(settings.access.frame_ancestors)
+        self.spool = SpoolBudget(settings.limits.max_spool_bytes)
+        self.streams: dict = {}          # open streams (runners) by session id
+        self.started = time.monotonic()
+        self.ready = False
+        self.shutting_down = False
+
+    def health(self) -> dict:
+        return {"status": "ok" if self.ready else "loading", **self.engine.describe(),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "streams": len(self.streams), "max_streams": self.settings.limits.max_connections,
+                "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}
+
+    # ---- admission --------------------------------------------------------
+    def admit(self, conn: HTTPConnection) -> tuple[ApiKey | None, str | None]:
+        """May this connection open a stream? Its key and address, or AccessDenied.
+        (HostGuard checked its Host and Origin.)"""
+        key = self.access.authenticate(str(conn.url), conn.headers)
+        ip = client_ip(conn.client.host if conn.client else None, conn.headers,
+                       frozenset(self.settings.network.trusted_proxies))
+        self.check_limits(ip, key)
+        return key, ip
+
+    def check_limits(self, ip: str | None, key: ApiKey | None) -> None:
+        limits = self.settings.limits
+        if self.shutting_down:
+            raise AccessDenied(503, ErrorCode.SHUTTING_DOWN, "server is shutting down", retry_after=10)
+        if len(self.streams) >= limits.max_connections:
+            raise AccessDenied(503, ErrorCode.OVERLOADED, f"server is at its limit of {limits.max_connections} "
+                               "streams; retry later", retry_after=5)
+        per_ip = limits.max_connections_per_ip
+        if ip and sum(1 for s in self.streams.values() if s.ip == ip) >= per_ip:
+            raise AccessDenied(429, ErrorCode.IP_LIMIT, f"{ip} has {per_ip} streams open, this server's limit "
+                               "per address", retry_after=5)
+        self.access.admit(key)
+
+    # ---- the streams --------------------------------------------------------
+    def new_session(self) -> Session:
+        limits = self.settings.limits
+        return Session(uuid.uuid4().hex[:16], self.model_info["model"],
+                       tuple(getattr(self.engine, "languages", ()) or ()),
+                       {"max_frame_bytes": limits.max_frame_bytes, "max_file_bytes": limits.max_file_bytes,
+                        "sample_rates": [8000, 48000]}, limits.max_errors)
+
+    def opened(self, runner) -> None:
+        self.streams[runner.session.id] = runner
+        self.access.opened(runner.key)
+        self.metrics.connections.labels("accepted").inc()
+
+    def closed(self, runner) -> None:
+        if self.streams.pop(runner.session.id, None) is runner:
+            self.access.closed(runner.key)
+        self.collector.cancel_session(runner.session.id)
+
+
+async def _websocket_not_found(websocket: WebSocket) -> None:
+    await websocket.send_denial_response(error(404, ErrorCode.NOT_FOUND, f"no WebSocket route for "
+                                               f"{websocket.url.path}; streams on {streams.STREAM_PATH}"))
+
+
+async def _upgrade_required(request: Request):
+    return error(426, ErrorCode.UPGRADE_REQUIRED, f"{request.url.path} takes WebSocket connections")
+
+
+async def _internal_error(request: Request, exc: Exception):
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error(500, ErrorCode.INTERNAL, "internal server error")
+
+
+def build_app(lingting: Lingting) -> Starlette:
+    routes = [
+        *health.routes,
+        *history_api.routes,
+        *files.routes,
+        WebSocketRoute(streams.STREAM_PATH, streams.v1_stream),
+        Route(streams.STREAM_PATH, _upgrade_required),
+        *(WebSocketRoute(path, streams.funasr_stream) for path in streams.FUNASR_PATHS),
+        Route("/funasr", _upgrade_required),
+        *pages.routes,
+        WebSocketRoute("/{path:path}", _websocket_not_found),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception, Exception: _internal_error})
+    app.state.lingting = lingting
+    return HostGuard(app, lingting.access, lambda code: lingting.metrics.connections.labels(code).inc())
+
+
+class _H11WithHandshakeTimeout(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, plus: a connection that has not sent a
+    whole request (or WebSocket handshake) within the timeout is closed, so
+    idle or trickling sockets cannot pile up."""
+    handshake_timeout_s = 10.0
+    _handshake_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._handshake_timer = self.loop.call_later(self.handshake_timeout_s, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None or self.transport.get_protocol() is not self:   # a request came, or an upgrade
+            self._stop_handshake_timer()
+
+    def connection_lost(self, exc) -> None:
+        self._stop_handshake_timer()
+        super().connection_lost(exc)
+
+    def _stop_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self.cycle is None and not self.transport.is_closing() and self.conn.our_state is not h11.ERROR:
+            self.transport.close()
+
+
+class _WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol; a refusal sent as an HTTP response (the
+    denial extension) counts as a finished handshake, as in its wsproto
+    implementation, so it is not logged as an error (uvicorn PR #3138)."""
+
+    async def send(self, message) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):      # lingting-server handles SIGTERM/SIGINT itself (graceful shutdown)
+        yield
+
+
+class EdgeServer:
+    def __init__(self, lingting: Lingting, ssl_certfile: str | None = None, ssl_keyfile: str | None = None):
+        self.lingting = lingting
+        network, limits = lingting.settings.network, lingting.settings.limits
+        protocol = type("H11Protocol", (_H11WithHandshakeTimeout,),
+                        {"handshake_timeout_s": network.handshake_timeout_s})
+        self.config = uvicorn.Config(
+            build_app(lingting), http=protocol, ws=_WebSocketProtocol, lifespan="off",
+            ws_max_size=limits.max_frame_bytes + deflate_slack(limits.max_frame_bytes),
+            ws_ping_interval=network.ping_interval_s, ws_ping_timeout=network.ping_interval_s,
+            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, log_config=None, access_log=False,
+            server_header=False, timeout_graceful_shutdown=5)
+        self.server = _Server(self.config)
+        self.socket: socket.socket | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        network = self.lingting.settings.network
+        family = socket.AF_INET6 if ":" in network.host else socket.AF_INET
+        self.socket = socket.create_server((network.host, network.port), family=family, backlog=2048)
+        self._task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[self.socket]))
+        while not self.server.started:
+            if self._task.done():
+                await self._task        # startup failed: its error
+                raise RuntimeError("server stopped while starting")
+            await asyncio.sleep(0.01)
+        self.lingting.ready = True
+
+    @property
+    def port(self) -> int:
+        return self.socket.getsockname()[1]
+
+    async def shutdown(self, grace_s: float = 30.0) -> None:
+        """Stop taking streams, finish the open utterances (their finals are
+        sent), then close every stream with 1001 (going away)."""
+        lingting = self.lingting
+        lingting.shutting_down = True
+        lingting.ready = False
+        for server in self.server.servers:     # no new connections; open ones go on
+            server.close()
+        # Audio the clients sent before the signal may still sit in socket
+        # buffers: read it, so the last words make it into the finals.
+        await asyncio.sleep(LAST_FRAMES_S)
+        for runner in list(lingting.streams.values()):
+            runner.end(End.SHUTDOWN)
+        deadline = time.monotonic() + grace_s
+        while lingting.streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if lingting.streams:
+            log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(lingting.streams), grace_s)
+            for runner in list(lingting.streams.values()):
+                runner.abort_now()
+        self.server.should_exit = True
+        await self._task

@@ -1,0 +1,145 @@
+"""POST /v1/files: a media file as the request body (any container FFmpeg
+reads), its transcription as the response, streamed while it happens: NDJSON,
+one event per line, the same events as the WebSocket offline mode (ready,
+progress, alert, final..., stopped). A browser shows the upload's progress
+from its own upload events, then the transcription's from the `progress` lines.
+
+Query parameters: filename, language, itn, word_timestamps, hotwords and
+watch (each repeatable). Refusals before the transcription starts are plain
+HTTP errors in the house shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..access import AccessDenied
+from ..errors import ErrorCode, ProtocolError
+from ..protocol import Audio, Start, Stop, parse_start
+from ..streaming.events import Error, Event
+from ..streaming.session import End
+from .responses import denied, error
+from .runner import Gone, StreamRunner
+from .streams import client_details, idle_error
+
+FILES_PATH = "/v1/files"
+SUBPROTOCOL = "http.ndjson"        # what history records as the client's protocol
+_STATUS = {ErrorCode.TOO_LARGE: 413, ErrorCode.OVERLOADED: 503, ErrorCode.IDLE_TIMEOUT: 408,
+           ErrorCode.QUOTA_EXCEEDED: 429}
+_FLAGS = ("itn", "word_timestamps")
+
+
+class LinesTransport:
+    """Events as NDJSON lines for a streamed HTTP response."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue(64)
+        self.gone = False
+
+    async def send(self, event: Event) -> None:
+        if self.gone:
+            raise Gone
+        await self.queue.put(json.dumps(event.to_wire(), ensure_ascii=False) + "\n")
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.gone:
+            await self.queue.put(None)
+
+    def reader_left(self) -> None:
+        """The client is gone: nothing is read any more, so nothing may wait to be."""
+        self.gone = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def lines(self):
+        while (line := await self.queue.get()) is not None:
+            yield line
+
+
+def start_message(request: Request) -> dict:
+    query = request.query_params
+    start = {"type": "start", "mode": "offline"}
+    for name in ("filename", "language"):
+        if name in query:
+            start[name] = query[name]
+    for name in _FLAGS:
+        if name in query:
+            start[name] = query[name].lower() in ("1", "true", "yes", "on")
+    for name in ("hotwords", "watch"):
+        if name in query:
+            start[name] = query.getlist(name)
+    if request.headers.get("Content-Length", "").isdigit():
+        start["file_bytes"] = int(request.headers["Content-Length"])
+    return start
+
+
+def _refusal(runner: StreamRunner, transport: LinesTransport) -> Response:
+    lines = []
+    while not transport.queue.empty():
+        lines.append(transport.queue.get_nowait())
+    errors = [json.loads(line) for line in lines if line and json.loads(line)["type"] == Error.type]
+    last = errors[-1] if errors else {"code": ErrorCode.INTERNAL, "message": "transcription refused"}
+    return error(_STATUS.get(last["code"], 400), last["code"], last["message"])
+
+
+async def transcribe_file(request: Request) -> Response:
+    lingting = request.app.state.lingting
+    try:
+        key, ip = lingting.admit(request)
+        config = parse_start(start_message(request))
+    except AccessDenied as exc:
+        lingting.metrics.connections.labels(exc.code).inc()
+        return denied(exc)
+    except ProtocolError as exc:
+        return error(_STATUS.get(exc.code, 400), exc.code, exc.message)
+    transport = LinesTransport()
+    runner = StreamRunner(lingting, lingting.new_session(), transport, key, client_details(request, ip, SUBPROTOCOL))
+    lingting.opened(runner)
+    try:
+        runner.receive(Start(config))
+        await _read_body(request, runner)
+    except ClientDisconnect:
+        transport.reader_left()
+        await runner.finish(client_left=True)
+        lingting.closed(runner)
+        return Response(status_code=499)    # nobody reads it
+    if runner.closing:                       # refused before its transcription started
+        await runner.finish(client_left=False)
+        lingting.closed(runner)
+        return _refusal(runner, transport)
+
+    async def events():
+        left = True
+        try:
+            async for line in transport.lines():
+                yield line
+            left = False
+        finally:
+            if left:
+                transport.reader_left()
+            await runner.finish(client_left=left)
+            lingting.closed(runner)
+    return StreamingResponse(events(), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
+
+
+async def _read_body(request: Request, runner: StreamRunner) -> None:
+    limits = request.app.state.lingting.settings.limits
+    chunks = request.stream().__aiter__()
+    while not runner.closing:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), limits.upload_idle_timeout_s)
+        except StopAsyncIteration:
+            runner.receive(Stop())
+            return
+        except asyncio.TimeoutError:
+            runner.end(End.IDLE, idle_error(runner, limits))
+            return
+        if chunk:
+            runner.receive(Audio(chunk))
+
+
+routes = [Route(FILES_PATH, transcribe_file, methods=["POST"])]

@@ -1,0 +1,110 @@
+"""The history API. Every route needs the caller's key (when keys are
+configured) and sees only its tenant's sessions; another's are 404.
+
+    GET    /v1/history/sessions?limit=&offset=       newest first
+    GET    /v1/history/search?q=&limit=&offset=      utterances containing q
+    GET    /v1/history/sessions/ID                   one session with its utterances
+    GET    /v1/history/sessions/ID/export?format=F   json, txt, srt, vtt
+    DELETE /v1/history/sessions/ID"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..access import AccessDenied
+from ..errors import ErrorCode
+from ..export import FORMATS, render
+from .responses import JSON, denied, error
+
+log = logging.getLogger("lingting.history")
+PREFIX = "/v1/history"
+
+
+def _int(request: Request, name: str, default: int, high: int) -> int:
+    raw = request.query_params.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer") from None
+    if not 0 <= value <= high:
+        raise ValueError(f"{name} must be between 0 and {high}")
+    return value
+
+
+def endpoint(handler):
+    """Admission (origin, key -> tenant), paging parameters and errors, around a handler."""
+    async def run(request: Request) -> Response:
+        lingting = request.app.state.lingting
+        if lingting.history is None:
+            return error(404, ErrorCode.HISTORY_DISABLED, "this server keeps no history (started with "
+                         "--history-db off)")
+        try:
+            tenant = lingting.access.tenant(lingting.access.authenticate(str(request.url), request.headers))
+        except AccessDenied as exc:
+            lingting.metrics.connections.labels(exc.code).inc()
+            return denied(exc)
+        try:
+            page = (_int(request, "limit", 50, 1000), _int(request, "offset", 0, 1 << 40))
+        except ValueError as exc:
+            return error(400, ErrorCode.INVALID_FIELD, str(exc))
+        try:
+            return await handler(request, lingting.history, tenant, *page)
+        except Exception:
+            log.exception("history request %s %s failed", request.method, request.url.path)   # not the query: it may hold a key
+            return error(500, ErrorCode.INTERNAL, "history request failed")
+    return run
+
+
+@endpoint
+async def list_sessions(request, history, tenant, limit, offset) -> Response:
+    sessions, total = await history.list_sessions(limit, offset, tenant)
+    return JSON({"sessions": sessions, "total": total})
+
+
+@endpoint
+async def search(request, history, tenant, limit, offset) -> Response:
+    text = request.query_params.get("q", "")
+    if "\0" in text:
+        return error(400, ErrorCode.INVALID_FIELD, "q must not contain NUL characters")
+    return JSON({"query": text, "results": await history.search(text, limit, offset, tenant)})
+
+
+def _not_found(session_id: str) -> Response:
+    return error(404, ErrorCode.NOT_FOUND, f"no session {session_id!r}")
+
+
+@endpoint
+async def session(request, history, tenant, limit, offset) -> Response:
+    session_id = request.path_params["id"]
+    if request.method == "DELETE":
+        if await history.delete_session(session_id, tenant):
+            return Response(status_code=204)
+        return _not_found(session_id)
+    found = await history.get_session(session_id, tenant)
+    return JSON(found) if found is not None else _not_found(session_id)
+
+
+@endpoint
+async def export(request, history, tenant, limit, offset) -> Response:
+    session_id = request.path_params["id"]
+    fmt = request.query_params.get("format", "json")
+    if fmt not in FORMATS:
+        return error(400, ErrorCode.INVALID_FIELD, f"format must be one of {', '.join(FORMATS)}")
+    found = await history.get_session(session_id, tenant)
+    if found is None:
+        return _not_found(session_id)
+    name = f"lingting-{session_id}.{fmt}"
+    return Response(render(found, fmt).encode(), media_type=FORMATS[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+routes = [
+    Route(PREFIX + "/sessions", list_sessions),
+    Route(PREFIX + "/search", search),
+    Route(PREFIX + "/sessions/{id:str}", session, methods=["GET", "DELETE"]),
+    Route(PREFIX + "/sessions/{id:str}/export", export),
+]

@@ -1,0 +1,84 @@
+"""What watches a stream's events on their way out: history (stored before
+sent) and metrics. They see typed events, never the edge's internals."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..errors import ErrorCode, ProtocolError
+from ..history import AsyncHistory
+from ..metrics import Metrics
+from ..streaming import events
+from ..streaming.audio import samples_to_ms as ms
+from ..streaming.session import Session
+
+log = logging.getLogger("lingting.server")
+
+
+class HistoryRecorder:
+    """The session's row at `ready`, each final before the client gets it, the
+    end at `stopped` (or, without one, when the connection is over)."""
+
+    def __init__(self, history: AsyncHistory | None, session: Session, client: dict, owner: str | None):
+        self.history = history
+        self.session = session
+        self.client = client
+        self.owner = owner
+        self.recorded = False          # the session has a row
+        self.closed = False            # ...and its end
+        self.failed = False
+        self._untold: ProtocolError | None = None   # a failure the client has not heard of yet
+
+    async def observe(self, event: events.Event) -> ProtocolError | None:
+        """Store what needs storing; an error to tell the client, the first time storing fails."""
+        if self.history is None:
+            return None
+        session = self.session
+        if isinstance(event, events.Ready):
+            config = session.config
+            self.recorded = await self._write(self.history.open_session(
+                session.id, "file" if session.offline else "stream", model=session.model, language=config.language,
+                filename=config.filename, client=self.client, settings=config.summary(), owner=self.owner))
+        elif isinstance(event, events.Final) and self.recorded:
+            await self._write(self.history.add_utterance(session.id, event.to_wire(), list(event.hotwords)))
+        elif isinstance(event, events.Stopped) and self.recorded:
+            await self.close()        # complete in history before the client hears `stopped`
+        error, self._untold = self._untold, None
+        return error
+
+    async def close(self) -> None:
+        if self.recorded and not self.closed:
+            self.closed = True
+            await self._write(self.history.close_session(self.session.id, self.session.outcome or "disconnected",
+                                                         ms(self.session.audio_samples)))
+
+    async def _write(self, operation) -> bool:
+        try:
+            await operation
+            return True
+        except Exception as exc:
+            # The transcript still goes to the client: losing it there too would be worse.
+            log.error("session %s: history write failed: %s", self.session.id, exc)
+            if not self.failed:     # said once
+                self.failed = True
+                self._untold = ProtocolError(ErrorCode.HISTORY_FAILED, f"could not store this session in history: {exc}")
+            return False
+
+
+class MetricsObserver:
+    def __init__(self, metrics: Metrics, session: Session):
+        self.metrics = metrics
+        self.session = session
+        self.ended_at: dict[int, float] = {}   # utterance -> when its end went out
+
+    def observe(self, event: events.Event) -> None:
+        if isinstance(event, events.Error):
+            self.metrics.errors.labels(event.code).inc()
+        elif isinstance(event, events.SpeechEnded):
+            self.ended_at[event.utterance] = time.monotonic()
+        elif isinstance(event, events.Final):
+            self.metrics.finals.labels(self.session.mode).inc()
+            ended = self.ended_at.pop(event.utterance, None)
+            if ended is not None:
+                self.metrics.final_latency.observe(time.monotonic() - ended)

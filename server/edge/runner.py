@@ -1,0 +1,245 @@
+"""One stream at the edge: executes its session's commands, and nothing else.
+
+Send     -> the outbox; a writer task stores it in history, then writes it (in order)
+Decode   -> the batch collector; the result goes back into the session
+Store    -> the uploaded file's spool on disk
+Transcribe -> a task that reads the spooled file and feeds its audio to the session
+Close    -> the outbox (after every event before it), then the transport closes
+
+The transport (a WebSocket, an HTTP response) only sends events and closes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from ..access import ApiKey
+from ..errors import ErrorCode, ProtocolError
+from ..protocol import ClientMessage
+from ..streaming.audio import MODEL_RATE, AudioFormatError
+from ..streaming.commands import GOING_AWAY, POLICY, Close, Decode, DecodeJob, Output, Send, Store, Transcribe
+from ..streaming.events import Event, Final
+from ..streaming.session import End, Session, State
+from ..uploads import FileReader, SpoolFull, Upload
+from .observers import HistoryRecorder, MetricsObserver
+
+log = logging.getLogger("lingting.server")
+DRAIN_S = 120        # finals still decoding when the input ends: waited for this long at most
+
+
+class Gone(Exception):
+    """The client is no longer there."""
+
+
+class Transport(Protocol):
+    async def send(self, event: Event) -> None: ...        # raises Gone
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class StreamRunner:
+    def __init__(self, lingting, session: Session, transport: Transport, key: ApiKey | None, client: dict):
+        self.lingting = lingting
+        self.session = session
+        self.transport = transport
+        self.key = key
+        self.ip = client.get("address")
+        self.limits = lingting.settings.limits
+        self.connected = True
+        self.closing = False             # a Close is queued: nothing goes out after it
+        self.outbox: asyncio.Queue = asyncio.Queue(self.limits.send_queue)
+        self.recorder = HistoryRecorder(lingting.history, session, client, key.name if key else None)
+        self.metrics = MetricsObserver(lingting.metrics, session)
+        self.upload: Upload | None = None
+        self.upload_active_at = time.monotonic()   # offline: the last file data (or the start)
+        self.transcriber: asyncio.Task | None = None
+        self.decoded = asyncio.Event()             # a decode finished: a file's feeding may go on
+        self.counted_samples = 0                   # audio already added to metrics and quota
+        self.log = logging.LoggerAdapter(log, {"session": session.id})
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    # ---- into the session -------------------------------------------------
+    def receive(self, message: ClientMessage) -> None:
+        self._run(lambda: self.session.receive(message))
+
+    def receive_frame(self, decode, frame: str | bytes) -> None:
+        """A frame as it came, read by the connection's codec."""
+        def step() -> Output:
+            try:
+                message = decode(frame)
+            except ProtocolError as exc:
+                return self.session.reject(exc)
+            return self.session.receive(message)
+        self._run(step)
+
+    def reject(self, error: ProtocolError) -> None:
+        self._run(lambda: self.session.reject(error))
+
+    def end(self, why: End, error: ProtocolError | None = None) -> None:
+        self._run(lambda: self.session.end(why, error))
+
+    def abort(self, error: ProtocolError, code: int, reason: str) -> None:
+        self._run(lambda: self.session.abort(error, code, reason))
+
+    def _run(self, step) -> None:
+        try:
+            out = step()
+        except Exception:
+            self.log.exception("session %s: internal error", self.session.id)
+            out = self.session.fail()
+        self.apply(out)
+
+    # ---- the commands -----------------------------------------------------
+    def apply(self, out: Output) -> None:
+        for command in out.commands:
+            if isinstance(command, Send):
+                self._queue(command.event)
+            elif isinstance(command, Decode):
+                self._decode(command.job)
+            elif isinstance(command, Store):
+                self._store(command.data)
+            elif isinstance(command, Transcribe):
+                self.transcriber = asyncio.get_running_loop().create_task(self._transcribe())
+            elif isinstance(command, Close):
+                self._queue(command)
+                if self.transcriber and self.transcriber is not asyncio.current_task():
+                    self.transcriber.cancel()
+        self._account_audio()
+
+    def _queue(self, item: Event | Close) -> None:
+        if self.closing:
+            return
+        self.closing = isinstance(item, Close)
+        try:
+            self.outbox.put_nowait(item)
+        except asyncio.QueueFull:
+            # A reader this slow would grow memory without bound: end the stream, dropping the backlog.
+            self.log.warning("session %s: client reads too slowly; closing", self.session.id)
+            self.session.abort(ProtocolError(ErrorCode.TOO_SLOW, "client reads too slowly", fatal=True),
+                               POLICY, "client too slow")
+            self.closing = True
+            self.writer.cancel()
+            asyncio.get_running_loop().create_task(self._close_transport(POLICY, "client too slow"))
+
+    def _decode(self, job: DecodeJob) -> None:
+        future = self.lingting.collector.submit(job)
+        future.add_done_callback(lambda f: self._decoded(job, f))
+
+    def _decoded(self, job: DecodeJob, future: asyncio.Future) -> None:
+        self.decoded.set()
+        if future.cancelled():
+            return
+        error = future.exception()
+        self._run(lambda: self.session.on_result(job, None if error else future.result(),
+                                                 str(error) if error else None))
+
+    def _store(self, data: bytes) -> None:
+        if self.upload is None:
+            self.upload = Upload(self.limits.spool_dir, self.lingting.spool)
+        try:
+            self.upload.write(data)
+        except SpoolFull as exc:
+            self.reject(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
+            return
+        self.upload_active_at = time.monotonic()
+
+    async def _transcribe(self) -> None:
+        """Read the spooled file into the session, keeping a bounded number of
+        its utterances waiting for the model."""
+        self.upload.complete()
+        audio = FileReader(self.upload.path)
+        try:
+            self.apply(self.session.file_opened(await audio.open()))
+            while (chunk := await audio.read()) is not None:
+                self.apply(self.session.file_audio(chunk))
+                while self.session.finals_pending >= self.limits.file_finals_in_flight:
+                    self.decoded.clear()
+                    await self.decoded.wait()
+                if self.session.state is State.CLOSED:
+                    return
+            self.apply(self.session.file_ended())
+        except AudioFormatError as exc:
+            self.reject(ProtocolError(ErrorCode.BAD_AUDIO, str(exc), fatal=True))
+        except Exception:
+            self.log.exception("session %s: file transcription failed", self.session.id)
+            self.apply(self.session.fail())
+        finally:
+            audio.close()
+
+    def _account_audio(self) -> None:
+        """Decoded audio counts toward metrics and the key's daily quota."""
+        new = self.session.audio_samples - self.counted_samples
+        if new <= 0:
+            return
+        self.counted_samples = self.session.audio_samples
+        self.lingting.metrics.audio_seconds.labels(self.session.mode).inc(new / MODEL_RATE)
+        if not self.lingting.access.use_audio(self.key, new / MODEL_RATE):
+            self.end(End.QUOTA, ProtocolError(ErrorCode.QUOTA_EXCEEDED, f"key {self.key.name!r} has used its audio "
+                                              "minutes for today (UTC): closing", fatal=True))
+
+    # ---- out: history first, then the client ------------------------------
+    async def _write(self) -> None:
+        history_writes = self.lingting.metrics.history_writes
+        while True:
+            item = await self.outbox.get()
+            if isinstance(item, Close):
+                await self._close_transport(item.code, item.reason)
+                return
+            started = time.perf_counter()
+            failure = await self.recorder.observe(item)
+            if isinstance(item, Final) and self.recorder.recorded:
+                history_writes.observe(time.perf_counter() - started)
+            self.metrics.observe(item)
+            if failure is not None:
+                await self._transmit(failure.event())
+            await self._transmit(item)
+
+    async def _transmit(self, event: Event) -> None:
+        if self.connected:
+            try:
+                await self.transport.send(event)
+            except Gone:
+                self.connected = False
+
+    async def _close_transport(self, code: int, reason: str) -> None:
+        if self.connected:
+            try:
+                await self.transport.close(code, reason)
+            except Gone:
+                pass
+            self.connected = False
+
+    # ---- the end ----------------------------------------------------------
+    def abort_now(self) -> None:
+        """Shutdown's grace is over: close at once, whatever is still queued."""
+        self.closing = True
+        self.writer.cancel()
+        asyncio.get_running_loop().create_task(self._close_transport(GOING_AWAY, "server shutting down"))
+
+    async def finish(self, client_left: bool) -> None:
+        """The input is over. If the client left mid-stream, its open utterance is
+        still decoded and stored (history keeps what was said before the line
+        dropped); then wait, bounded, for what is still going out."""
+        if client_left:
+            self.connected = False
+            if self.session.state is not State.CLOSED:
+                self.log.info("session %s: client left (%d finals pending)", self.session.id,
+                              self.session.finals_pending)
+            if self.recorder.recorded:
+                self.end(End.DISCONNECT)
+            else:
+                self.writer.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer), DRAIN_S)
+        except asyncio.TimeoutError:
+            self.log.warning("session %s: finals still pending after %d s; giving up", self.session.id, DRAIN_S)
+            self.writer.cancel()
+        except asyncio.CancelledError:
+            if not self.writer.cancelled():
+                raise
+        if self.transcriber:
+            self.transcriber.cancel()
+        if self.upload is not None:
+            self.upload.discard()
+        await self.recorder.close()

@@ -1,0 +1,163 @@
+"""The WebSocket endpoints: protocol v1 on /v1/stream, FunASR's protocol on /
+and /funasr. Admission before the upgrade (refusals are HTTP responses with
+a status and Retry-After), then frames are read into the stream's runner:
+size limit, flood throttle, live audio held to speed, idle timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from asyncio_throttle import Throttler
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..access import AccessDenied
+from ..errors import ErrorCode, ProtocolError
+from ..funasr_compat import SUBPROTOCOL as FUNASR_SUBPROTOCOL, FunasrCodec
+from ..protocol import SUBPROTOCOLS, Codec
+from ..settings import LimitSettings
+from ..streaming.audio import MODEL_RATE
+from ..streaming.commands import TOO_BIG
+from ..streaming.events import Event
+from ..streaming.session import End, State
+from .responses import denied
+from .runner import Gone, StreamRunner
+
+STREAM_PATH = "/v1/stream"
+FUNASR_PATHS = ("/", "/funasr")
+
+
+def message_bytes(message: str | bytes) -> int:
+    return len(message) if isinstance(message, bytes) else len(message.encode("utf-8", "surrogatepass"))
+
+
+def client_details(conn: HTTPConnection, ip: str | None, subprotocol: str | None) -> dict:
+    """Who connected, as history keeps it."""
+    return {"address": ip, "user_agent": conn.headers.get("User-Agent"), "origin": conn.headers.get("Origin"),
+            "subprotocol": subprotocol}
+
+
+class WebSocketTransport:
+    def __init__(self, websocket: WebSocket, codec):
+        self.websocket = websocket
+        self.codec = codec
+
+    async def send(self, event: Event) -> None:
+        for frame in self.codec.encode_all(event):
+            try:
+                if isinstance(frame, str):
+                    await self.websocket.send_text(frame)
+                else:
+                    await self.websocket.send_bytes(frame)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                raise Gone from None
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            await self.websocket.close(code, reason)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise Gone from None
+
+
+async def v1_stream(websocket: WebSocket) -> None:
+    await _serve(websocket, funasr=False)
+
+
+async def funasr_stream(websocket: WebSocket) -> None:
+    await _serve(websocket, funasr=True)
+
+
+async def _serve(websocket: WebSocket, funasr: bool) -> None:
+    lingting = websocket.app.state.lingting
+    try:
+        key, ip = lingting.admit(websocket)
+    except AccessDenied as exc:
+        lingting.metrics.connections.labels(exc.code).inc()
+        await websocket.send_denial_response(denied(exc))
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    ours = (FUNASR_SUBPROTOCOL,) if funasr else SUBPROTOCOLS
+    subprotocol = next((name for name in ours if name in offered), None)   # none offered: JSON
+    codec = FunasrCodec() if funasr else Codec(subprotocol)
+    session = lingting.new_session()
+    runner = StreamRunner(lingting, session, WebSocketTransport(websocket, codec), key,
+                          client_details(websocket, ip, codec.subprotocol))
+    lingting.opened(runner)
+    runner.log.debug("session %s: WebSocket %s?%s from %s, subprotocols offered %s", session.id, websocket.url.path,
+                     websocket.url.query, ip, offered)
+    left = True
+    try:
+        await websocket.accept(subprotocol)
+        if lingting.shutting_down:      # the signal came during the handshake
+            runner.end(End.SHUTDOWN)
+        left = await _read(websocket, runner, codec, lingting.settings.limits)
+    finally:
+        await runner.finish(left)
+        lingting.closed(runner)
+
+
+async def _read(websocket: WebSocket, runner: StreamRunner, codec, limits: LimitSettings) -> bool:
+    """Frames into the session until it closes; True when the client left first."""
+    throttle = Throttler(limits.max_messages_per_s, 1.0)
+    speed = SpeedLimit(limits)
+    while not runner.closing:
+        try:
+            message = await asyncio.wait_for(websocket.receive(), idle_timeout(runner, limits))
+        except asyncio.TimeoutError:
+            runner.end(End.IDLE, idle_error(runner, limits))
+            continue
+        if message["type"] == "websocket.disconnect":
+            return True
+        frame = message["text"] if message.get("text") is not None else message.get("bytes") or b""
+        size = message_bytes(frame)
+        if size > limits.max_frame_bytes:
+            runner.abort(ProtocolError(ErrorCode.TOO_LARGE, f"a message of {size} bytes is over this server's "
+                                       f"limit of {limits.max_frame_bytes}", fatal=True), TOO_BIG, "message too big")
+            continue
+        async with throttle:        # a flood is read at this pace, not faster
+            runner.receive_frame(codec.decode, frame)
+        await speed.hold(runner)
+    return False
+
+
+def uploading(runner: StreamRunner) -> bool:
+    return runner.session.offline and runner.session.state is State.STREAMING
+
+
+def idle_timeout(runner: StreamRunner, limits: LimitSettings) -> float | None:
+    """Idle only counts while the client owes us input; an upload must keep
+    sending file data (keepalives do not hold its disk space)."""
+    if not runner.session.taking_input:
+        return None
+    if uploading(runner):
+        return max(0.0, runner.upload_active_at + limits.upload_idle_timeout_s - time.monotonic())
+    return limits.idle_timeout_s
+
+
+def idle_error(runner: StreamRunner, limits: LimitSettings) -> ProtocolError:
+    message = (f"no file data for {limits.upload_idle_timeout_s:.0f} s: upload abandoned" if uploading(runner) else
+               f"no message for {limits.idle_timeout_s:.0f} s: closing (send keepalive to hold an idle stream open)")
+    return ProtocolError(ErrorCode.IDLE_TIMEOUT, message, fatal=True)
+
+
+class SpeedLimit:
+    """Live audio may come at most max_audio_speed x real time after a burst;
+    past that, reading pauses (TCP back-pressure reaches the client). Whole
+    files at full speed are what offline mode is for."""
+
+    def __init__(self, limits: LimitSettings):
+        self.limits = limits
+        self.first_audio_at: float | None = None
+
+    async def hold(self, runner: StreamRunner) -> None:
+        session = runner.session
+        if session.mode != "stream" or not session.audio_samples:
+            return
+        now = time.monotonic()
+        if self.first_audio_at is None:
+            self.first_audio_at = now
+        audio_s = session.audio_samples / MODEL_RATE
+        due = self.first_audio_at + (audio_s - self.limits.audio_burst_s) / self.limits.max_audio_speed
+        if due > now:
+            await asyncio.sleep(due - now)

@@ -1,0 +1,165 @@
+"""The events a stream sends, as typed values. `to_wire()` is the only place
+the wire schema of protocol v1 lives (docs/protocol.md describes it); codecs
+(JSON, msgpack, FunASR's replies) and observers (history, metrics) work from
+these values."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    type: ClassVar[str]
+
+    def to_wire(self) -> dict:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Ready(Event):
+    type: ClassVar[str] = "ready"
+    session_id: str
+    model: str
+    mode: str
+    language: str
+    limits: dict
+    sample_rate: int | None = None     # live streams only
+    encoding: str | None = None
+
+    def to_wire(self) -> dict:
+        wire = super().to_wire()
+        if self.mode != "stream":
+            del wire["sample_rate"], wire["encoding"]
+        return wire
+
+
+@dataclass(frozen=True)
+class Updated(Event):
+    type: ClassVar[str] = "updated"
+    hotwords: list[str]
+    watch: list[str]
+
+
+@dataclass(frozen=True)
+class SpeechStarted(Event):
+    type: ClassVar[str] = "speech_started"
+    utterance: int
+    start_ms: int
+
+
+@dataclass(frozen=True)
+class SpeechEnded(Event):
+    type: ClassVar[str] = "speech_ended"
+    utterance: int
+    start_ms: int
+    end_ms: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Partial(Event):
+    type: ClassVar[str] = "partial"
+    utterance: int
+    start_ms: int
+    end_ms: int
+    text: str
+    stable_text: str
+    language: str | None
+    itn_text: str | None = None        # only when the client asked for ITN on partials
+
+    def to_wire(self) -> dict:
+        wire = super().to_wire()
+        if self.itn_text is None:
+            del wire["itn_text"]
+        return wire
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start_ms: int                      # on the stream's clock
+    end_ms: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class Final(Event):
+    type: ClassVar[str] = "final"
+    utterance: int
+    start_ms: int
+    end_ms: int
+    reason: str
+    text: str
+    raw_text: str
+    language: str | None
+    words: tuple[Word, ...] | None = None
+    hotwords: tuple[str, ...] = ()     # in force for this utterance
+    error: str | None = None           # the decode failed: the final is empty
+
+    def to_wire(self) -> dict:
+        wire = super().to_wire()
+        wire["words"] = [asdict(w) for w in self.words] if self.words else None
+        if self.hotwords:
+            wire["hotwords"] = list(self.hotwords)
+        else:
+            del wire["hotwords"]
+        if self.error is None:
+            del wire["error"]
+        return wire
+
+
+@dataclass(frozen=True)
+class Alert(Event):
+    type: ClassVar[str] = "alert"
+    alert_id: str
+    status: str                        # detected | confirmed | retracted
+    phrase: str
+    text: str
+    number: int | None
+    utterance: int
+    audio_ms: int
+
+
+@dataclass(frozen=True)
+class UploadProgress(Event):
+    type: ClassVar[str] = "progress"
+    received_bytes: int
+    file_bytes: int | None
+
+    def to_wire(self) -> dict:
+        return {"type": self.type, "stage": "upload", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class TranscribeProgress(Event):
+    type: ClassVar[str] = "progress"
+    decoded_ms: int
+    done_ms: int                       # every utterance before it has its final delivered
+    duration_ms: int | None
+    fraction: float | None
+
+    def to_wire(self) -> dict:
+        return {"type": self.type, "stage": "transcribe", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Stopped(Event):
+    type: ClassVar[str] = "stopped"
+    utterances: int
+    audio_ms: int
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    fatal: bool = False
+
+
+# What one stream may send, in the grammar tests check against.
+ALL = (Ready, Updated, SpeechStarted, SpeechEnded, Partial, Final, Alert, UploadProgress, TranscribeProgress,
+       Stopped, Error)
+TYPES = frozenset(e.type for e in ALL)
