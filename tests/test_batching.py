@@ -185,3 +185,30 @@ async def test_a_final_whose_worker_died_is_decoded_again_on_the_new_one():
     with pytest.raises(RuntimeError, match=r"died .* \(on both tries: given up\)"):
         await c.submit(job("a", "final", 200))
     await c.close()
+
+
+async def test_text_work_runs_on_the_text_thread_while_the_model_goes_on(monkeypatch):
+    """Hotwords, ITN and watch phrases run after the decode on the one text
+    thread: never on the event loop, and not holding up the next batch."""
+    import lingting_server.postprocess as postprocess
+    threads, text_gate = [], threading.Event()
+
+    def slow_itn(text, language):
+        threads.append(threading.current_thread().name)
+        text_gate.wait(5)
+        return text.upper()
+    monkeypatch.setattr(postprocess, "inverse_normalize", slow_itn)
+    engine = RecordingEngine()
+    c = BatchCollector(engine, max_batch_size=1, max_wait_ms=0)
+    c.start()
+    futures = [c.submit(job("a", "final", 5)), c.submit(job("b", "final", 6))]
+    for _ in range(100):                       # both batches decode while the first one's text work waits
+        if len(engine.batches) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(engine.batches) == 2 and not any(f.done() for f in futures)
+    text_gate.set()
+    results = await asyncio.gather(*futures)
+    await c.close()
+    assert [r.text for r in results] == ["FINAL:5", "FINAL:6"] and results[0].raw_text == "final:5"
+    assert set(threads) == {"lingting-text_0"}
