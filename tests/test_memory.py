@@ -129,11 +129,16 @@ async def test_memory_held_does_not_grow_with_connections(tmp_path, kind):
             start = await held_after(server, run, 0)
             after_short = await held_after(server, run, 100)
             after_long = await held_after(server, run, 300)
+            # A leak of L bytes a connection grows the first run by 100 L and the second by 300 L.
+            per_connection = ((after_long - after_short) - (after_short - start)) / 200
+            if per_connection >= 64:
+                # Objects the server keeps for a while (timer handles, a connection's last
+                # seconds) can make one estimate look like a leak; a leak shows in the next too.
+                after_more = await held_after(server, run, 300)
+                per_connection = min(per_connection, (after_more - after_long) / 300)
             snapshot = tracemalloc.take_snapshot()
         finally:
             tracemalloc.stop()
         assert not server.streams and not server.access.streams.get("memory")
-    # A leak of L bytes a connection grows the first run by 100 L and the second by 300 L.
-    per_connection = ((after_long - after_short) - (after_short - start)) / 200
     top = "\n".join(str(s) for s in snapshot.statistics("lineno")[:8])
     assert per_connection < 64, f"{kind}: {per_connection:.0f} bytes held per connection\n{top}"

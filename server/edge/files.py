@@ -106,7 +106,7 @@ async def transcribe_file(request: Request) -> Response:
         transport.reader_left()
         await runner.finish(client_left=True)
         lingting.closed(runner)
-        return Response(status_code=499)    # nobody reads it
+        return Response(status_code=400)    # the client left: nobody reads it
     if runner.closing:                       # refused before its transcription started
         await runner.finish(client_left=False)
         lingting.closed(runner)

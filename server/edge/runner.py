@@ -2,8 +2,8 @@
 
 Send     -> the outbox; a writer task stores it in history, then writes it (in order)
 Decode   -> the batch collector; the result goes back into the session
-Store    -> the uploaded file's spool on disk
-Transcribe -> a task that reads the spooled file and feeds its audio to the session
+Store, Transcribe -> the file feed (file_feed.py): the upload spooled on disk,
+           then read back and fed to the session as audio
 Close    -> the outbox (after every event before it), then the transport closes
 
 The transport (a WebSocket, an HTTP response) only sends events and closes."""
@@ -18,11 +18,11 @@ from typing import Protocol
 from ..access import ApiKey
 from ..errors import ErrorCode, ProtocolError
 from ..protocol import ClientMessage
-from ..streaming.audio import MODEL_RATE, AudioFormatError
+from ..streaming.audio import MODEL_RATE
 from ..streaming.commands import GOING_AWAY, POLICY, Close, Decode, DecodeJob, Output, Send, Store, Transcribe
 from ..streaming.events import Event, Final
 from ..streaming.session import End, Session, State
-from ..uploads import FileReader, SpoolFull, Upload
+from .file_feed import FileFeed
 from .observers import HistoryRecorder, MetricsObserver
 
 log = logging.getLogger("lingting.server")
@@ -51,10 +51,7 @@ class StreamRunner:
         self.outbox: asyncio.Queue = asyncio.Queue(self.limits.send_queue)
         self.recorder = HistoryRecorder(lingting.history, session, client, key.name if key else None)
         self.metrics = MetricsObserver(lingting.metrics, session)
-        self.upload: Upload | None = None
-        self.upload_active_at = time.monotonic()   # offline: the last file data (or the start)
-        self.transcriber: asyncio.Task | None = None
-        self.decoded = asyncio.Event()             # a decode finished: a file's feeding may go on
+        self.file = FileFeed(self)                 # offline: the upload, and reading it back
         self.counted_samples = 0                   # audio already added to metrics and quota
         self.log = logging.LoggerAdapter(log, {"session": session.id})
         self.writer = asyncio.get_running_loop().create_task(self._write())
@@ -98,13 +95,12 @@ class StreamRunner:
             elif isinstance(command, Decode):
                 self._decode(command.job)
             elif isinstance(command, Store):
-                self._store(command.data)
+                self.file.store(command.data)
             elif isinstance(command, Transcribe):
-                self.transcriber = asyncio.get_running_loop().create_task(self._transcribe())
+                self.file.transcribe()
             elif isinstance(command, Close):
                 self._queue(command)
-                if self.transcriber and self.transcriber is not asyncio.current_task():
-                    self.transcriber.cancel()
+                self.file.stop()
         self._account_audio()
 
     def _queue(self, item: Event | Close) -> None:
@@ -127,45 +123,12 @@ class StreamRunner:
         future.add_done_callback(lambda f: self._decoded(job, f))
 
     def _decoded(self, job: DecodeJob, future: asyncio.Future) -> None:
-        self.decoded.set()
+        self.file.decoded.set()
         if future.cancelled():
             return
         error = future.exception()
         self._run(lambda: self.session.on_result(job, None if error else future.result(),
                                                  str(error) if error else None))
-
-    def _store(self, data: bytes) -> None:
-        if self.upload is None:
-            self.upload = Upload(self.limits.spool_dir, self.lingting.spool)
-        try:
-            self.upload.write(data)
-        except SpoolFull as exc:
-            self.reject(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
-            return
-        self.upload_active_at = time.monotonic()
-
-    async def _transcribe(self) -> None:
-        """Read the spooled file into the session, keeping a bounded number of
-        its utterances waiting for the model."""
-        self.upload.complete()
-        audio = FileReader(self.upload.path)
-        try:
-            self.apply(self.session.file_opened(await audio.open()))
-            while (chunk := await audio.read()) is not None:
-                self.apply(self.session.file_audio(chunk))
-                while self.session.finals_pending >= self.limits.file_finals_in_flight:
-                    self.decoded.clear()
-                    await self.decoded.wait()
-                if self.session.state is State.CLOSED:
-                    return
-            self.apply(self.session.file_ended())
-        except AudioFormatError as exc:
-            self.reject(ProtocolError(ErrorCode.BAD_AUDIO, str(exc), fatal=True))
-        except Exception:
-            self.log.exception("session %s: file transcription failed", self.session.id)
-            self.apply(self.session.fail())
-        finally:
-            audio.close()
 
     def _account_audio(self) -> None:
         """Decoded audio counts toward metrics and the key's daily quota."""
@@ -238,8 +201,5 @@ class StreamRunner:
         except asyncio.CancelledError:
             if not self.writer.cancelled():
                 raise
-        if self.transcriber:
-            self.transcriber.cancel()
-        if self.upload is not None:
-            self.upload.discard()
+        self.file.discard()
         await self.recorder.close()

@@ -131,7 +131,7 @@ def idle_timeout(runner: StreamRunner, limits: LimitSettings) -> float | None:
     if not runner.session.taking_input:
         return None
     if uploading(runner):
-        return max(0.0, runner.upload_active_at + limits.upload_idle_timeout_s - time.monotonic())
+        return max(0.0, runner.file.active_at + limits.upload_idle_timeout_s - time.monotonic())
     return limits.idle_timeout_s
 
 

@@ -1,0 +1,71 @@
+"""Offline, at the edge: the uploaded file's bytes kept on disk (Store), then
+read back and fed to the session as audio (Transcribe), a bounded number of
+its utterances waiting for the model at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..errors import ErrorCode, ProtocolError
+from ..streaming.audio import AudioFormatError
+from ..streaming.session import State
+from ..uploads import FileReader, SpoolFull, Upload
+
+log = logging.getLogger("lingting.server")
+
+
+class FileFeed:
+    def __init__(self, runner):
+        self.runner = runner
+        self.upload: Upload | None = None
+        self.active_at = time.monotonic()       # the last file data (or the start)
+        self.decoded = asyncio.Event()          # a decode finished: feeding may go on
+        self._task: asyncio.Task | None = None
+
+    def store(self, data: bytes) -> None:
+        runner = self.runner
+        if self.upload is None:
+            self.upload = Upload(runner.limits.spool_dir, runner.lingting.spool)
+        try:
+            self.upload.write(data)
+        except SpoolFull as exc:
+            runner.reject(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
+            return
+        self.active_at = time.monotonic()
+
+    def transcribe(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    def stop(self) -> None:
+        """The stream closes: stop reading (unless this is the reader closing it)."""
+        if self._task and self._task is not asyncio.current_task():
+            self._task.cancel()
+
+    def discard(self) -> None:
+        self.stop()
+        if self.upload is not None:
+            self.upload.discard()
+
+    async def _read(self) -> None:
+        runner, session = self.runner, self.runner.session
+        self.upload.complete()
+        audio = FileReader(self.upload.path)
+        try:
+            runner.apply(session.file_opened(await audio.open()))
+            while (chunk := await audio.read()) is not None:
+                runner.apply(session.file_audio(chunk))
+                while session.finals_pending >= runner.limits.file_finals_in_flight:
+                    self.decoded.clear()
+                    await self.decoded.wait()
+                if session.state is State.CLOSED:
+                    return
+            runner.apply(session.file_ended())
+        except AudioFormatError as exc:
+            runner.reject(ProtocolError(ErrorCode.BAD_AUDIO, str(exc), fatal=True))
+        except Exception:
+            log.exception("session %s: file transcription failed", session.id)
+            runner.apply(session.fail())
+        finally:
+            audio.close()
