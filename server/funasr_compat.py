@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 
+from .engines.base import MODEL_RATE
 from .errors import ErrorCode, ProtocolError
 from .hotwords import from_funasr
 from .protocol import Audio, ClientMessage, KeepAlive, Start, Stop, load_json, parse_start
 from .streaming import events
-from .engines.base import MODEL_RATE
 
 SUBPROTOCOL = "binary"          # what FunASR's clients offer
 PATHS = ("/", "/funasr")

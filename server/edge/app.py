@@ -28,6 +28,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from ..access import AccessDenied, AccessPolicy, ApiKey, client_ip
 from ..batching import BatchCollector
 from ..errors import ErrorCode
+from ..funasr_compat import PATHS as FUNASR_PATHS
 from ..history import AsyncHistory
 from ..metrics import Metrics
 from ..settings import Settings
@@ -136,7 +137,7 @@ def build_app(lingting: Lingting) -> Starlette:
         *files.routes,
         WebSocketRoute(streams.STREAM_PATH, streams.v1_stream),
         Route(streams.STREAM_PATH, _upgrade_required),
-        *(WebSocketRoute(path, streams.funasr_stream) for path in streams.FUNASR_PATHS),
+        *(WebSocketRoute(path, streams.funasr_stream) for path in FUNASR_PATHS),
         Route("/funasr", _upgrade_required),
         *pages.routes,
         WebSocketRoute("/{path:path}", _websocket_not_found),

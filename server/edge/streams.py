@@ -25,7 +25,6 @@ from .responses import denied
 from .runner import Gone, StreamRunner
 
 STREAM_PATH = "/v1/stream"
-FUNASR_PATHS = ("/", "/funasr")
 
 
 def message_bytes(message: str | bytes) -> int:

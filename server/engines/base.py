@@ -8,7 +8,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-
 Kind = Literal["partial", "final"]
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import DecodeRequest, DecodeResult, Word, decode_by_kind, is_out_of_memory, out_of_memory_as_engine_error
-from .base import MODEL_RATE
+from .base import (MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, is_out_of_memory,
+                   out_of_memory_as_engine_error)
 
 log = logging.getLogger("lingting.funasr")
 

@@ -7,9 +7,8 @@ import logging
 import numpy as np
 
 from ..logs import setup_logging
-from .base import DecodeRequest, is_out_of_memory
+from .base import MODEL_RATE, DecodeRequest, is_out_of_memory
 from .devices import resolve_device
-from .base import MODEL_RATE
 
 log = logging.getLogger("lingting.engine")
 

@@ -18,8 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .base import DecodeRequest, DecodeResult, Word
-from .base import MODEL_RATE
+from .base import MODEL_RATE, DecodeRequest, DecodeResult, Word
 
 log = logging.getLogger("lingting.vad")
 
