@@ -158,3 +158,21 @@ async def test_a_file_posted_over_http_streams_its_transcription_and_is_kept(tmp
             assert last["type"] == "error" and last["code"] == "bad_audio" and last["fatal"]
             bad = await http.post("/v1/files", params={"language": "xx"}, content=body)
             assert bad.status_code == 400 and bad.json()["error"] == "unsupported"
+
+
+async def test_a_file_posted_with_a_key_belongs_to_that_tenant(tmp_path):
+    keys = (ApiKey("agents", KEY), ApiKey("others", "others-" + "o" * 24), ApiKey("root", "root-" + "r" * 24, admin=True))
+    async with edge_server(keys=keys, history_path=str(tmp_path / "h.sqlite3")) as edge:
+        async with httpx.AsyncClient(base_url=edge.http, timeout=30) as http:
+            body = wav_file(to_s16(np.concatenate([voice(0.8), silence(1.0)])))
+            assert (await http.post("/v1/files", content=body)).status_code == 401        # no key, no file
+            posted = await http.post("/v1/files", content=body, headers={"X-API-Key": KEY})
+            session_id = json.loads(posted.text.splitlines()[0])["session_id"]
+
+            def ids(response):
+                return {s["id"] for s in response.json()["sessions"]}
+            assert ids(await http.get("/v1/history/sessions", headers={"X-API-Key": KEY})) == {session_id}
+            assert ids(await http.get("/v1/history/sessions", headers={"X-API-Key": keys[1].secret})) == set()
+            assert (await http.get(f"/v1/history/sessions/{session_id}",
+                                   headers={"X-API-Key": keys[1].secret})).status_code == 404
+            assert session_id in ids(await http.get("/v1/history/sessions", headers={"X-API-Key": keys[2].secret}))
