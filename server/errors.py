@@ -3,6 +3,8 @@ error bodies ({"error": code, "message": ...}) and in close reasons."""
 
 from __future__ import annotations
 
+from .streaming.events import Error
+
 
 class ErrorCode:
     # A client's message or audio
@@ -42,8 +44,7 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code, self.message, self.fatal = code, message, fatal
 
-    def event(self):
-        from .streaming.events import Error
+    def event(self) -> Error:
         return Error(self.code, self.message, self.fatal)
 
 

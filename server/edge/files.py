@@ -78,10 +78,12 @@ def start_message(request: Request) -> dict:
 
 
 def _refusal(runner: StreamRunner, transport: LinesTransport) -> Response:
-    lines = []
+    events = []
     while not transport.queue.empty():
-        lines.append(transport.queue.get_nowait())
-    errors = [json.loads(line) for line in lines if line and json.loads(line)["type"] == Error.type]
+        line = transport.queue.get_nowait()
+        if line:
+            events.append(json.loads(line))
+    errors = [e for e in events if e["type"] == Error.type]
     last = errors[-1] if errors else {"code": ErrorCode.INTERNAL, "message": "transcription refused"}
     return error(_STATUS.get(last["code"], 400), last["code"], last["message"])
 
