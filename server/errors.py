@@ -11,6 +11,7 @@ class ErrorCode:
     BAD_MESSAGE = "bad_message"          # not JSON/msgpack, not a map, unknown type
     INVALID_FIELD = "invalid_field"      # a field with a wrong type or value
     NOT_STARTED = "not_started"          # audio/flush before start
+    NO_SPEECH = "no_speech"              # a commit (OpenAI realtime) with no utterance open
     ALREADY_STARTED = "already_started"
     BAD_AUDIO = "bad_audio"              # an undecodable frame or file
     UNSUPPORTED = "unsupported"          # sample rate, language the model lacks
@@ -34,6 +35,7 @@ class ErrorCode:
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
     UPGRADE_REQUIRED = "upgrade_required"      # 426
     HISTORY_DISABLED = "history_disabled"      # 404: started with --history-db off
+    MODEL_NOT_FOUND = "model_not_found"        # 404: OpenAI's API names a model this server does not run
 
 
 class ProtocolError(Exception):

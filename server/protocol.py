@@ -78,7 +78,14 @@ class Audio:
 
 @dataclass(frozen=True)
 class Flush:
-    pass
+    """End the open utterance now. require_speech: with none open, that is an
+    error (OpenAI's commit of an empty buffer) rather than nothing to do."""
+    require_speech: bool = False
+
+
+@dataclass(frozen=True)
+class Clear:
+    """Drop the open utterance's audio undecoded (push-to-talk cancelled)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class Stop:
     pass
 
 
-ClientMessage = Start | Update | Audio | Flush | KeepAlive | Stop
+ClientMessage = Start | Update | Audio | Flush | Clear | KeepAlive | Stop
 
 
 def _int(value, name: str, low: int, high: int) -> int:
@@ -185,10 +192,10 @@ def parse_message(msg) -> ClientMessage:
         data = msg.get("data")
         require(isinstance(data, (bytes, bytearray)), "audio.data must be binary")
         return Audio(bytes(data))
-    simple = {"flush": Flush, "keepalive": KeepAlive, "stop": Stop}
+    simple = {"flush": Flush, "clear": Clear, "keepalive": KeepAlive, "stop": Stop}
     if kind in simple:
         return simple[kind]()
-    known = "start, update, audio, flush, keepalive, stop"
+    known = "start, update, audio, flush, clear, keepalive, stop"
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r}; known: {known}")
 
 
@@ -207,6 +214,9 @@ class Codec:
     def __init__(self, subprotocol: str | None):
         self.msgpack = subprotocol == SUBPROTOCOL_MSGPACK
         self.subprotocol = SUBPROTOCOL_MSGPACK if self.msgpack else SUBPROTOCOL_JSON
+
+    def greeting(self) -> list[str | bytes]:
+        return []          # the server speaks after start
 
     def decode(self, frame: str | bytes) -> ClientMessage:
         if self.msgpack:

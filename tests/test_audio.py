@@ -23,6 +23,12 @@ def test_mulaw_g711_values():
     np.testing.assert_allclose(out * 32768, [-32124, 32124, 0, 0])
 
 
+def test_alaw_g711_values():
+    # ITU-T G.711 A-law: 0xD5 and 0x55 are the smallest steps either side of zero, 0xAA/0x2A the loudest.
+    out = AudioDecoder("alaw", 16000).decode(bytes([0xD5, 0x55, 0xAA, 0x2A]))
+    np.testing.assert_allclose(out * 32768, [8, -8, 32256, -32256])
+
+
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_resampling_keeps_duration(rate):
     d = AudioDecoder("pcm_s16le", rate)

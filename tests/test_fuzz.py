@@ -26,7 +26,7 @@ from lingting_testkit.synth import silence, to_s16, voice
 FIELDS = ["type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms", "endpointing",
           "word_timestamps", "hotwords", "watch", "itn", "itn_partials", "mode", "filename", "file_bytes",
           "silence_ms", "max_utterance_ms", "vad_aggressiveness", "data", "phrase", "boost"]
-TYPES = ["start", "update", "audio", "flush", "keepalive", "stop", "sing", "", None]
+TYPES = ["start", "update", "audio", "flush", "clear", "keepalive", "stop", "sing", "", None]
 
 scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.floats(allow_nan=True)
            | st.text(max_size=80) | st.binary(max_size=64) | st.sampled_from([*TYPES, *ENCODINGS, "offline", "en", "zh"]))
@@ -94,7 +94,8 @@ actions = st.one_of(
     st.just(("frame", json.dumps(START))),
     st.just(("frame", json.dumps({"type": "start", "mode": "offline", "watch": ["hold"]}))),
     st.sampled_from([("frame", VOICE), ("frame", SILENCE), ("frame", json.dumps({"type": "stop"})),
-                     ("frame", json.dumps({"type": "flush"})), ("frame", json.dumps({"type": "keepalive"})),
+                     ("frame", json.dumps({"type": "flush"})), ("frame", json.dumps({"type": "clear"})),
+                     ("frame", json.dumps({"type": "keepalive"})),
                      ("frame", json.dumps({"type": "update", "watch": ["abort"]}))]),
     messages.map(lambda m: ("frame", json.dumps(m, default=repr))),
     st.binary(max_size=700).map(lambda b: ("frame", b)),

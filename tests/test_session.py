@@ -6,7 +6,7 @@ import pytest
 from lingting_server.engines.base import DecodeResult, Word
 from lingting_server.errors import ErrorCode, ProtocolError
 from lingting_server.postprocess import postprocess
-from lingting_server.protocol import Audio, Flush, Stop, parse_message
+from lingting_server.protocol import Audio, Clear, Flush, Stop, parse_message
 from lingting_server.streaming.commands import Close, Store, Transcribe
 from lingting_server.streaming.session import End, Session, State
 from lingting_testkit.synth import silence, to_s16, voice
@@ -100,6 +100,29 @@ def test_stop_waits_for_pending_finals_in_order():
     out = s.result(first, DecodeResult("one", "en"))
     assert [(e["type"], e.get("text")) for e in wire(out)] == [("final", "one"), ("final", "two"), ("stopped", None)]
     assert out.close
+
+
+def test_clear_drops_the_open_utterance_and_later_finals_keep_their_order():
+    s = started(partials=False)
+    out = s.handle(Audio(to_s16(np.concatenate([voice(1), silence(1), voice(1)]))))
+    (first,) = out.jobs                       # utterance 0 ended; utterance 1 is open
+    out = s.handle(Clear())
+    assert wire(out) == [{"type": "cleared", "utterance": 1}] and not out.jobs
+    assert wire(s.handle(Clear())) == [{"type": "cleared", "utterance": None}]
+    out = s.handle(Audio(to_s16(np.concatenate([silence(0.5), voice(1), silence(1)]))))
+    (third,) = out.jobs
+    assert third.utterance == 2
+    assert s.result(third, DecodeResult("three", "en")).events == []     # waits for utterance 0, not for 1
+    out = s.result(first, DecodeResult("one", "en"))
+    assert [e.get("text") for e in wire(out)] == ["one", "three"]
+
+
+def test_a_commit_needs_an_open_utterance():
+    s = started(partials=False)
+    assert error_code(s.handle(Flush(require_speech=True))) == ErrorCode.NO_SPEECH
+    assert s.handle(Flush()).events == []                       # protocol v1: nothing to flush is fine
+    s.handle(Audio(to_s16(voice(1))))
+    assert types(s.handle(Flush(require_speech=True))) == ["speech_ended"]
 
 
 def test_failed_final_still_closes_the_utterance():

@@ -12,8 +12,8 @@ def samples_to_ms(samples: int) -> int:
     return samples * 1000 // MODEL_RATE
 
 
-ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw")
-_SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}
+ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
+_SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 
 
 def _mulaw_table() -> np.ndarray:
@@ -27,7 +27,17 @@ def _mulaw_table() -> np.ndarray:
     return (pcm / 32768.0).astype(np.float32)
 
 
-_MULAW = _mulaw_table()
+def _alaw_table() -> np.ndarray:
+    # ITU-T G.711 A-law expansion of all 256 codes (even bits inverted on the wire).
+    codes = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent = (codes >> 4) & 0x07
+    mantissa = (codes & 0x0F) << 4
+    magnitude = np.where(exponent == 0, mantissa + 8, (mantissa + 0x108) << np.maximum(exponent - 1, 0))
+    pcm = np.where(codes & 0x80, magnitude, -magnitude)
+    return (pcm / 32768.0).astype(np.float32)
+
+
+_G711 = {"mulaw": _mulaw_table(), "alaw": _alaw_table()}
 
 
 class AudioFormatError(ValueError):
@@ -64,7 +74,7 @@ class AudioDecoder:
                 raise AudioFormatError("pcm_f32le frame holds NaN or infinite samples; frame dropped")
             samples = np.clip(samples, -1.0, 1.0)
         else:
-            samples = _MULAW[np.frombuffer(frame, dtype=np.uint8)]
+            samples = _G711[self.encoding][np.frombuffer(frame, dtype=np.uint8)]
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
         return samples

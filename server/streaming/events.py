@@ -59,6 +59,13 @@ class SpeechEnded(Event):
 
 
 @dataclass(frozen=True)
+class Cleared(Event):
+    """The open utterance was dropped undecoded (None: none was open)."""
+    type: ClassVar[str] = "cleared"
+    utterance: int | None
+
+
+@dataclass(frozen=True)
 class Partial(Event):
     type: ClassVar[str] = "partial"
     utterance: int
@@ -160,6 +167,6 @@ class Error(Event):
 
 
 # What one stream may send, in the grammar tests check against.
-ALL = (Ready, Updated, SpeechStarted, SpeechEnded, Partial, Final, Alert, UploadProgress, TranscribeProgress,
+ALL = (Ready, Updated, SpeechStarted, SpeechEnded, Cleared, Partial, Final, Alert, UploadProgress, TranscribeProgress,
        Stopped, Error)
 TYPES = frozenset(e.type for e in ALL)

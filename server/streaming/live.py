@@ -38,6 +38,14 @@ class LiveStream(Utterances):
     def flush(self, reason: str = "flush") -> Output:
         return self._segmented(self.segmenter.flush(reason))
 
+    def clear(self) -> Output:
+        """Drop the open utterance undecoded; the finals before it still go out in order."""
+        index = self.segmenter.discard()
+        if index is None:
+            return Output().send(events.Cleared(None))
+        self.stabilizer.reset()
+        return self.skip(index).send(events.Cleared(index))
+
     def stop(self, reason: str) -> Output:
         """The end of input: what the decoder holds, then the open utterance."""
         tail = self.decoder.flush()

@@ -118,6 +118,19 @@ class Segmenter:
             self._pending = np.zeros(0, np.float32)
         return [self._close(len(self._frames), reason, end_sample=self._clock)]
 
+    def discard(self) -> int | None:
+        """Drop the open utterance (its index), or None when none is open; the
+        audio counts as heard, and the next start decision begins afresh."""
+        self._clock += len(self._pending)
+        self._pending = np.zeros(0, np.float32)
+        self._history.clear()
+        self._window.clear()
+        if not self.in_speech:
+            return None
+        self.in_speech = False
+        self._frames, self._flags = [], []
+        return self._next_index - 1
+
     # ---- internals --------------------------------------------------
     def _on_frame(self, frame: np.ndarray) -> list:
         pcm = (np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes()

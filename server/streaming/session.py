@@ -16,7 +16,7 @@ import enum
 from ..errors import ErrorCode, ProtocolError
 from ..languages import AUTO
 from ..postprocess import Recognized
-from ..protocol import Audio, ClientMessage, Flush, KeepAlive, Start, StartConfig, Stop, Update
+from ..protocol import Audio, ClientMessage, Clear, Flush, KeepAlive, Start, StartConfig, Stop, Update
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
@@ -114,9 +114,14 @@ class Session:
             return self.stream.file_bytes(message.data) if self.offline else self.stream.audio(message.data)
         if isinstance(message, Update):
             return self.stream.update(message)
-        if isinstance(message, Flush):
+        if isinstance(message, (Flush, Clear)):
             if self.offline:
-                raise ProtocolError(ErrorCode.BAD_MESSAGE, "flush has no meaning in offline mode")
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "flush and clear have no meaning in offline mode")
+            if isinstance(message, Clear):
+                return self.stream.clear()
+            if message.require_speech and not self.stream.segmenter.in_speech:
+                raise ProtocolError(ErrorCode.NO_SPEECH, "no speech to commit: nothing was heard since the last "
+                                    "utterance ended")
             return self.stream.flush()
         if isinstance(message, Stop):
             return self._stop("stop")

@@ -86,6 +86,14 @@ class Utterances:
             out.send(events.Error(ErrorCode.DECODE_FAILED, f"utterance {job.utterance} could not be decoded: {error}"))
         found = recognized.occurrences if recognized else ()
         self._finals_ready[job.utterance] = [*self.alerts.on_final(found, job.utterance, ms(job.end_sample)), final]
+        return self._release(out)
+
+    def skip(self, utterance: int) -> Output:
+        """An utterance that will have no final (cleared): later ones need not wait for it."""
+        self._finals_ready[utterance] = []
+        return self._release(Output())
+
+    def _release(self, out: Output) -> Output:
         while self._next_final in self._finals_ready:
             out.send(*self._finals_ready.pop(self._next_final))
             self.delivered(self._next_final)
