@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 from .errors import ErrorCode
 
 KEY_SUBPROTOCOL_PREFIX = "lingting.key."   # browsers cannot set headers on a WebSocket
+OPENAI_KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."   # ...so OpenAI's realtime browser clients do the same
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,9 @@ def presented_key(path: str, headers, offered_subprotocols: list[str]) -> str | 
     if headers.get("X-API-Key"):
         return headers["X-API-Key"].strip()
     for protocol in offered_subprotocols:
-        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
-            return protocol[len(KEY_SUBPROTOCOL_PREFIX):]
+        for prefix in (KEY_SUBPROTOCOL_PREFIX, OPENAI_KEY_SUBPROTOCOL_PREFIX):
+            if protocol.startswith(prefix):
+                return protocol[len(prefix):]
     values = parse_qs(urlsplit(path).query).get("api_key")
     return values[0] if values else None
 

@@ -38,6 +38,9 @@ class FunasrCodec:
         self._sent: dict[int, str] = {}   # utterance -> online text already sent
         self._held: list[events.Final] = []        # finals after the end, until the last is known
 
+    def greeting(self) -> list[str]:
+        return []          # FunASR's server speaks after the config
+
     # ---- client -> Lingting ---------------------------------------------
     def decode(self, frame) -> ClientMessage:
         if isinstance(frame, bytes):

@@ -76,6 +76,21 @@ def from_funasr(value) -> list:
     raise ProtocolError(ErrorCode.INVALID_FIELD, "hotwords must be a JSON object string or a list of words")
 
 
+# A prompt's list separators, Latin and CJK.
+_PROMPT_SEPARATORS = re.compile(r"[,;\n、，；。]+")
+MAX_PROMPT_TERM_WORDS = 4
+
+
+def from_prompt(prompt: str) -> list[str]:
+    """OpenAI's `prompt` as hotwords: for whisper-1 it is "a list of keywords",
+    so each comma-, semicolon- or line-separated term of a few words is one.
+    Longer sentences ("a call about billing") steer no correction: skipped."""
+    terms = (t.strip(" .\t\"'") for t in _PROMPT_SEPARATORS.split(prompt or ""))
+    return [t for t in terms if t and len(t) <= MAX_HOTWORD_CHARS
+            and len(split_units(t)) <= (2 * MAX_PROMPT_TERM_WORDS if IS_CJK.search(t) else MAX_PROMPT_TERM_WORDS)
+            ][:MAX_HOTWORDS]
+
+
 def prompt_order(hotwords: tuple[Hotword, ...]) -> tuple[str, ...]:
     """The phrases for an engine's prompt, the most boosted first: the prompt may have to cut the tail."""
     return tuple(h.phrase for h in sorted(hotwords, key=lambda h: -h.boost))

@@ -11,7 +11,7 @@ REDACTED = "[redacted]"
 # Every place a client can put its API key (access.presented_key), as it
 # shows in a logged URL, header or header list.
 _SECRETS = re.compile(
-    r"(?P<keep>(?:[?&]api_key=)|lingting\.key\.|(?:authorization['\"]?[:,=]\s*['\"]?bearer\s+)"
+    r"(?P<keep>(?:[?&]api_key=)|lingting\.key\.|openai-insecure-api-key\.|(?:authorization['\"]?[:,=]\s*['\"]?bearer\s+)"
     r"|(?:x-api-key['\"]?[:,=]\s*['\"]?))[^\s&'\",;)\]]+", re.IGNORECASE)
 
 

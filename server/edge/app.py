@@ -34,7 +34,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from ..streaming.session import End, Session
 from ..uploads import SpoolBudget
-from . import files, health, history_api, pages, streams
+from . import files, health, history_api, openai_api, pages, streams
 from .guard import HostGuard
 from .pages import content_security_policy
 from .responses import error, http_exception
@@ -65,6 +65,7 @@ class Lingting:
         self.spool = SpoolBudget(settings.limits.max_spool_bytes)
         self.streams: dict = {}          # open streams (runners) by session id
         self.started = time.monotonic()
+        self.started_at = time.time()        # wall clock, for what reports a creation time
         self.ready = False
         self.shutting_down = False
 
@@ -135,6 +136,7 @@ def build_app(lingting: Lingting) -> Starlette:
         *health.routes,
         *history_api.routes,
         *files.routes,
+        *openai_api.routes,
         WebSocketRoute(streams.STREAM_PATH, streams.v1_stream),
         Route(streams.STREAM_PATH, _upgrade_required),
         *(WebSocketRoute(path, streams.funasr_stream) for path in FUNASR_PATHS),

@@ -20,44 +20,15 @@ from starlette.routing import Route
 from ..access import AccessDenied
 from ..errors import ErrorCode, ProtocolError
 from ..protocol import Audio, Start, Stop, parse_start
-from ..streaming.events import Error, Event
+from ..streaming.events import Error
 from ..streaming.session import End
-from .responses import denied, error
-from .runner import Gone, StreamRunner
+from .responses import denied, error, status_for
+from .runner import QueueTransport, StreamRunner
 from .streams import client_details, idle_error
 
 FILES_PATH = "/v1/files"
 SUBPROTOCOL = "http.ndjson"        # what history records as the client's protocol
-_STATUS = {ErrorCode.TOO_LARGE: 413, ErrorCode.OVERLOADED: 503, ErrorCode.IDLE_TIMEOUT: 408,
-           ErrorCode.QUOTA_EXCEEDED: 429}
 _FLAGS = ("itn", "word_timestamps")
-
-
-class LinesTransport:
-    """Events as NDJSON lines for a streamed HTTP response."""
-
-    def __init__(self):
-        self.queue: asyncio.Queue = asyncio.Queue(64)
-        self.gone = False
-
-    async def send(self, event: Event) -> None:
-        if self.gone:
-            raise Gone
-        await self.queue.put(json.dumps(event.to_wire(), ensure_ascii=False) + "\n")
-
-    async def close(self, code: int, reason: str) -> None:
-        if not self.gone:
-            await self.queue.put(None)
-
-    def reader_left(self) -> None:
-        """The client is gone: nothing is read any more, so nothing may wait to be."""
-        self.gone = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-
-    async def lines(self):
-        while (line := await self.queue.get()) is not None:
-            yield line
 
 
 def start_message(request: Request) -> dict:
@@ -77,15 +48,11 @@ def start_message(request: Request) -> dict:
     return start
 
 
-def _refusal(runner: StreamRunner, transport: LinesTransport) -> Response:
-    events = []
-    while not transport.queue.empty():
-        line = transport.queue.get_nowait()
-        if line:
-            events.append(json.loads(line))
-    errors = [e for e in events if e["type"] == Error.type]
-    last = errors[-1] if errors else {"code": ErrorCode.INTERNAL, "message": "transcription refused"}
-    return error(_STATUS.get(last["code"], 400), last["code"], last["message"])
+def refusal(transport: QueueTransport) -> ProtocolError:
+    """Why a transcription was refused before it started: its last error."""
+    errors = [e for e in transport.queued() if isinstance(e, Error)]
+    return (ProtocolError(errors[-1].code, errors[-1].message) if errors else
+            ProtocolError(ErrorCode.INTERNAL, "transcription refused"))
 
 
 async def transcribe_file(request: Request) -> Response:
@@ -97,8 +64,8 @@ async def transcribe_file(request: Request) -> Response:
         lingting.metrics.connections.labels(exc.code).inc()
         return denied(exc)
     except ProtocolError as exc:
-        return error(_STATUS.get(exc.code, 400), exc.code, exc.message)
-    transport = LinesTransport()
+        return error(status_for(exc.code), exc.code, exc.message)
+    transport = QueueTransport()
     runner = StreamRunner(lingting, lingting.new_session(), transport, key, client_details(request, ip, SUBPROTOCOL))
     lingting.opened(runner)
     try:
@@ -112,13 +79,14 @@ async def transcribe_file(request: Request) -> Response:
     if runner.closing:                       # refused before its transcription started
         await runner.finish(client_left=False)
         lingting.closed(runner)
-        return _refusal(runner, transport)
+        why = refusal(transport)
+        return error(status_for(why.code), why.code, why.message)
 
     async def events():
         left = True
         try:
-            async for line in transport.lines():
-                yield line
+            async for event in transport.events():
+                yield json.dumps(event.to_wire(), ensure_ascii=False) + "\n"
             left = False
         finally:
             if left:

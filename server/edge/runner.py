@@ -38,6 +38,42 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+class QueueTransport:
+    """Events into a queue that an HTTP response reads (NDJSON lines, an
+    OpenAI answer); None in the queue is the close."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue(64)
+        self.gone = False
+
+    async def send(self, event: Event) -> None:
+        if self.gone:
+            raise Gone
+        await self.queue.put(event)
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.gone:
+            await self.queue.put(None)
+
+    def reader_left(self) -> None:
+        """The client is gone: nothing is read any more, so nothing may wait to be."""
+        self.gone = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    def queued(self) -> list[Event]:
+        """What is queued now, without waiting."""
+        out = []
+        while not self.queue.empty():
+            if (event := self.queue.get_nowait()) is not None:
+                out.append(event)
+        return out
+
+    async def events(self):
+        while (event := await self.queue.get()) is not None:
+            yield event
+
+
 class StreamRunner:
     def __init__(self, lingting, session: Session, transport: Transport, key: ApiKey | None, client: dict):
         self.lingting = lingting
@@ -64,10 +100,15 @@ class StreamRunner:
         """A frame as it came, read by the connection's codec."""
         def step() -> Output:
             try:
-                message = decode(frame)
+                messages = decode(frame)
             except ProtocolError as exc:
                 return self.session.reject(exc)
-            return self.session.receive(message)
+            if not isinstance(messages, list):
+                return self.session.receive(messages)
+            out = Output()          # one frame may carry several messages (an implicit start, then audio)
+            for message in messages:
+                out.extend(self.session.receive(message))
+            return out
         self._run(step)
 
     def reject(self, error: ProtocolError) -> None:

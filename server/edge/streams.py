@@ -59,27 +59,37 @@ class WebSocketTransport:
             raise Gone from None
 
 
+def _v1_codec(offered: list[str], session) -> tuple[Codec, str | None]:
+    subprotocol = next((name for name in SUBPROTOCOLS if name in offered), None)   # none offered: JSON
+    return Codec(subprotocol), subprotocol
+
+
+def _funasr_codec(offered: list[str], session) -> tuple[FunasrCodec, str | None]:
+    return FunasrCodec(), FUNASR_SUBPROTOCOL if FUNASR_SUBPROTOCOL in offered else None
+
+
 async def v1_stream(websocket: WebSocket) -> None:
-    await _serve(websocket, funasr=False)
+    await serve(websocket, _v1_codec)
 
 
 async def funasr_stream(websocket: WebSocket) -> None:
-    await _serve(websocket, funasr=True)
+    await serve(websocket, _funasr_codec)
 
 
-async def _serve(websocket: WebSocket, funasr: bool) -> None:
+async def serve(websocket: WebSocket, negotiate) -> None:
+    """One WebSocket stream. negotiate(offered subprotocols, session) -> (codec,
+    the subprotocol to accept), or AccessDenied; the codec reads frames into
+    messages and writes events as frames, and may greet the client first."""
     lingting = websocket.app.state.lingting
+    offered = websocket.scope.get("subprotocols") or []
+    session = lingting.new_session()
     try:
         key, ip = lingting.admit(websocket)
+        codec, subprotocol = negotiate(offered, session)
     except AccessDenied as exc:
         lingting.metrics.connections.labels(exc.code).inc()
         await websocket.send_denial_response(denied(exc))
         return
-    offered = websocket.scope.get("subprotocols") or []
-    ours = (FUNASR_SUBPROTOCOL,) if funasr else SUBPROTOCOLS
-    subprotocol = next((name for name in ours if name in offered), None)   # none offered: JSON
-    codec = FunasrCodec() if funasr else Codec(subprotocol)
-    session = lingting.new_session()
     runner = StreamRunner(lingting, session, WebSocketTransport(websocket, codec), key,
                           client_details(websocket, ip, codec.subprotocol))
     lingting.opened(runner)
@@ -88,12 +98,23 @@ async def _serve(websocket: WebSocket, funasr: bool) -> None:
     left = True
     try:
         await websocket.accept(subprotocol)
-        if lingting.shutting_down:      # the signal came during the handshake
-            runner.end(End.SHUTDOWN)
-        left = await _read(websocket, runner, codec, lingting.settings.limits)
+        if await _greeted(websocket, codec):
+            if lingting.shutting_down:      # the signal came during the handshake
+                runner.end(End.SHUTDOWN)
+            left = await _read(websocket, runner, codec, lingting.settings.limits)
     finally:
         await runner.finish(left)
         lingting.closed(runner)
+
+
+async def _greeted(websocket: WebSocket, codec) -> bool:
+    """What the codec says before the client does (OpenAI's session.created); False: gone."""
+    try:
+        for frame in codec.greeting():
+            await websocket.send_text(frame)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return False
+    return True
 
 
 async def _read(websocket: WebSocket, runner: StreamRunner, codec, limits: LimitSettings) -> bool:
