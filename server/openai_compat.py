@@ -35,6 +35,11 @@ def check_model(requested: str | None, names: tuple[str, ...], param: str = "mod
                             f"runs {names[0]} (also answering to {', '.join(names[1:])})")
 
 
+def iso_language(value: str) -> str:
+    """OpenAI takes ISO-639-1 codes; a region is dropped (en-US -> en)."""
+    return value.strip().lower().split("-")[0]
+
+
 # ---- errors ---------------------------------------------------------------
 def error_type(status: int) -> str:
     if status == 401:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 
 from .errors import ErrorCode, ProtocolError, require
 from .hotwords import from_prompt, parse_hotwords
-from .openai_compat import check_model, usage
-from .protocol import Audio, Clear, ClientMessage, Flush, Start, Update, load_json, parse_start
+from .openai_compat import check_model, iso_language, usage
+from .protocol import Audio, Clear, ClientMessage, Flush, Start, Update, bounded_int, load_json, parse_start
 from .streaming import events
 from .streaming.segmenter import EndpointConfig
 
@@ -82,12 +82,6 @@ class RealtimeSettings:
                                   "endpointing": endpointing}))
 
 
-def _int(value, name: str, low: int, high: int) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
-            f"{name} must be an integer from {low} to {high}")
-    return value
-
-
 def _turn_detection(value, current: TurnDetection | None) -> TurnDetection | None:
     if value is None:
         return None
@@ -101,10 +95,10 @@ def _turn_detection(value, current: TurnDetection | None) -> TurnDetection | Non
         require(eagerness in EAGERNESS_SILENCE_MS, "turn_detection.eagerness must be low, medium, high or auto")
         turn = replace(turn, eagerness=eagerness, silence_duration_ms=EAGERNESS_SILENCE_MS[eagerness])
     if "silence_duration_ms" in value:
-        turn = replace(turn, silence_duration_ms=_int(value["silence_duration_ms"],
+        turn = replace(turn, silence_duration_ms=bounded_int(value["silence_duration_ms"],
                                                       "turn_detection.silence_duration_ms", 100, 10000))
     if "prefix_padding_ms" in value:     # accepted; the segmenter keeps its own pre-roll
-        turn = replace(turn, prefix_padding_ms=_int(value["prefix_padding_ms"], "turn_detection.prefix_padding_ms",
+        turn = replace(turn, prefix_padding_ms=bounded_int(value["prefix_padding_ms"], "turn_detection.prefix_padding_ms",
                                                     0, 10000))
     if value.get("threshold") is not None:
         threshold = value["threshold"]
@@ -186,7 +180,7 @@ class RealtimeCodec:
                 language = transcription["language"] or None
                 require(language is None or isinstance(language, str), "input_audio_transcription.language must "
                         "be an ISO-639-1 code")
-                new = replace(new, language=language.lower().split("-")[0] if language else None)
+                new = replace(new, language=iso_language(language) if language else None)
             if "prompt" in transcription:
                 require(isinstance(transcription["prompt"] or "", str), "input_audio_transcription.prompt must be "
                         "a string")

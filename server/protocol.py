@@ -101,7 +101,7 @@ class Stop:
 ClientMessage = Start | Update | Audio | Flush | Clear | KeepAlive | Stop
 
 
-def _int(value, name: str, low: int, high: int) -> int:
+def bounded_int(value, name: str, low: int, high: int) -> int:
     require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
     require(low <= value <= high, f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -133,7 +133,7 @@ def parse_start(msg: dict) -> StartConfig:
              f"filename must be a string of at most {MAX_FILENAME_CHARS} characters")
     file_bytes = msg.get("file_bytes")
     if file_bytes is not None:
-        file_bytes = _int(file_bytes, "file_bytes", 0, 1 << 50)
+        file_bytes = bounded_int(file_bytes, "file_bytes", 0, 1 << 50)
     rate = msg.get("sample_rate", d.sample_rate)
     require(isinstance(rate, int) and not isinstance(rate, bool), "sample_rate must be an integer")
     if not MIN_RATE <= rate <= MAX_RATE:
@@ -151,9 +151,9 @@ def parse_start(msg: dict) -> StartConfig:
     require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
     e = EndpointConfig()
     endpointing = EndpointConfig(
-        silence_ms=_int(endpoint.get("silence_ms", e.silence_ms), "endpointing.silence_ms", 100, 10000),
-        max_utterance_ms=_int(endpoint.get("max_utterance_ms", e.max_utterance_ms), "endpointing.max_utterance_ms", 1000, 28000),
-        vad_aggressiveness=_int(endpoint.get("vad_aggressiveness", e.vad_aggressiveness), "endpointing.vad_aggressiveness", 0, 3),
+        silence_ms=bounded_int(endpoint.get("silence_ms", e.silence_ms), "endpointing.silence_ms", 100, 10000),
+        max_utterance_ms=bounded_int(endpoint.get("max_utterance_ms", e.max_utterance_ms), "endpointing.max_utterance_ms", 1000, 28000),
+        vad_aggressiveness=bounded_int(endpoint.get("vad_aggressiveness", e.vad_aggressiveness), "endpointing.vad_aggressiveness", 0, 3),
     )
     return StartConfig(
         mode=mode,
@@ -163,7 +163,7 @@ def parse_start(msg: dict) -> StartConfig:
         encoding=encoding,
         language=language,
         partials=_bool(msg.get("partials", d.partials), "partials") and mode == "stream",
-        partial_interval_ms=_int(msg.get("partial_interval_ms", d.partial_interval_ms), "partial_interval_ms", 100, 10000),
+        partial_interval_ms=bounded_int(msg.get("partial_interval_ms", d.partial_interval_ms), "partial_interval_ms", 100, 10000),
         endpointing=endpointing,
         word_timestamps=_bool(msg.get("word_timestamps", d.word_timestamps), "word_timestamps"),
         hotwords=parse_hotwords(msg.get("hotwords", [])),

@@ -7,6 +7,7 @@ like any other, run by a StreamRunner."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 from starlette.datastructures import UploadFile
@@ -22,7 +23,7 @@ from ..access import AccessDenied
 from ..errors import ErrorCode, ProtocolError
 from ..hotwords import from_prompt
 from ..openai_compat import (MEDIA_TYPES, RESPONSE_FORMATS, StreamedTranscript, check_model, error_body,
-                             language_of, model_names, render)
+                             iso_language, language_of, model_names, render)
 from ..openai_realtime import SUBPROTOCOL as REALTIME_SUBPROTOCOL, RealtimeCodec
 from ..protocol import MAX_FILENAME_CHARS, Audio, Start, Stop, parse_start
 from ..streaming.events import Error, Final, Stopped
@@ -52,7 +53,12 @@ def _denied(lingting, exc: AccessDenied) -> Response:
 
 
 def served_models(lingting) -> tuple[str, ...]:
-    loaded = lingting.model_info["model"]
+    return _names(lingting.model_info["model"])
+
+
+@functools.cache
+def _names(loaded: str) -> tuple[str, ...]:
+    # The catalog is read once, not on every request.
     aliases = next((tuple(m.get("aliases", ())) for m in list_models() if m["name"] == loaded), ())
     return model_names(loaded, aliases)
 
@@ -134,8 +140,7 @@ class TranscriptionRequest:
         if self.format not in RESPONSE_FORMATS:
             raise FormError(400, ErrorCode.INVALID_FIELD, f"response_format must be one of "
                             f"{', '.join(RESPONSE_FORMATS)}", "response_format")
-        language = (form.get("language") or "auto").strip().lower()
-        self.language = language.split("-")[0] if language != "auto" else language    # en-US -> en
+        self.language = iso_language(form.get("language") or "auto")
         try:
             self.temperature = float(form.get("temperature") or 0)
         except ValueError:
