@@ -70,7 +70,7 @@ class BatchCollector:
         self._finals: deque[_Waiting] = deque()
         self._background: deque[_Waiting] = deque()
         self._background_turn = True
-        self._partials: dict[str, _Waiting] = {}
+        self._partials: dict[tuple[str, int | None], _Waiting] = {}   # by lane: the newest only
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="lingting-model")
         self.text = text or TextThread()
@@ -100,7 +100,7 @@ class BatchCollector:
         one resolves to None."""
         future = asyncio.get_running_loop().create_future()
         waiting = _Waiting(job, future, time.monotonic())
-        stale = self._partials.pop(job.session_id, None)
+        stale = self._partials.pop(job.lane, None)
         if stale is not None:      # a newer partial, or the final, supersedes it
             self.stats.partials_dropped += 1
             if self.metrics:
@@ -113,16 +113,17 @@ class BatchCollector:
         if job.kind == "final":
             (self._background if job.background else self._finals).append(waiting)
         else:
-            self._partials[job.session_id] = waiting
+            self._partials[job.lane] = waiting
         self._wakeup.set()
         return future
 
     def cancel_session(self, session_id: str) -> None:
         """The client left: its waiting partial and file finals need not run.
         (Its live finals still run: history keeps them.)"""
-        stale = self._partials.pop(session_id, None)
-        if stale is not None and not stale.future.done():
-            stale.future.cancel()
+        for lane in [lane for lane in self._partials if lane[0] == session_id]:
+            stale = self._partials.pop(lane)
+            if not stale.future.done():
+                stale.future.cancel()
         for waiting in self._background:
             if waiting.job.session_id == session_id:
                 waiting.future.cancel()

@@ -11,17 +11,28 @@ FORMATS = {"json": "application/json", "txt": "text/plain; charset=utf-8",
            "srt": "application/x-subrip; charset=utf-8", "vtt": "text/vtt; charset=utf-8"}
 
 
+def _line(utterance: dict) -> str:
+    """The text, after its speaker's label when the stream had labelled channels."""
+    speaker = utterance.get("speaker")
+    return f"{speaker}: {utterance['text']}" if speaker else utterance["text"]
+
+
+def _spoken(session: dict) -> list[dict]:
+    """Utterances with text, in time order across channels."""
+    return sorted((u for u in session["utterances"] if u["text"].strip()), key=lambda u: (u["start_ms"], u.get("idx", 0)))
+
+
 def _cues(session: dict) -> list[srt.Subtitle]:
     return [srt.Subtitle(index=n, start=timedelta(milliseconds=u["start_ms"]),
-                         end=timedelta(milliseconds=max(u["end_ms"], u["start_ms"] + 1)), content=u["text"])
-            for n, u in enumerate((u for u in session["utterances"] if u["text"].strip()), start=1)]
+                         end=timedelta(milliseconds=max(u["end_ms"], u["start_ms"] + 1)), content=_line(u))
+            for n, u in enumerate(_spoken(session), start=1)]
 
 
 def render(session: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(session, ensure_ascii=False, indent=2)
     if fmt == "txt":
-        return "".join(u["text"] + "\n" for u in session["utterances"] if u["text"].strip())
+        return "".join(_line(u) + "\n" for u in _spoken(session))
     if fmt == "srt":
         return srt.compose(_cues(session), reindex=False)
     if fmt == "vtt":

@@ -68,12 +68,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sessions ADD COLUMN owner TEXT;
     CREATE INDEX sessions_owner ON sessions(owner, started_at);
     """,
+    # Streams of several channels (a call's agent and customer): who said it.
+    """
+    ALTER TABLE utterances ADD COLUMN channel INTEGER;
+    ALTER TABLE utterances ADD COLUMN speaker TEXT;
+    ALTER TABLE sessions ADD COLUMN signals TEXT NOT NULL DEFAULT '[]';  -- JSON: DTMF keys, marks
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
-                   "audio_ms", "client", "settings", "owner")
-UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords")
-_JSON_COLUMNS = {"client", "settings", "words", "hotwords"}
+                   "audio_ms", "client", "settings", "owner", "signals")
+UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords", "channel",
+                     "speaker", "created_at")
+_JSON_COLUMNS = {"client", "settings", "words", "hotwords", "signals"}
 MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries scan
 
 
@@ -173,11 +180,16 @@ class HistoryStore:
         """Store one final event (as sent to the client); committed on return."""
         self._db().execute(
             "INSERT OR IGNORE INTO utterances (session_id, idx, start_ms, end_ms, text, raw_text, language,"
-            " words, hotwords, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " words, hotwords, created_at, channel, speaker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, final["utterance"], final["start_ms"], final["end_ms"], final.get("text") or "",
              final.get("raw_text") or "", final.get("language"),
              json.dumps(final["words"], ensure_ascii=False) if final.get("words") else None,
-             json.dumps(list(hotwords), ensure_ascii=False), time.time()))
+             json.dumps(list(hotwords), ensure_ascii=False), time.time(), final.get("channel"), final.get("speaker")))
+
+    def add_signal(self, session_id: str, signal: dict) -> None:
+        """A telephony event of the session (a DTMF key, a mark), as sent."""
+        self._db().execute("UPDATE sessions SET signals = json_insert(signals, '$[#]', json(?)) WHERE id=?",
+                           (json.dumps(signal, ensure_ascii=False), session_id))
 
     def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
         """Record the end. A stream that ended without one utterance leaves
@@ -217,7 +229,7 @@ class HistoryStore:
             return None
         session = _row(SESSION_COLUMNS, row)
         session["utterances"] = [_row(UTTERANCE_COLUMNS, r) for r in db.execute(
-            f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=? ORDER BY idx",
+            f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=? ORDER BY start_ms, idx",
             (session_id,))]
         return session
 
@@ -298,6 +310,9 @@ class AsyncHistory:
 
     async def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = ()) -> None:
         await self._write(lambda: self.store.add_utterance(session_id, final, hotwords))
+
+    async def add_signal(self, session_id: str, signal: dict) -> None:
+        await self._write(lambda: self.store.add_signal(session_id, signal))
 
     async def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
         await self._write(lambda: self.store.close_session(session_id, status, audio_ms))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .alerts import Occurrence, WatchPhrase, find_occurrences
 from .engines.base import DecodeResult
 from .hotwords import Hotword, apply_hotwords
 from .itn import inverse_normalize, warm_up as warm_up_itn
+from .redaction import redact, redact_words
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TextWork:
     watch: tuple[WatchPhrase, ...] = ()
     itn: bool = True
     itn_partials: bool = False
+    redact: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,13 @@ def postprocess(work: TextWork, kind: str, result: DecodeResult) -> Recognized:
         text = raw
         itn_text = inverse_normalize(raw, result.language) if work.itn and work.itn_partials and raw else None
     found = tuple(find_occurrences(raw, work.watch)) if work.watch and raw else ()
+    if work.redact:     # alerts were found on what was said; nothing below keeps it
+        partial = kind == "partial"
+        result = replace(result, text=redact(result.text, work.redact, partial),
+                         words=redact_words(result.words, work.redact))
+        raw, text = redact(raw, work.redact, partial), redact(text, work.redact, partial)
+        itn_text = redact(itn_text, work.redact, partial)
+        found = tuple(replace(o, text=redact(o.text, work.redact)) for o in found)
     return Recognized(result, raw, text, itn_text, found)
 
 

@@ -15,6 +15,7 @@ from .alerts import WatchPhrase, parse_watch
 from .errors import ErrorCode, ProtocolError, require
 from .hotwords import Hotword, parse_hotwords
 from .languages import AUTO, LANGUAGES
+from .redaction import parse_redact
 from .streaming.audio import ENCODINGS, MODEL_RATE
 from .streaming.events import Event
 from .streaming.segmenter import EndpointConfig
@@ -27,6 +28,8 @@ MIN_RATE, MAX_RATE = 8000, 48000
 
 MODES = ("stream", "offline")
 MAX_FILENAME_CHARS = 255
+MAX_CHANNELS = 8
+MAX_LABEL_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,17 @@ class StartConfig:
     watch: tuple[WatchPhrase, ...] = ()
     itn: bool = True
     itn_partials: bool = False
+    channels: int = 1                  # interleaved in each audio frame; each its own utterances
+    channel_labels: tuple[str, ...] = ()   # who speaks on each channel ("agent", "customer")
+    redact: frozenset[str] = frozenset()   # what is masked before anything is sent or stored
+
+    @property
+    def labelled(self) -> bool:
+        """Events name their channel and speaker."""
+        return self.channels > 1 or bool(self.channel_labels)
+
+    def speaker(self, channel: int) -> str:
+        return self.channel_labels[channel] if self.channel_labels else f"ch{channel}"
 
     def summary(self) -> dict:
         """The settings as plain values, for history."""
@@ -56,6 +70,11 @@ class StartConfig:
                               "vad_aggressiveness": self.endpointing.vad_aggressiveness}
         out["hotwords"] = [{"phrase": h.phrase, "boost": h.boost} for h in self.hotwords]
         out["watch"] = [w.phrase for w in self.watch]
+        if self.labelled:
+            out["channels"] = self.channels
+            out["channel_labels"] = [self.speaker(c) for c in range(self.channels)]
+        if self.redact:
+            out["redact"] = sorted(self.redact)
         return out
 
 
@@ -74,6 +93,20 @@ class Update:
 @dataclass(frozen=True)
 class Audio:
     data: bytes
+    channel: int | None = None         # None: all channels, interleaved; else this channel's samples only
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """A phone key press reported by a telephony platform."""
+    digit: str
+    channel: int | None = None
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A platform's named marker (Twilio)."""
+    name: str
 
 
 @dataclass(frozen=True)
@@ -90,15 +123,15 @@ class Clear:
 
 @dataclass(frozen=True)
 class KeepAlive:
-    pass
+    reply: bool = False                # the platform waits for an answer (AudioHook's ping)
 
 
 @dataclass(frozen=True)
 class Stop:
-    pass
+    reason: str = "stop"               # "hangup": the call ended on the phone platform's side
 
 
-ClientMessage = Start | Update | Audio | Flush | Clear | KeepAlive | Stop
+ClientMessage = Start | Update | Audio | Dtmf | Mark | Flush | Clear | KeepAlive | Stop
 
 
 def bounded_int(value, name: str, low: int, high: int) -> int:
@@ -113,7 +146,8 @@ def _bool(value, name: str) -> bool:
 
 
 _START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
-                 "endpointing", "word_timestamps", "hotwords", "watch", "itn", "itn_partials"}
+                 "endpointing", "word_timestamps", "hotwords", "watch", "itn", "itn_partials", "channels",
+                 "channel_labels", "redact"}
 _ENDPOINT_FIELDS = {"silence_ms", "max_utterance_ms", "vad_aggressiveness"}
 
 
@@ -124,7 +158,8 @@ def parse_start(msg: dict) -> StartConfig:
     mode = msg.get("mode", d.mode)
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
     if mode == "offline":
-        for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials"):
+        for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials", "channels",
+                     "channel_labels"):
             require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
     elif "filename" in msg or "file_bytes" in msg:
         require(False, "filename and file_bytes apply to offline mode only")
@@ -155,6 +190,12 @@ def parse_start(msg: dict) -> StartConfig:
         max_utterance_ms=bounded_int(endpoint.get("max_utterance_ms", e.max_utterance_ms), "endpointing.max_utterance_ms", 1000, 28000),
         vad_aggressiveness=bounded_int(endpoint.get("vad_aggressiveness", e.vad_aggressiveness), "endpointing.vad_aggressiveness", 0, 3),
     )
+    channels = bounded_int(msg.get("channels", 1), "channels", 1, MAX_CHANNELS)
+    labels = msg.get("channel_labels", [])
+    require(isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels),
+            f"channel_labels must be a list of names of 1..{MAX_LABEL_CHARS} characters")
+    require(not labels or len(labels) == channels, f"channel_labels names {len(labels)} channel(s); "
+            f"the stream has {channels}")
     return StartConfig(
         mode=mode,
         filename=filename,
@@ -170,6 +211,9 @@ def parse_start(msg: dict) -> StartConfig:
         watch=parse_watch(msg.get("watch", [])),
         itn=_bool(msg.get("itn", d.itn), "itn"),
         itn_partials=_bool(msg.get("itn_partials", d.itn_partials), "itn_partials"),
+        channels=channels,
+        channel_labels=tuple(labels),
+        redact=parse_redact(msg.get("redact", [])),
     )
 
 

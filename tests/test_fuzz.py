@@ -117,6 +117,7 @@ def check_grammar(commands: list, offline: bool) -> None:
     else:
         assert set(kinds) <= {"error"}, kinds             # nothing happens before a start
     started, ended, finals, open_utterance = 0, 0, 0, None
+    cleared: set[int] = set()
     for e in wire:
         if e["type"] == "speech_started":
             assert not offline and e["utterance"] == started and open_utterance is None
@@ -124,13 +125,19 @@ def check_grammar(commands: list, offline: bool) -> None:
         elif e["type"] == "speech_ended":
             assert e["utterance"] == ended == open_utterance
             ended, open_utterance = ended + 1, None
+        elif e["type"] == "cleared" and e["utterance"] is not None:     # it ends undecoded: no final
+            assert e["utterance"] == ended == open_utterance
+            ended, open_utterance = ended + 1, None
+            cleared.add(e["utterance"])
         elif e["type"] == "partial":
             assert e["utterance"] == open_utterance and e["text"].startswith(e["stable_text"])
         elif e["type"] == "final":
+            while finals in cleared:
+                finals += 1
             assert e["utterance"] == finals and (offline or finals < ended)   # in order, after its end
             finals += 1
         elif e["type"] == "stopped":
-            assert e["utterances"] == finals and closes
+            assert e["utterances"] == finals and closes    # the last final's index + 1
     if "stopped" in kinds:        # every final delivered: a normal close, or the server's reason for ending
         assert kinds[-1] == "stopped" and commands[-1].code in (1000, 1001, 1008)
     elif closes:

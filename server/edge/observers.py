@@ -42,6 +42,8 @@ class HistoryRecorder:
                 filename=config.filename, client=self.client, settings=config.summary(), owner=self.owner))
         elif isinstance(event, events.Final) and self.recorded:
             await self._write(self.history.add_utterance(session.id, event.to_wire(), list(event.hotwords)))
+        elif isinstance(event, (events.Dtmf, events.Mark)) and self.recorded:
+            await self._write(self.history.add_signal(session.id, event.to_wire()))
         elif isinstance(event, events.Stopped) and self.recorded:
             await self.close()        # complete in history before the client hears `stopped`
         error, self._untold = self._untold, None

@@ -13,7 +13,7 @@ def samples_to_ms(samples: int) -> int:
 
 
 ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
-_SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
+SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
 
 
 def _mulaw_table() -> np.ndarray:
@@ -54,7 +54,7 @@ class AudioDecoder:
             raise AudioFormatError(f"unknown encoding {encoding!r}; one of {', '.join(ENCODINGS)}")
         self.encoding = encoding
         self.sample_rate = sample_rate
-        self.sample_bytes = _SAMPLE_BYTES[encoding]
+        self.sample_bytes = SAMPLE_BYTES[encoding]
         self._resampler = (
             None if sample_rate == MODEL_RATE
             else soxr.ResampleStream(sample_rate, MODEL_RATE, 1, dtype="float32", quality="HQ")

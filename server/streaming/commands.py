@@ -25,10 +25,16 @@ class DecodeJob:
     reason: str = ""
     background: bool = False      # an offline file's final: live streams go first
     text: TextWork = TextWork()   # hotwords, ITN, watch phrases for its result
+    channel: int | None = None    # of a stream of several channels
 
     @property
     def kind(self) -> str:
         return self.request.kind
+
+    @property
+    def lane(self) -> tuple[str, int | None]:
+        """Whose partials replace each other: one stream's one channel."""
+        return self.session_id, self.channel
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,11 @@ class Event:
     type: ClassVar[str]
 
     def to_wire(self) -> dict:
-        return {"type": self.type, **asdict(self)}
+        wire = {"type": self.type, **asdict(self)}
+        for tag in ("channel", "speaker"):      # only a stream of several channels (or labelled ones) says
+            if tag in wire and wire[tag] is None:
+                del wire[tag]
+        return wire
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,16 @@ class Ready(Event):
     limits: dict
     sample_rate: int | None = None     # live streams only
     encoding: str | None = None
+    channels: tuple[str, ...] | None = None   # the channels' speaker labels, when start named channels
 
     def to_wire(self) -> dict:
         wire = super().to_wire()
         if self.mode != "stream":
             del wire["sample_rate"], wire["encoding"]
+        if self.channels is None:
+            del wire["channels"]
+        else:
+            wire["channels"] = list(self.channels)
         return wire
 
 
@@ -47,6 +56,8 @@ class SpeechStarted(Event):
     type: ClassVar[str] = "speech_started"
     utterance: int
     start_ms: int
+    channel: int | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ class SpeechEnded(Event):
     start_ms: int
     end_ms: int
     reason: str
+    channel: int | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class Cleared(Event):
     """The open utterance was dropped undecoded (None: none was open)."""
     type: ClassVar[str] = "cleared"
     utterance: int | None
+    channel: int | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,8 @@ class Partial(Event):
     stable_text: str
     language: str | None
     itn_text: str | None = None        # only when the client asked for ITN on partials
+    channel: int | None = None
+    speaker: str | None = None
 
     def to_wire(self) -> dict:
         wire = super().to_wire()
@@ -104,6 +121,8 @@ class Final(Event):
     words: tuple[Word, ...] | None = None
     hotwords: tuple[str, ...] = ()     # in force for this utterance
     error: str | None = None           # the decode failed: the final is empty
+    channel: int | None = None
+    speaker: str | None = None
 
     def to_wire(self) -> dict:
         wire = super().to_wire()
@@ -127,6 +146,34 @@ class Alert(Event):
     number: int | None
     utterance: int
     audio_ms: int
+    channel: int | None = None
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class Dtmf(Event):
+    """A key pressed on a phone (Twilio, AudioSocket, AudioHook). Under PCI
+    redaction the digit is withheld: callers type card numbers this way."""
+    type: ClassVar[str] = "dtmf"
+    digit: str | None
+    audio_ms: int
+    channel: int | None = None
+    speaker: str | None = None
+    redacted: bool = False
+
+
+@dataclass(frozen=True)
+class Mark(Event):
+    """A platform's marker in the stream (Twilio's mark), passed on by name."""
+    type: ClassVar[str] = "mark"
+    name: str
+    audio_ms: int
+
+
+@dataclass(frozen=True)
+class Pong(Event):
+    """The answer to a keepalive that asked for one."""
+    type: ClassVar[str] = "pong"
 
 
 @dataclass(frozen=True)
@@ -167,6 +214,6 @@ class Error(Event):
 
 
 # What one stream may send, in the grammar tests check against.
-ALL = (Ready, Updated, SpeechStarted, SpeechEnded, Cleared, Partial, Final, Alert, UploadProgress, TranscribeProgress,
-       Stopped, Error)
+ALL = (Ready, Updated, SpeechStarted, SpeechEnded, Cleared, Partial, Final, Alert, Dtmf, Mark, Pong, UploadProgress,
+       TranscribeProgress, Stopped, Error)
 TYPES = frozenset(e.type for e in ALL)

@@ -9,7 +9,7 @@ from ..protocol import StartConfig
 from . import events
 from .audio import MODEL_RATE, AudioDecoder, AudioFormatError, samples_to_ms as ms
 from .commands import Decode, DecodeJob, Output
-from .segmenter import SpeechEnded, SpeechStarted
+from .segmenter import SpeechEnded, SpeechStarted, UtteranceNumbers
 from .stabilizer import Stabilizer
 from .utterances import Utterances
 
@@ -18,8 +18,9 @@ LANGUAGE_PIN_MS = 2000             # partial audio needed before its detected la
 
 
 class LiveStream(Utterances):
-    def __init__(self, session_id: str, config: StartConfig):
-        super().__init__(session_id, config)
+    def __init__(self, session_id: str, config: StartConfig, numbers: UtteranceNumbers | None = None,
+                 channel: int | None = None):
+        super().__init__(session_id, config, numbers, channel)
         self.decoder = AudioDecoder(config.encoding, config.sample_rate)
         self.stabilizer = Stabilizer()
         self._last_partial_sample = 0   # utterance audio length at the last partial request
@@ -27,7 +28,9 @@ class LiveStream(Utterances):
         self._shown_partial_seq = -1
         self._utterance_language: dict[int, str] = {}
 
-    def audio(self, data: bytes) -> Output:
+    def audio(self, data: bytes, channel: int | None = None) -> Output:
+        if channel not in (None, 0, self.channel):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"channel {channel} is not one of this stream's: it has one")
         try:
             samples = self.decoder.decode(data)
         except AudioFormatError as exc:
@@ -88,7 +91,7 @@ class LiveStream(Utterances):
         request = self.request("partial", seg.utterance_audio(), self._language(index, "partial"),
                                f"{self.id}/{index}")
         job = DecodeJob(self.id, index, self.next_seq(), request, self._onset, seg.clock, seg.utterance_start,
-                        text=self.text_work())
+                        text=self.text_work(), channel=self.channel)
         return Output().add(Decode(job))
 
     def on_partial(self, job: DecodeJob, recognized: Recognized | None, error: str | None, taking_input: bool) -> Output:

@@ -57,8 +57,20 @@ class SpeechEnded:
     reason: str              # "silence" | "max_length" | "flush" | "stop"
 
 
+class UtteranceNumbers:
+    """Hands out utterance indices; the channels of one stream share one, so
+    an index names one utterance of the stream whatever channel spoke it."""
+
+    def __init__(self):
+        self.taken = 0
+
+    def take(self) -> int:
+        self.taken += 1
+        return self.taken - 1
+
+
 class Segmenter:
-    def __init__(self, config: EndpointConfig | None = None):
+    def __init__(self, config: EndpointConfig | None = None, numbers: UtteranceNumbers | None = None):
         self.config = config or EndpointConfig()
         self.config.validate()
         c = self.config
@@ -68,7 +80,8 @@ class Segmenter:
         self._clock = 0                              # samples classified so far
         self._window = deque(maxlen=max(1, c.start_window_ms // c.frame_ms))
         self._history: deque[np.ndarray] = deque(maxlen=(c.preroll_ms + c.start_window_ms) // c.frame_ms + 1)
-        self._next_index = 0
+        self._numbers = numbers or UtteranceNumbers()
+        self._index = -1                             # the open (or the last) utterance's index
         # Open utterance: frames and their voiced flags.
         self.in_speech = False
         self._frames: list[np.ndarray] = []
@@ -83,9 +96,9 @@ class Segmenter:
         return self._clock + len(self._pending)
 
     @property
-    def utterance_index(self) -> int:
-        """Index of the open utterance (or of the next one)."""
-        return self._next_index - 1 if self.in_speech else self._next_index
+    def utterance_index(self) -> int | None:
+        """Index of the open utterance; None when none is open."""
+        return self._index if self.in_speech else None
 
     def utterance_audio(self) -> np.ndarray:
         """Audio of the open utterance so far (for partial decodes)."""
@@ -129,7 +142,7 @@ class Segmenter:
             return None
         self.in_speech = False
         self._frames, self._flags = [], []
-        return self._next_index - 1
+        return self._index
 
     # ---- internals --------------------------------------------------
     def _on_frame(self, frame: np.ndarray) -> list:
@@ -171,13 +184,12 @@ class Segmenter:
         self._flags = list(flags) if flags is not None else [True] * len(frames)
         self._start = start
         self._last_voiced_end = self._clock
-        index = self._next_index
-        self._next_index += 1
-        return SpeechStarted(index, onset)
+        self._index = self._numbers.take()
+        return SpeechStarted(self._index, onset)
 
     def _close(self, keep: int, reason: str, end_sample: int) -> SpeechEnded:
         audio = np.concatenate(self._frames[:keep]) if keep else np.zeros(0, np.float32)
-        event = SpeechEnded(self._next_index - 1, self._onset, end_sample, audio, self._start, reason)
+        event = SpeechEnded(self._index, self._onset, end_sample, audio, self._start, reason)
         # Frames after the cut are silence history for the next start decision.
         for frame in self._frames[keep:][-self._history.maxlen:]:
             self._history.append(frame)

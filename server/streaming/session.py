@@ -16,10 +16,11 @@ import enum
 from ..errors import ErrorCode, ProtocolError
 from ..languages import AUTO
 from ..postprocess import Recognized
-from ..protocol import Audio, ClientMessage, Clear, Flush, KeepAlive, Start, StartConfig, Stop, Update
+from ..protocol import Audio, ClientMessage, Clear, Dtmf, Flush, KeepAlive, Mark, Start, StartConfig, Stop, Update
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
+from .channels import Channels, speaker_of
 from .file import FileTranscription
 from .live import LiveStream
 
@@ -53,7 +54,7 @@ class Session:
         self.max_errors = max_errors
         self.state = State.NEW
         self.config: StartConfig | None = None
-        self.stream: LiveStream | FileTranscription | None = None
+        self.stream: LiveStream | Channels | FileTranscription | None = None
         self.errors = 0
         self.ending: End | None = None
         # How it ended, for history: stopped (every final delivered), shutdown,
@@ -105,13 +106,16 @@ class Session:
         if isinstance(message, Start):
             return self._start(message.config)
         if isinstance(message, KeepAlive):
-            return Output()
+            return Output().send(events.Pong()) if message.reply else Output()
         if self.state is State.NEW:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send a start message before audio, flush or stop")
         if self.state is not State.STREAMING:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "the stream is stopping: no more messages are taken")
         if isinstance(message, Audio):
-            return self.stream.file_bytes(message.data) if self.offline else self.stream.audio(message.data)
+            return self.stream.file_bytes(message.data) if self.offline else self.stream.audio(message.data,
+                                                                                               message.channel)
+        if isinstance(message, (Dtmf, Mark)):
+            return self._signal(message)
         if isinstance(message, Update):
             return self.stream.update(message)
         if isinstance(message, (Flush, Clear)):
@@ -119,12 +123,12 @@ class Session:
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, "flush and clear have no meaning in offline mode")
             if isinstance(message, Clear):
                 return self.stream.clear()
-            if message.require_speech and not self.stream.segmenter.in_speech:
+            if message.require_speech and not self.stream.in_speech:
                 raise ProtocolError(ErrorCode.NO_SPEECH, "no speech to commit: nothing was heard since the last "
                                     "utterance ended")
             return self.stream.flush()
         if isinstance(message, Stop):
-            return self._stop("stop")
+            return self._stop(message.reason)
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unhandled message {message!r}")
 
     def _start(self, config: StartConfig) -> Output:
@@ -139,12 +143,24 @@ class Session:
                                     f"server's limit of {max_file}", fatal=True)
             self.stream = FileTranscription(self.id, config, max_file)
         else:
-            self.stream = LiveStream(self.id, config)
+            self.stream = Channels(self.id, config) if config.labelled else LiveStream(self.id, config)
         self.config = config
         self.state = State.STREAMING
         live = config.mode == "stream"
+        labels = tuple(config.speaker(c) for c in range(config.channels)) if config.labelled else None
         return Output().send(events.Ready(self.id, self.model, config.mode, config.language, self.limits,
-                                          config.sample_rate if live else None, config.encoding if live else None))
+                                          config.sample_rate if live else None, config.encoding if live else None,
+                                          labels))
+
+    def _signal(self, message: Dtmf | Mark) -> Output:
+        """A telephony event, on the stream's clock. PCI redaction withholds the
+        key (a caller may be typing a card number)."""
+        at = ms(self.audio_samples)
+        if isinstance(message, Mark):
+            return Output().send(events.Mark(message.name, at))
+        channel, speaker = speaker_of(self.stream, message.channel)
+        withheld = bool(self.config.redact & {"pci", "numbers"})
+        return Output().send(events.Dtmf(None if withheld else message.digit, at, channel, speaker, withheld))
 
     def _stop(self, reason: str) -> Output:
         if self.offline:

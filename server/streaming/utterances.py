@@ -4,6 +4,8 @@ whatever order their decodes end in, each right after its alert verdicts."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from ..alerts import AlertTracker
 from ..engines.base import DecodeRequest
 from ..errors import ErrorCode
@@ -13,16 +15,18 @@ from ..protocol import StartConfig, Update
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
-from .segmenter import Segmenter, SpeechEnded
+from .segmenter import Segmenter, SpeechEnded, UtteranceNumbers
 
 
 class Utterances:
     background = False            # file finals yield to live ones in the batch collector
 
-    def __init__(self, session_id: str, config: StartConfig):
+    def __init__(self, session_id: str, config: StartConfig, numbers: UtteranceNumbers | None = None,
+                 channel: int | None = None):
         self.id = session_id
         self.config = config
-        self.segmenter = Segmenter(config.endpointing)
+        self.channel = channel                 # which channel of the stream this is (None: the only one)
+        self.segmenter = Segmenter(config.endpointing, numbers)
         self.hotwords = config.hotwords
         self.watch = config.watch
         self.alerts = AlertTracker()
@@ -31,11 +35,15 @@ class Utterances:
         self._seq = 0
         self._finals_pending: dict[int, DecodeJob] = {}
         self._finals_ready: dict[int, list[events.Event]] = {}   # utterance -> its alert verdicts and final
-        self._next_final = 0
+        self._order: deque[int] = deque()    # this stream's utterances, in the order they ended
 
     @property
     def finals_pending(self) -> int:
         return len(self._finals_pending)
+
+    @property
+    def in_speech(self) -> bool:
+        return self.segmenter.in_speech
 
     @property
     def all_delivered(self) -> bool:
@@ -59,13 +67,15 @@ class Utterances:
                              word_timestamps=kind == "final" and self.config.word_timestamps, stream=stream)
 
     def text_work(self) -> TextWork:
-        return TextWork(self.hotwords, self.watch, self.config.itn, self.config.itn_partials)
+        return TextWork(self.hotwords, self.watch, self.config.itn, self.config.itn_partials, self.config.redact)
 
     def final_job(self, ended: SpeechEnded, language: str | None) -> DecodeJob:
         request = self.request("final", ended.audio, language, f"{self.id}/{ended.utterance}")
         job = DecodeJob(self.id, ended.utterance, self.next_seq(), request, ended.start_sample, ended.end_sample,
-                        ended.audio_start, ended.reason, background=self.background, text=self.text_work())
+                        ended.audio_start, ended.reason, background=self.background, text=self.text_work(),
+                        channel=self.channel)
         self._finals_pending[ended.utterance] = job
+        self._order.append(ended.utterance)
         self.utterances = max(self.utterances, ended.utterance + 1)
         return job
 
@@ -91,13 +101,14 @@ class Utterances:
     def skip(self, utterance: int) -> Output:
         """An utterance that will have no final (cleared): later ones need not wait for it."""
         self._finals_ready[utterance] = []
+        self._order.append(utterance)
         return self._release(Output())
 
     def _release(self, out: Output) -> Output:
-        while self._next_final in self._finals_ready:
-            out.send(*self._finals_ready.pop(self._next_final))
-            self.delivered(self._next_final)
-            self._next_final += 1
+        while self._order and self._order[0] in self._finals_ready:
+            utterance = self._order.popleft()
+            out.send(*self._finals_ready.pop(utterance))
+            self.delivered(utterance)
         return out
 
     def delivered(self, utterance: int) -> None:

@@ -151,7 +151,14 @@ async function openSession(id) {
       const item = document.createElement("li");
       const time = document.createElement("time");
       time.textContent = clock(u.start_ms);
-      item.append(time, " ", u.text);
+      item.append(time, " ");
+      if (u.speaker) {   // a stream of several channels: who said it
+        const speaker = document.createElement("b");
+        speaker.className = "speaker";
+        speaker.textContent = `${u.speaker}:`;
+        item.append(speaker, " ");
+      }
+      item.append(u.text);
       return item;
     }));
     $("detail").scrollIntoView({ behavior: "smooth" });

@@ -1,0 +1,70 @@
+"""Redaction of card numbers, SSNs, phone numbers and e-mail addresses (text only)."""
+
+import pytest
+
+from lingting_server.engines.base import Word
+from lingting_server.errors import ProtocolError
+from lingting_server.redaction import luhn_valid, parse_redact, redact, redact_words
+
+ALL = frozenset({"pci", "ssn", "phone", "email"})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("My card is 4111 1111 1111 1111, thanks.", "My card is [card], thanks."),
+    ("4111-1111-1111-1111", "[card]"),
+    ("it's 4111111111111111 expiring 12 25", "it's [card] expiring 12 25"),
+    ("four one one one one one one one one one one one one one one one", "[card]"),
+    ("Four, one, one, one, one, one, one, one, one, one, one, one, one, one, one, one.", "[card]."),
+    ("card 5500 0000 0000 0004 and amex 3782 822463 10005", "card [card] and amex [card]"),
+    ("卡号是四一一一一一一一一一一一一一一一", "卡号是[card]"),
+    # Not Luhn-valid: a 16-digit order number stays.
+    ("order 4111 1111 1111 1112 shipped", "order 4111 1111 1111 1112 shipped"),
+    ("SSN 123-45-6789.", "SSN [ssn]."),
+    ("one two three four five six seven eight nine", "[ssn]"),
+    ("not an SSN: 000-12-3456", "not an SSN: 000-12-3456"),
+    ("call 555-123-4567 or (415) 555 0100 or +44 20 7946 0958", "call [phone] or [phone] or [phone]"),
+    ("1 800 555 0199", "[phone]"),
+    ("write to john.smith@example.com today", "write to [email] today"),
+    ("john dot smith at example dot com", "[email]"),
+    # Numbers that are none of these stay: money, times, counts, "one moment".
+    ("one moment, that is $25 for 3 items at 10:30", "one moment, that is $25 for 3 items at 10:30"),
+])
+def test_redact_finals(text, expected):
+    assert redact(text, ALL) == expected
+
+
+def test_a_card_number_being_read_out_is_masked_in_partials_before_it_is_whole():
+    assert redact("my card number is 4111 1111", ALL, partial=True) == "my card number is [card]"
+    assert redact("my card number is four one one one one one", ALL, partial=True) == "my card number is [card]"
+    # In a final the same short run is not a card; not at the end of a partial either.
+    assert redact("my card number is 4111 1111", ALL) == "my card number is 4111 1111"
+    assert redact("room 4111 1111 is free", ALL, partial=True) == "room 4111 1111 is free"
+
+
+def test_numbers_masks_every_number_but_not_words():
+    kinds = frozenset({"numbers"})
+    assert redact("I owe 2,500 dollars for 3 cars, one moment", kinds) == "I owe [number] dollars for [number] cars, one moment"
+
+
+def test_only_the_kinds_asked_for():
+    text = "mail a@b.co, card 4111 1111 1111 1111"
+    assert redact(text, frozenset({"email"})) == "mail [email], card 4111 1111 1111 1111"
+    assert redact(text, frozenset()) == text
+
+
+def test_words_of_a_masked_stretch_become_one_tagged_word():
+    words = [Word(" card", 0, 100, 0.9)] + [Word(f" {g}", 100 * i, 100 * i + 90, 0.9)
+                                            for i, g in enumerate(["4111", "1111", "1111", "1111"], start=1)]
+    words.append(Word(" thanks", 500, 600, 0.9))
+    out = redact_words(words, ALL)
+    assert [(w.word, w.start_ms, w.end_ms) for w in out] == [(" card", 0, 100), (" [card]", 100, 490),
+                                                              (" thanks", 500, 600)]
+
+
+def test_luhn_and_parse():
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert parse_redact("pci") == {"pci"} and parse_redact(["ssn", "email"]) == {"ssn", "email"}
+    with pytest.raises(ProtocolError):
+        parse_redact(["cards"])
+    with pytest.raises(ProtocolError):
+        parse_redact(3)
