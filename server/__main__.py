@@ -13,6 +13,7 @@ import sys
 from .access import AccessPolicy, load_keys
 from .batching import BatchCollector
 from .edge.app import EdgeServer, Lingting
+from .edge.telephony import audiosocket_setup
 from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine
 from .history import AsyncHistory, HistoryStore, Retention, default_path
@@ -51,6 +52,8 @@ async def run(settings: Settings) -> None:
     if bool(network.tls_cert) != bool(network.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     access, host = access_policy(settings)
+    if settings.telephony.audiosocket_port is not None:
+        audiosocket_setup(settings.telephony, access)     # its mistakes surface before the model loads
     settings = dataclasses.replace(settings, network=dataclasses.replace(network, host=host))
     worker_settings = {"model": model.model, "device": model.device, "compute_type": model.compute_type,
                        "final_beam_size": model.final_beam_size, "window": model.window,

@@ -125,6 +125,14 @@ class AccessPolicy:
         if not presented:
             raise AccessDenied(401, ErrorCode.UNAUTHORIZED, "an API key is required: send it as 'Authorization: Bearer KEY', "
                                "'X-API-Key', the query parameter api_key or the subprotocol lingting.key.KEY")
+        return self.key_for(presented)
+
+    def key_for(self, presented: str | None) -> ApiKey | None:
+        """The key of this secret (None when no keys are configured), or AccessDenied."""
+        if self.open:
+            return None
+        if not presented:
+            raise AccessDenied(401, ErrorCode.UNAUTHORIZED, "an API key is required")
         for key in self.keys:
             if hmac.compare_digest(key.secret.encode(), presented.encode()):
                 return key

@@ -6,7 +6,7 @@ argument groups are built from them, and so are the other sources:
                        <  LINGTING_* environment variables  <  the command line
 
 A TOML file has a table per concern ([network], [access], [limits], [model],
-[history], [log]) with the field names below; a variable is LINGTING_ and the
+[history], [log], [telephony]) with the field names below; a variable is LINGTING_ and the
 flag's name (--max-connections: LINGTING_MAX_CONNECTIONS; lists comma-separated).
 `lingting-server --print-config` shows the effective values as such a file."""
 
@@ -145,6 +145,17 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class TelephonySettings:
+    audiosocket_port: int | None = option(None, "TCP port for Asterisk AudioSocket calls (off when unset)", kind=int)
+    audiosocket_host: str = option("127.0.0.1", "address the AudioSocket port binds to (AudioSocket has no "
+                                                "authentication: keep it on a private network)")
+    audiosocket_key: str | None = option(None, "name of the API key whose tenant owns AudioSocket calls "
+                                               "(required when API keys are configured)")
+    audiosocket_options: str = option("{}", "start options for every AudioSocket call, as JSON: "
+                                            '{"language": "en", "redact": ["pci"], "hotwords": [...]}')
+
+
+@dataclass(frozen=True)
 class Settings:
     network: NetworkSettings = NetworkSettings()
     access: AccessSettings = AccessSettings()
@@ -152,10 +163,12 @@ class Settings:
     model: ModelSettings = ModelSettings()
     history: HistorySettings = HistorySettings()
     log: LogSettings = LogSettings()
+    telephony: TelephonySettings = TelephonySettings()
 
 
 _SECTION_TYPES = {"network": NetworkSettings, "access": AccessSettings, "limits": LimitSettings,
-                  "model": ModelSettings, "history": HistorySettings, "log": LogSettings}
+                  "model": ModelSettings, "history": HistorySettings, "log": LogSettings,
+                  "telephony": TelephonySettings}
 
 
 def _flag(f: dataclasses.Field) -> str:

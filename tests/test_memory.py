@@ -16,7 +16,7 @@ import websockets
 
 from lingting_server.access import ApiKey
 from lingting_testkit.inprocess import RecordingEngine, edge_server
-from lingting_testkit.streams import wav_file
+from lingting_testkit.streams import drain, wav_file
 
 KEY = "memory-" + "m" * 24
 SPEECH_HZ = 16000
@@ -34,14 +34,6 @@ PCM = voiced(0.8)
 HEADERS = {"X-API-Key": KEY}
 
 
-async def _drain(ws) -> None:
-    try:
-        async for _ in ws:
-            pass
-    except websockets.ConnectionClosed:
-        pass
-
-
 async def _streamed(url, end: str) -> None:
     async with websockets.connect(url, additional_headers=HEADERS) as ws:
         await ws.send(json.dumps({"type": "start", "language": "en", "partial_interval_ms": 200}))
@@ -50,7 +42,7 @@ async def _streamed(url, end: str) -> None:
             await ws.send(PCM[i:i + 3200])
         if end == "stop":
             await ws.send(json.dumps({"type": "stop"}))
-            await _drain(ws)
+            await drain(ws)
         elif end == "drop":
             ws.transport.abort()
         # "close": the context manager closes without stop
@@ -68,18 +60,18 @@ async def cycle(url: str, funasr_url: str, kind: str) -> None:
     elif kind == "protocol_error":
         async with websockets.connect(url, additional_headers=HEADERS) as ws:
             await ws.send(json.dumps({"type": "start", "mode": "offline", "file_bytes": 1 << 40}))
-            await _drain(ws)                     # too_large: fatal, closed with 1008
+            await drain(ws)                     # too_large: fatal, closed with 1008
     elif kind == "idle":
         async with websockets.connect(url, additional_headers=HEADERS) as ws:
             await ws.send(json.dumps({"type": "start"}))
-            await _drain(ws)                     # nothing more sent: the idle timeout closes it
+            await drain(ws)                     # nothing more sent: the idle timeout closes it
     elif kind == "offline":
         async with websockets.connect(url, additional_headers=HEADERS) as ws:
             await ws.send(json.dumps({"type": "start", "mode": "offline", "language": "en"}))
             await ws.recv()
             await ws.send(wav_file(PCM))
             await ws.send(json.dumps({"type": "stop"}))
-            await _drain(ws)
+            await drain(ws)
     elif kind == "funasr":
         async with websockets.connect(funasr_url, subprotocols=["binary"], additional_headers=HEADERS) as ws:
             await ws.send(json.dumps({"mode": "2pass", "wav_name": "m", "is_speaking": True, "audio_fs": 16000,
@@ -87,7 +79,7 @@ async def cycle(url: str, funasr_url: str, kind: str) -> None:
             for i in range(0, len(PCM), 3200):
                 await ws.send(PCM[i:i + 3200])
             await ws.send(json.dumps({"is_speaking": False}))
-            await _drain(ws)
+            await drain(ws)
     else:
         raise ValueError(kind)
 

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from ..access import AccessDenied, AccessPolicy, ApiKey, client_ip
+from ..access import AccessDenied, AccessPolicy, ApiKey, client_ip, offered_subprotocols, presented_key
 from ..batching import BatchCollector
 from ..errors import ErrorCode
 from ..funasr_compat import PATHS as FUNASR_PATHS
@@ -34,7 +34,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from ..streaming.session import End, Session
 from ..uploads import SpoolBudget
-from . import files, health, history_api, openai_api, pages, streams
+from . import files, health, history_api, openai_api, pages, streams, telephony
 from .guard import HostGuard
 from .pages import content_security_policy
 from .responses import error, http_exception
@@ -76,10 +76,12 @@ class Lingting:
                 "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}
 
     # ---- admission --------------------------------------------------------
-    def admit(self, conn: HTTPConnection) -> tuple[ApiKey | None, str | None]:
+    def admit(self, conn: HTTPConnection, key_in_stream: bool = False) -> tuple[ApiKey | None, str | None]:
         """May this connection open a stream? Its key and address, or AccessDenied.
-        (HostGuard checked its Host and Origin.)"""
-        key = self.access.authenticate(str(conn.url), conn.headers)
+        (HostGuard checked its Host and Origin.) key_in_stream: a platform that
+        cannot send headers presents its key in the stream; until then, none."""
+        presented = presented_key(str(conn.url), conn.headers, offered_subprotocols(conn.headers))
+        key = None if key_in_stream and not presented else self.access.authenticate(str(conn.url), conn.headers)
         ip = client_ip(conn.client.host if conn.client else None, conn.headers,
                        frozenset(self.settings.network.trusted_proxies))
         self.check_limits(ip, key)
@@ -137,6 +139,7 @@ def build_app(lingting: Lingting) -> Starlette:
         *history_api.routes,
         *files.routes,
         *openai_api.routes,
+        *telephony.routes,
         WebSocketRoute(streams.STREAM_PATH, streams.v1_stream),
         Route(streams.STREAM_PATH, _upgrade_required),
         *(WebSocketRoute(path, streams.funasr_stream) for path in FUNASR_PATHS),
@@ -210,6 +213,8 @@ class EdgeServer:
             ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, log_config=None, access_log=False,
             server_header=False, timeout_graceful_shutdown=5)
         self.server = _Server(self.config)
+        self.audiosocket = (telephony.AudioSocketServer(lingting)
+                            if lingting.settings.telephony.audiosocket_port is not None else None)
         self.socket: socket.socket | None = None
         self._task: asyncio.Task | None = None
 
@@ -223,6 +228,10 @@ class EdgeServer:
                 await self._task        # startup failed: its error
                 raise RuntimeError("server stopped while starting")
             await asyncio.sleep(0.01)
+        if self.audiosocket:
+            await self.audiosocket.start()
+            log.info("AudioSocket calls: tcp://%s:%d", self.lingting.settings.telephony.audiosocket_host,
+                     self.audiosocket.port)
         self.lingting.ready = True
 
     @property
@@ -237,6 +246,8 @@ class EdgeServer:
         lingting.ready = False
         for server in self.server.servers:     # no new connections; open ones go on
             server.close()
+        if self.audiosocket:
+            self.audiosocket.close()
         # Audio the clients sent before the signal may still sit in socket
         # buffers: read it, so the last words make it into the finals.
         await asyncio.sleep(LAST_FRAMES_S)

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Protocol
 
-from ..access import ApiKey
+from ..access import AccessDenied, ApiKey
 from ..errors import ErrorCode, ProtocolError
 from ..protocol import ClientMessage
 from ..streaming.audio import MODEL_RATE
@@ -113,6 +113,19 @@ class StreamRunner:
 
     def reject(self, error: ProtocolError) -> None:
         self._run(lambda: self.session.reject(error))
+
+    def authenticate(self, secret: str | None) -> None:
+        """A key presented inside the stream (Twilio's customParameters), before
+        its start: the stream becomes that tenant's, under its limits."""
+        access = self.lingting.access
+        try:
+            key = access.key_for(secret)
+            access.admit(key)
+        except AccessDenied as exc:
+            raise ProtocolError(exc.code, exc.message, fatal=True) from None
+        self.key = key
+        access.opened(key)
+        self.recorder.owner = key.name if key else None
 
     def end(self, why: End, error: ProtocolError | None = None) -> None:
         self._run(lambda: self.session.end(why, error))

@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..access import AccessDenied
 from ..errors import ErrorCode, ProtocolError
 from ..funasr_compat import SUBPROTOCOL as FUNASR_SUBPROTOCOL, FunasrCodec
-from ..protocol import SUBPROTOCOLS, Codec
+from ..protocol import SUBPROTOCOLS, Codec, Start
 from ..settings import LimitSettings
 from ..streaming.audio import MODEL_RATE
 from ..streaming.commands import TOO_BIG
@@ -76,15 +76,17 @@ async def funasr_stream(websocket: WebSocket) -> None:
     await serve(websocket, _funasr_codec)
 
 
-async def serve(websocket: WebSocket, negotiate) -> None:
+async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) -> None:
     """One WebSocket stream. negotiate(offered subprotocols, session) -> (codec,
     the subprotocol to accept), or AccessDenied; the codec reads frames into
-    messages and writes events as frames, and may greet the client first."""
+    messages and writes events as frames, and may greet the client first.
+    key_in_stream: the codec finds the API key in the stream (codec.api_key,
+    read when its start comes) when the handshake had none."""
     lingting = websocket.app.state.lingting
     offered = websocket.scope.get("subprotocols") or []
     session = lingting.new_session()
     try:
-        key, ip = lingting.admit(websocket)
+        key, ip = lingting.admit(websocket, key_in_stream)
         codec, subprotocol = negotiate(offered, session)
     except AccessDenied as exc:
         lingting.metrics.connections.labels(exc.code).inc()
@@ -101,10 +103,26 @@ async def serve(websocket: WebSocket, negotiate) -> None:
         if await _greeted(websocket, codec):
             if lingting.shutting_down:      # the signal came during the handshake
                 runner.end(End.SHUTDOWN)
-            left = await _read(websocket, runner, codec, lingting.settings.limits)
+            needs_key = key is None and not lingting.access.open
+            left = await _read(websocket, runner, _decoder(codec, runner, needs_key), lingting.settings.limits)
     finally:
         await runner.finish(left)
         lingting.closed(runner)
+
+
+def _decoder(codec, runner: StreamRunner, needs_key: bool):
+    """The codec's decode, and what the edge learns from it: the call's ids
+    for history, the key of a stream that brings it in its start."""
+    def decode(frame):
+        nonlocal needs_key
+        messages = codec.decode(frame)
+        if needs_key and any(isinstance(m, Start) for m in (messages if isinstance(messages, list) else [messages])):
+            runner.authenticate(codec.api_key)
+            needs_key = False
+        if getattr(codec, "call", None) and "call" not in runner.recorder.client:
+            runner.recorder.client["call"] = codec.call
+        return messages
+    return decode
 
 
 async def _greeted(websocket: WebSocket, codec) -> bool:
@@ -117,7 +135,7 @@ async def _greeted(websocket: WebSocket, codec) -> bool:
     return True
 
 
-async def _read(websocket: WebSocket, runner: StreamRunner, codec, limits: LimitSettings) -> bool:
+async def _read(websocket: WebSocket, runner: StreamRunner, decode, limits: LimitSettings) -> bool:
     """Frames into the session until it closes; True when the client left first."""
     throttle = Throttler(limits.max_messages_per_s, 1.0)
     speed = SpeedLimit(limits)
@@ -136,7 +154,7 @@ async def _read(websocket: WebSocket, runner: StreamRunner, codec, limits: Limit
                                        f"limit of {limits.max_frame_bytes}", fatal=True), TOO_BIG, "message too big")
             continue
         async with throttle:        # a flood is read at this pace, not faster
-            runner.receive_frame(codec.decode, frame)
+            runner.receive_frame(decode, frame)
         await speed.hold(runner)
     return False
 

@@ -94,3 +94,13 @@ async def events_until_closed(ws) -> list[dict]:
     except websockets.ConnectionClosed:
         pass
     return events
+
+
+async def drain(ws) -> int | None:
+    """Read until the server closes; its close code."""
+    try:
+        async for _ in ws:
+            pass
+    except websockets.ConnectionClosed:
+        pass
+    return ws.close_code

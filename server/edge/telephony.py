@@ -1,0 +1,171 @@
+"""Phone platforms at the edge: Twilio Media Streams on /v1/twilio, Genesys
+AudioHook on /v1/audiohook, FreeSWITCH mod_audio_fork on /v1/audio-fork
+(WebSockets, through streams.serve like every stream), and Asterisk
+AudioSocket on its own TCP port. The codecs in server/telephony/ do the
+protocols; a call is an ordinary session (admission, tenant, limits,
+history)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from asyncio_throttle import Throttler
+from starlette.requests import Request
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from ..access import AccessDenied
+from ..errors import ErrorCode, ProtocolError
+from ..settings import SettingsError, TelephonySettings
+from ..telephony.audio_fork import SUBPROTOCOL as AUDIO_FORK_SUBPROTOCOL, AudioForkCodec
+from ..telephony.audiohook import AudioHookCodec
+from ..telephony.audiosocket import HANGUP_PACKET, AudioSocketCodec
+from ..telephony.options import call_config
+from ..telephony.twilio import TwilioCodec
+from ..streaming.events import Event
+from ..streaming.session import End
+from .responses import error
+from .runner import Gone, StreamRunner
+from .streams import SpeedLimit, idle_error, idle_timeout, serve
+
+log = logging.getLogger("lingting.server")
+PATHS = {"twilio": "/v1/twilio", "audiohook": "/v1/audiohook", "audio_fork": "/v1/audio-fork"}
+
+
+async def twilio_stream(websocket: WebSocket) -> None:
+    # Twilio's <Stream> URL takes no query string and sends no key header: the key is a <Parameter>.
+    await serve(websocket, lambda offered, session: (TwilioCodec(), None), key_in_stream=True)
+
+
+async def audiohook_stream(websocket: WebSocket) -> None:
+    await serve(websocket, lambda offered, session: (AudioHookCodec(), None))
+
+
+async def audio_fork_stream(websocket: WebSocket) -> None:
+    query = dict(websocket.query_params)
+    await serve(websocket, lambda offered, session: (
+        AudioForkCodec(query), AUDIO_FORK_SUBPROTOCOL if AUDIO_FORK_SUBPROTOCOL in offered else None))
+
+
+async def _upgrade_required(request: Request):
+    return error(426, ErrorCode.UPGRADE_REQUIRED, f"{request.url.path} takes WebSocket connections")
+
+
+routes = [
+    WebSocketRoute(PATHS["twilio"], twilio_stream),
+    WebSocketRoute(PATHS["audiohook"], audiohook_stream),
+    WebSocketRoute(PATHS["audio_fork"], audio_fork_stream),
+    *(Route(path, _upgrade_required) for path in PATHS.values()),
+]
+
+
+# ---- Asterisk AudioSocket ------------------------------------------------------
+def audiosocket_setup(settings: TelephonySettings, access) -> tuple[dict, object]:
+    """--audiosocket-options and --audiosocket-key, checked at startup: the
+    start options of every call (checked as a start message would be) and the
+    key whose tenant owns the calls (AudioSocket carries no key of its own)."""
+    try:
+        options = json.loads(settings.audiosocket_options)
+    except ValueError as exc:
+        raise SettingsError(f"--audiosocket-options is not JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise SettingsError("--audiosocket-options must be a JSON object of start options")
+    try:
+        call_config({"sample_rate": 8000, "encoding": "pcm_s16le", **options}, "--audiosocket-options")
+    except ProtocolError as exc:
+        raise SettingsError(exc.message) from None
+    if settings.audiosocket_key is None and access.open:
+        return options, None
+    names = {k.name: k for k in access.keys}
+    if settings.audiosocket_key not in names:
+        raise SettingsError("--audiosocket-key must name one of the configured API keys: AudioSocket calls carry "
+                            "no key, so they need a tenant to belong to")
+    return options, names[settings.audiosocket_key]
+
+
+class AudioSocketTransport:
+    """AudioSocket carries audio only: events are not sent back; closing hangs up."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+
+    async def send(self, event: Event) -> None:
+        if self.writer.is_closing():
+            raise Gone
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            if not self.writer.is_closing():
+                self.writer.write(HANGUP_PACKET)
+                await self.writer.drain()
+            self.writer.close()
+        except OSError:
+            raise Gone from None
+
+
+class AudioSocketServer:
+    def __init__(self, lingting):
+        self.lingting = lingting
+        self.settings = lingting.settings.telephony
+        self.options, self.key = audiosocket_setup(self.settings, lingting.access)
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._call, self.settings.audiosocket_host,
+                                                 self.settings.audiosocket_port)
+
+    @property
+    def port(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lingting = self.lingting
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else None
+        try:
+            lingting.check_limits(ip, self.key)
+        except AccessDenied as exc:
+            log.warning("AudioSocket call from %s refused: %s", ip, exc.message)
+            writer.write(HANGUP_PACKET)
+            writer.close()
+            return
+        session = lingting.new_session()
+        codec = AudioSocketCodec(self.options)
+        client = {"address": ip, "user_agent": None, "origin": None, "subprotocol": codec.subprotocol}
+        runner = StreamRunner(lingting, session, AudioSocketTransport(writer), self.key, client)
+        lingting.opened(runner)
+        left = True
+        try:
+            left = await self._read(reader, runner, codec)
+        except OSError:
+            left = True
+        finally:
+            await runner.finish(left)
+            lingting.closed(runner)
+            writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader, runner: StreamRunner, codec: AudioSocketCodec) -> bool:
+        """Bytes into the session until it closes; True when the call's socket closed first."""
+        limits = self.lingting.settings.limits
+        throttle = Throttler(limits.max_messages_per_s, 1.0)
+        speed = SpeedLimit(limits)
+        while not runner.closing:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), idle_timeout(runner, limits))
+            except asyncio.TimeoutError:
+                runner.end(End.IDLE, idle_error(runner, limits))
+                continue
+            if not data:
+                return True
+            async with throttle:
+                runner.receive_frame(codec.decode, data)
+                if codec.call_id and "call" not in runner.recorder.client:
+                    runner.recorder.client["call"] = {"uuid": codec.call_id}
+            await speed.hold(runner)
+        return False

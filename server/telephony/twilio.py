@@ -1,0 +1,101 @@
+"""Twilio Media Streams (TwiML <Start><Stream> or <Connect><Stream>), as
+Twilio's "WebSocket messages" page defines them: JSON text frames with an
+`event` of connected, start, media, dtmf, mark or stop.
+
+    start  {streamSid, start: {callSid, tracks, customParameters,
+            mediaFormat {encoding audio/x-mulaw, sampleRate 8000, channels 1}}}
+    media  {media: {track inbound|outbound, chunk, timestamp, payload base64}}
+
+Each track is a channel of the session (inbound: the caller, outbound: what
+the call plays or the other party says), labelled by its track name unless
+customParameters say `channel_labels`. Twilio's URL takes no query string:
+the API key and session options come as <Parameter> elements, i.e. in
+start.customParameters (api_key, language, hotwords, watch, redact...).
+Twilio reads nothing but media/mark/clear back, so no event is sent to it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from ..errors import ErrorCode, ProtocolError, require
+from ..protocol import Audio, Dtmf, Mark, Start, Stop, load_json
+from ..streaming import events
+from .options import KEY_FIELD, call_config, call_options, no_binary
+
+HISTORY_NAME = "twilio"
+ENCODINGS = {"audio/x-mulaw": "mulaw"}
+
+
+class TwilioCodec:
+    subprotocol = HISTORY_NAME
+
+    def __init__(self):
+        self.tracks: list[str] = []
+        self.api_key: str | None = None      # from customParameters, for the edge to check
+        self.call: dict = {}                 # streamSid, callSid: what history keeps of the call
+
+    def greeting(self) -> list:
+        return []
+
+    def decode(self, frame: str | bytes) -> list:
+        if isinstance(frame, bytes):
+            raise no_binary("Twilio Media Streams")
+        msg = load_json(frame)
+        require(isinstance(msg, dict) and isinstance(msg.get("event"), str), "a Twilio message needs an 'event'")
+        event = msg["event"]
+        if event == "connected":
+            return []
+        if event == "start":
+            return [self._start(msg)]
+        if event == "media":
+            media = msg.get("media")
+            require(isinstance(media, dict) and isinstance(media.get("payload"), str), "media.payload is missing")
+            try:
+                data = base64.b64decode(media["payload"], validate=True)
+            except (binascii.Error, ValueError):
+                raise ProtocolError(ErrorCode.BAD_AUDIO, "media.payload is not base64") from None
+            return [Audio(data, self._channel(media.get("track", "inbound")))]
+        if event == "dtmf":
+            dtmf = msg.get("dtmf")
+            require(isinstance(dtmf, dict) and isinstance(dtmf.get("digit"), str), "dtmf.digit is missing")
+            return [Dtmf(dtmf["digit"], self._channel(dtmf.get("track", "inbound_track")))]
+        if event == "mark":
+            mark = msg.get("mark")
+            require(isinstance(mark, dict) and isinstance(mark.get("name"), str), "mark.name is missing")
+            return [Mark(mark["name"])]
+        if event == "stop":
+            return [Stop(reason="hangup")]
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown Twilio event {event!r}")
+
+    def _start(self, msg: dict) -> Start:
+        start = msg.get("start")
+        require(isinstance(start, dict), "start.start is missing")
+        media = start.get("mediaFormat") or {}
+        encoding = ENCODINGS.get(media.get("encoding"))
+        if encoding is None:
+            raise ProtocolError(ErrorCode.UNSUPPORTED, f"Twilio mediaFormat {media.get('encoding')!r} is not "
+                                "supported: audio/x-mulaw", fatal=True)
+        tracks = start.get("tracks") or ["inbound"]
+        require(isinstance(tracks, list) and tracks and all(t in ("inbound", "outbound") for t in tracks)
+                and len(set(tracks)) == len(tracks), "start.tracks must list inbound and/or outbound")
+        self.tracks = tracks
+        params = start.get("customParameters") or {}
+        key = params.get(KEY_FIELD) if isinstance(params, dict) else None
+        self.api_key = key if isinstance(key, str) else None
+        self.call = {k: v for k, v in (("streamSid", msg.get("streamSid") or start.get("streamSid")),
+                                       ("callSid", start.get("callSid"))) if isinstance(v, str)}
+        options = call_options(params, "Twilio customParameters")
+        options.setdefault("channel_labels", list(tracks))
+        return Start(call_config({"sample_rate": media.get("sampleRate", 8000), "encoding": encoding,
+                                  "channels": len(tracks), **options}, "Twilio start"))
+
+    def _channel(self, track) -> int:
+        name = track.removesuffix("_track") if isinstance(track, str) else track
+        if name not in self.tracks:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"track {track!r} is not one of this stream's "
+                                f"({', '.join(self.tracks) or 'no start yet'})")
+        return self.tracks.index(name)
+
+    def encode_all(self, event: events.Event) -> list:
+        return []

@@ -1,0 +1,166 @@
+"""The phone platforms' codecs, sans I/O: their documented messages in, Lingting messages out."""
+
+import base64
+import json
+import struct
+import uuid
+
+import pytest
+
+from lingting_server.errors import ErrorCode, ProtocolError
+from lingting_server.protocol import Audio, Dtmf, KeepAlive, Mark, Start, Stop, Update
+from lingting_server.streaming import events
+from lingting_server.telephony.audio_fork import AudioForkCodec
+from lingting_server.telephony.audiohook import AudioHookCodec
+from lingting_server.telephony.audiosocket import AudioSocketCodec
+from lingting_server.telephony.options import call_options
+from lingting_server.telephony.twilio import TwilioCodec
+
+
+def twilio_start(**start):
+    return json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
+        "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound", "outbound"],
+        "customParameters": {"api_key": "k" * 20, "language": "en", "hotwords": "Contoso, Premium Plus",
+                             "itn": "false", "caller_name": "ignored"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, **start}})
+
+
+def test_twilio_start_media_dtmf_mark_stop():
+    codec = TwilioCodec()
+    assert codec.decode(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})) == []
+    (start,) = codec.decode(twilio_start())
+    config = start.config
+    assert (config.encoding, config.sample_rate, config.channels, config.channel_labels) == \
+        ("mulaw", 8000, 2, ("inbound", "outbound"))
+    assert [h.phrase for h in config.hotwords] == ["Contoso", "Premium Plus"] and config.itn is False
+    assert codec.api_key == "k" * 20 and codec.call == {"streamSid": "MZ1", "callSid": "CA1"}
+    payload = base64.b64encode(b"\xff" * 160).decode()
+    media = {"event": "media", "sequenceNumber": "2", "streamSid": "MZ1",
+             "media": {"track": "outbound", "chunk": "1", "timestamp": "5", "payload": payload}}
+    assert codec.decode(json.dumps(media)) == [Audio(b"\xff" * 160, 1)]
+    dtmf = {"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "3", "dtmf": {"track": "inbound_track", "digit": "1"}}
+    assert codec.decode(json.dumps(dtmf)) == [Dtmf("1", 0)]
+    assert codec.decode(json.dumps({"event": "mark", "mark": {"name": "m1"}})) == [Mark("m1")]
+    assert codec.decode(json.dumps({"event": "stop", "stop": {}})) == [Stop(reason="hangup")]
+    assert codec.encode_all(events.Stopped(1, 1000)) == []
+
+
+@pytest.mark.parametrize("frame, code", [
+    (b"\x00", ErrorCode.BAD_MESSAGE),
+    (json.dumps({"event": "media", "media": {"track": "inbound", "payload": "%%"}}), ErrorCode.BAD_AUDIO),
+    (json.dumps({"event": "media", "media": {"track": "sideways", "payload": ""}}), ErrorCode.BAD_MESSAGE),
+    (json.dumps({"event": "dance"}), ErrorCode.BAD_MESSAGE),
+])
+def test_twilio_bad_messages(frame, code):
+    codec = TwilioCodec()
+    codec.decode(twilio_start(tracks=["inbound"]))
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(frame)
+    assert info.value.code == code
+
+
+def test_twilio_refuses_other_media_formats():
+    with pytest.raises(ProtocolError) as info:
+        TwilioCodec().decode(twilio_start(mediaFormat={"encoding": "audio/opus", "sampleRate": 48000}))
+    assert info.value.code == ErrorCode.UNSUPPORTED and info.value.fatal
+
+
+def audiohook(kind, seq, **parameters):
+    return json.dumps({"version": "2", "id": "sess-1", "type": kind, "seq": seq, "serverseq": seq - 1,
+                       "position": "PT0S", "parameters": parameters})
+
+
+STEREO = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}
+MONO = {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000}
+
+
+def test_audiohook_open_chooses_both_parties_and_numbers_its_messages():
+    codec = AudioHookCodec()
+    (start,) = codec.decode(audiohook("open", 1, media=[MONO, STEREO], language="en-US",
+                                      customConfig={"redact": ["pci"]}, inputVariables={"hotwords": "Contoso"}))
+    config = start.config
+    assert (config.channels, config.channel_labels, config.language) == (2, ("customer", "agent"), "en")
+    assert config.redact == {"pci"} and [h.phrase for h in config.hotwords] == ["Contoso"]
+    (opened,) = codec.encode_all(events.Ready("s", "m", "stream", "en", {}, 8000, "mulaw"))
+    assert json.loads(opened) == {"version": "2", "type": "opened", "seq": 1, "clientseq": 1, "id": "sess-1",
+                                  "parameters": {"startPaused": False, "media": [STEREO]}}
+    assert codec.decode(b"\xff" * 320) == [Audio(b"\xff" * 320)]
+    assert codec.decode(audiohook("ping", 2)) == [KeepAlive(reply=True)]
+    assert json.loads(codec.encode_all(events.Pong())[0])["type"] == "pong"
+    assert codec.decode(audiohook("paused", 3)) == []
+    assert codec.decode(audiohook("dtmf", 4, digit="5")) == [Dtmf("5", 0)]
+    assert codec.decode(audiohook("close", 5, reason="end")) == [Stop(reason="hangup")]
+    (closed,) = codec.encode_all(events.Stopped(1, 1000))
+    assert json.loads(closed)["type"] == "closed" and json.loads(closed)["seq"] == 3 and json.loads(closed)["clientseq"] == 5
+
+
+def test_audiohook_refusals():
+    codec = AudioHookCodec()
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(audiohook("open", 1, media=[{"type": "audio", "format": "opus", "channels": ["external"]}]))
+    assert info.value.code == ErrorCode.UNSUPPORTED
+    codec = AudioHookCodec()
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(audiohook("ping", 1))
+    assert info.value.code == ErrorCode.NOT_STARTED
+    codec = AudioHookCodec()
+    codec.decode(audiohook("open", 1, media=[MONO]))
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(audiohook("ping", 3))
+    assert "out of sequence" in info.value.message and info.value.fatal
+    (disconnect,) = codec.encode_all(events.Error("bad_message", "out of sequence", fatal=True))
+    assert json.loads(disconnect)["parameters"]["reason"] == "error"
+
+
+def test_audio_fork_metadata_or_url_starts_the_call():
+    codec = AudioForkCodec({"sample_rate": "16000", "channels": "2"})
+    (start,) = codec.decode(json.dumps({"language": "en", "watch": ["refund"], "callId": "x"}))
+    assert (start.config.sample_rate, start.config.channels, start.config.channel_labels) == (16000, 2, ("caller", "callee"))
+    assert codec.decode(b"\x00" * 4) == [Audio(b"\x00" * 4)]
+    (update,) = codec.decode(json.dumps({"hotwords": ["Contoso"]}))
+    assert isinstance(update, Update) and [h.phrase for h in update.hotwords] == ["Contoso"] and update.watch is None
+    assert codec.decode(json.dumps({"note": "anything else"})) == []
+    # No metadata: the first audio starts the call from the URL alone (8 kHz mono unless it says).
+    start, audio = AudioForkCodec({"mix_type": "stereo"}).decode(b"\x00" * 8)
+    assert (start.config.sample_rate, start.config.channels) == (8000, 2) and audio == Audio(b"\x00" * 8)
+    wire = json.loads(codec.encode_all(events.Stopped(0, 0))[0])
+    assert wire == {"type": "stopped", "utterances": 0, "audio_ms": 0}
+
+
+def packet(kind: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">BH", kind, len(payload)) + payload
+
+
+def test_audiosocket_packets_across_reads():
+    codec = AudioSocketCodec({"language": "en"})
+    call = uuid.uuid4()
+    stream = packet(0x01, call.bytes) + packet(0x12, b"\x01\x00" * 160) + packet(0x03, b"9") + packet(0x00)
+    out = []
+    for i in range(0, len(stream), 7):           # TCP may cut anywhere
+        out += codec.decode(stream[i:i + 7])
+    start, audio, dtmf, stop = out
+    assert isinstance(start, Start) and start.config.sample_rate == 16000 and start.config.language == "en"
+    assert audio == Audio(b"\x01\x00" * 160) and dtmf == Dtmf("9") and stop == Stop(reason="hangup")
+    assert codec.call_id == str(call)
+
+
+def test_audiosocket_refusals():
+    with pytest.raises(ProtocolError) as info:
+        AudioSocketCodec({}).decode(packet(0x10, b"\x00\x00"))
+    assert info.value.code == ErrorCode.NOT_STARTED and info.value.fatal
+    codec = AudioSocketCodec({})
+    codec.decode(packet(0x01, uuid.uuid4().bytes) + packet(0x10, b"\x00\x00"))
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(packet(0x16, b"\x00\x00"))
+    assert "48000 Hz after 8000 Hz" in info.value.message
+    with pytest.raises(ProtocolError):
+        codec.decode(packet(0x42, b"?"))
+    # A call that hangs up before any audio still gets its session, then stops.
+    codec = AudioSocketCodec({})
+    start, stop = codec.decode(packet(0x01, uuid.uuid4().bytes) + packet(0xFF, b"\x01"))
+    assert isinstance(start, Start) and stop == Stop(reason="hangup")
+
+
+def test_call_options_from_platform_strings():
+    assert call_options({"language": "zh-CN", "redact": "pci, ssn", "partials": "true", "other": 1}, "x") == \
+        {"language": "zh", "redact": ["pci", "ssn"], "partials": True}
