@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import struct
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -333,3 +334,10 @@ async def test_redacted_digits_never_reach_the_database_its_wal_or_the_log(phone
     for secret in ("10001", "90210", "01803", "1 0 0 0 1", "one zero zero zero one", "nine oh two one"):
         assert secret.encode() not in stored, secret
         assert secret not in server.log_text(), secret
+
+
+def test_platform_paths_take_websockets_only(phone_server):
+    for path in ("/v1/twilio", "/v1/audiohook", "/v1/audio-fork"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(phone_server.http + path, timeout=30)
+        assert info.value.code == 426 and json.loads(info.value.read())["error"] == "upgrade_required"

@@ -37,7 +37,7 @@ from ..uploads import SpoolBudget
 from . import files, health, history_api, openai_api, pages, streams, telephony
 from .guard import HostGuard
 from .pages import content_security_policy
-from .responses import error, http_exception
+from .responses import error, http_exception, upgrade_required
 
 log = logging.getLogger("lingting.server")
 LAST_FRAMES_S = 0.5          # on shutdown, input still read before streams are finished
@@ -124,10 +124,6 @@ async def _websocket_not_found(websocket: WebSocket) -> None:
                                                f"{websocket.url.path}; streams on {streams.STREAM_PATH}"))
 
 
-async def _upgrade_required(request: Request):
-    return error(426, ErrorCode.UPGRADE_REQUIRED, f"{request.url.path} takes WebSocket connections")
-
-
 async def _internal_error(request: Request, exc: Exception):
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error(500, ErrorCode.INTERNAL, "internal server error")
@@ -141,9 +137,9 @@ def build_app(lingting: Lingting) -> Starlette:
         *openai_api.routes,
         *telephony.routes,
         WebSocketRoute(streams.STREAM_PATH, streams.v1_stream),
-        Route(streams.STREAM_PATH, _upgrade_required),
+        Route(streams.STREAM_PATH, upgrade_required),
         *(WebSocketRoute(path, streams.funasr_stream) for path in FUNASR_PATHS),
-        Route("/funasr", _upgrade_required),
+        Route("/funasr", upgrade_required),
         *pages.routes,
         WebSocketRoute("/{path:path}", _websocket_not_found),
     ]

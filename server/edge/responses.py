@@ -52,3 +52,8 @@ async def http_exception(request: Request, exc: HTTPException) -> Response:
     message = (f"{request.method} is not allowed on {request.url.path}" if exc.status_code == 405
                else exc.detail or http.HTTPStatus(exc.status_code).phrase)
     return error(exc.status_code, _CODES.get(exc.status_code, ErrorCode.BAD_MESSAGE), message, exc.headers)
+
+
+async def upgrade_required(request: Request) -> Response:
+    """A plain HTTP request to a path that takes WebSocket connections only."""
+    return error(426, ErrorCode.UPGRADE_REQUIRED, f"{request.url.path} takes WebSocket connections")

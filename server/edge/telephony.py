@@ -12,21 +12,20 @@ import json
 import logging
 
 from asyncio_throttle import Throttler
-from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from ..access import AccessDenied
-from ..errors import ErrorCode, ProtocolError
+from ..errors import ProtocolError
 from ..settings import SettingsError, TelephonySettings
+from ..streaming.events import Event
+from ..streaming.session import End
 from ..telephony.audio_fork import SUBPROTOCOL as AUDIO_FORK_SUBPROTOCOL, AudioForkCodec
 from ..telephony.audiohook import AudioHookCodec
 from ..telephony.audiosocket import HANGUP_PACKET, AudioSocketCodec
 from ..telephony.options import call_config
 from ..telephony.twilio import TwilioCodec
-from ..streaming.events import Event
-from ..streaming.session import End
-from .responses import error
+from .responses import upgrade_required
 from .runner import Gone, StreamRunner
 from .streams import SpeedLimit, idle_error, idle_timeout, serve
 
@@ -49,15 +48,11 @@ async def audio_fork_stream(websocket: WebSocket) -> None:
         AudioForkCodec(query), AUDIO_FORK_SUBPROTOCOL if AUDIO_FORK_SUBPROTOCOL in offered else None))
 
 
-async def _upgrade_required(request: Request):
-    return error(426, ErrorCode.UPGRADE_REQUIRED, f"{request.url.path} takes WebSocket connections")
-
-
 routes = [
     WebSocketRoute(PATHS["twilio"], twilio_stream),
     WebSocketRoute(PATHS["audiohook"], audiohook_stream),
     WebSocketRoute(PATHS["audio_fork"], audio_fork_stream),
-    *(Route(path, _upgrade_required) for path in PATHS.values()),
+    *(Route(path, upgrade_required) for path in PATHS.values()),
 ]
 
 

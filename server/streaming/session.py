@@ -19,8 +19,8 @@ from ..postprocess import Recognized
 from ..protocol import Audio, ClientMessage, Clear, Dtmf, Flush, KeepAlive, Mark, Start, StartConfig, Stop, Update
 from . import events
 from .audio import samples_to_ms as ms
-from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
 from .channels import Channels, speaker_of
+from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
 from .file import FileTranscription
 from .live import LiveStream
 
