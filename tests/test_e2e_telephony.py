@@ -88,6 +88,21 @@ def check_legs(session: dict, legs: dict[str, str]) -> None:
 
 
 # ---- Twilio Media Streams ------------------------------------------------------
+class TwilioCall:
+    """Sends Twilio's messages as its docs show them: connected, then events numbered by sequenceNumber."""
+
+    def __init__(self, ws, sid: str):
+        self.ws, self.sid, self.seq = ws, sid, 0
+
+    async def connected(self) -> None:
+        await self.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+
+    async def send(self, event: str, **fields) -> None:
+        self.seq += 1
+        await self.ws.send(json.dumps({"event": event, "sequenceNumber": str(self.seq), "streamSid": self.sid,
+                                       **fields}))
+
+
 async def test_twilio_media_stream_with_both_tracks(phone_server):
     server = phone_server
     inbound = leg(clip(CUSTOMER).path, lead_s=0.0)
@@ -95,29 +110,23 @@ async def test_twilio_media_stream_with_both_tracks(phone_server):
     sid, call = "MZ" + "1" * 32, "CA" + "2" * 32
     url = server.http.replace("http://", "ws://") + "/v1/twilio"
     async with websockets.connect(url) as ws:      # Twilio sends no key header: it is a <Parameter>
-        seq = 0
-
-        async def send(event: dict) -> None:
-            nonlocal seq
-            seq += 1
-            await ws.send(json.dumps({"event": event.pop("event"), "sequenceNumber": str(seq), **event}))
-
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await send({"event": "start", "streamSid": sid, "start": {
+        twilio = TwilioCall(ws, sid)
+        await twilio.connected()
+        await twilio.send("start", start={
             "accountSid": "AC" + "3" * 32, "streamSid": sid, "callSid": call, "tracks": ["inbound", "outbound"],
             "customParameters": {"api_key": CALLCENTER_KEY, "language": "en"},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}})
         legs = {"inbound": mulaw_packets(inbound), "outbound": mulaw_packets(outbound)}
         for chunk in range(max(len(p) for p in legs.values())):
             for track, track_packets in legs.items():
                 if chunk < len(track_packets):
-                    await send({"event": "media", "streamSid": sid, "media": {
+                    await twilio.send("media", media={
                         "track": track, "chunk": str(chunk + 1), "timestamp": str(chunk * 20),
-                        "payload": base64.b64encode(track_packets[chunk]).decode()}})
+                        "payload": base64.b64encode(track_packets[chunk]).decode()})
             if chunk == 100:
-                await send({"event": "dtmf", "streamSid": sid, "dtmf": {"track": "inbound_track", "digit": "7"}})
-                await send({"event": "mark", "streamSid": sid, "mark": {"name": "greeting played"}})
-        await send({"event": "stop", "streamSid": sid, "stop": {"accountSid": "AC" + "3" * 32, "callSid": call}})
+                await twilio.send("dtmf", dtmf={"track": "inbound_track", "digit": "7"})
+                await twilio.send("mark", mark={"name": "greeting played"})
+        await twilio.send("stop", stop={"accountSid": "AC" + "3" * 32, "callSid": call})
         assert await drain(ws) == 1000          # every final decoded and stored first
     session = newest(server, "twilio")
     assert session["status"] == "stopped" and session["owner"] == "callcenter"
@@ -135,10 +144,11 @@ async def test_twilio_media_stream_with_both_tracks(phone_server):
 async def test_twilio_without_a_key_is_refused_at_start(phone_server):
     url = phone_server.http.replace("http://", "ws://") + "/v1/twilio"
     async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "start": {
+        twilio = TwilioCall(ws, "MZ1")
+        await twilio.connected()
+        await twilio.send("start", start={
             "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"], "customParameters": {"api_key": "wrong" * 4},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}})
         assert await drain(ws) == 1008
 
 
@@ -300,25 +310,18 @@ async def test_redacted_digits_never_reach_the_database_its_wal_or_the_log(phone
     url = server.http.replace("http://", "ws://") + "/v1/twilio"
     sid, call, account = "MZ" + "9" * 32, "CA" + "9" * 32, "AC" + "9" * 32
     async with websockets.connect(url) as ws:
-        seq = 0
-
-        async def send(event: dict) -> None:
-            nonlocal seq
-            seq += 1
-            await ws.send(json.dumps({"event": event.pop("event"), "sequenceNumber": str(seq), "streamSid": sid,
-                                      **event}))
-
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await send({"event": "start", "start": {
+        twilio = TwilioCall(ws, sid)
+        await twilio.connected()
+        await twilio.send("start", start={
             "accountSid": account, "streamSid": sid, "callSid": call, "tracks": ["inbound"],
             "customParameters": {"api_key": CALLCENTER_KEY, "language": "en", "redact": "numbers,pci,ssn,phone"},
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}})
         for n, frame in enumerate(mulaw_packets(audio)):
-            await send({"event": "media", "media": {"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20),
-                                                    "payload": base64.b64encode(frame).decode()}})
+            await twilio.send("media", media={"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20),
+                                              "payload": base64.b64encode(frame).decode()})
             if n == 10:
-                await send({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "9"}})
-        await send({"event": "stop", "stop": {"accountSid": account, "callSid": call}})
+                await twilio.send("dtmf", dtmf={"track": "inbound_track", "digit": "9"})
+        await twilio.send("stop", stop={"accountSid": account, "callSid": call})
         assert await drain(ws) == 1000
     session = newest(server, "twilio")
     text = " ".join(u["text"] for u in session["utterances"])

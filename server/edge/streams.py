@@ -104,13 +104,14 @@ async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) ->
             if lingting.shutting_down:      # the signal came during the handshake
                 runner.end(End.SHUTDOWN)
             needs_key = key is None and not lingting.access.open
-            left = await _read(websocket, runner, _decoder(codec, runner, needs_key), lingting.settings.limits)
+            left = await read_frames(runner, lambda: _frame(websocket), decoder(codec, runner, needs_key),
+                                     lingting.settings.limits)
     finally:
         await runner.finish(left)
         lingting.closed(runner)
 
 
-def _decoder(codec, runner: StreamRunner, needs_key: bool):
+def decoder(codec, runner: StreamRunner, needs_key: bool = False):
     """The codec's decode, and what the edge learns from it: the call's ids
     for history, the key of a stream that brings it in its start."""
     def decode(frame):
@@ -135,19 +136,26 @@ async def _greeted(websocket: WebSocket, codec) -> bool:
     return True
 
 
-async def _read(websocket: WebSocket, runner: StreamRunner, decode, limits: LimitSettings) -> bool:
-    """Frames into the session until it closes; True when the client left first."""
+async def _frame(websocket: WebSocket) -> str | bytes | None:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    return message["text"] if message.get("text") is not None else message.get("bytes") or b""
+
+
+async def read_frames(runner: StreamRunner, receive, decode, limits: LimitSettings) -> bool:
+    """Frames (receive(): the next one, None once the client is gone) into the
+    session until it closes; True when the client left first."""
     throttle = Throttler(limits.max_messages_per_s, 1.0)
     speed = SpeedLimit(limits)
     while not runner.closing:
         try:
-            message = await asyncio.wait_for(websocket.receive(), idle_timeout(runner, limits))
+            frame = await asyncio.wait_for(receive(), idle_timeout(runner, limits))
         except asyncio.TimeoutError:
             runner.end(End.IDLE, idle_error(runner, limits))
             continue
-        if message["type"] == "websocket.disconnect":
+        if frame is None:
             return True
-        frame = message["text"] if message.get("text") is not None else message.get("bytes") or b""
         size = message_bytes(frame)
         if size > limits.max_frame_bytes:
             runner.abort(ProtocolError(ErrorCode.TOO_LARGE, f"a message of {size} bytes is over this server's "

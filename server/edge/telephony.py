@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 
-from asyncio_throttle import Throttler
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -19,7 +18,6 @@ from ..access import AccessDenied
 from ..errors import ProtocolError
 from ..settings import SettingsError, TelephonySettings
 from ..streaming.events import Event
-from ..streaming.session import End
 from ..telephony.audio_fork import SUBPROTOCOL as AUDIO_FORK_SUBPROTOCOL, AudioForkCodec
 from ..telephony.audiohook import AudioHookCodec
 from ..telephony.audiosocket import HANGUP_PACKET, AudioSocketCodec
@@ -27,7 +25,7 @@ from ..telephony.options import call_config
 from ..telephony.twilio import TwilioCodec
 from .responses import upgrade_required
 from .runner import Gone, StreamRunner
-from .streams import SpeedLimit, idle_error, idle_timeout, serve
+from .streams import decoder, read_frames, serve
 
 log = logging.getLogger("lingting.server")
 PATHS = {"twilio": "/v1/twilio", "audiohook": "/v1/audiohook", "audio_fork": "/v1/audio-fork"}
@@ -136,31 +134,15 @@ class AudioSocketServer:
         runner = StreamRunner(lingting, session, AudioSocketTransport(writer), self.key, client)
         lingting.opened(runner)
         left = True
+        chunk = min(65536, lingting.settings.limits.max_frame_bytes)   # TCP has no frames: read in bounded pieces
+
+        async def receive() -> bytes | None:
+            return await reader.read(chunk) or None
         try:
-            left = await self._read(reader, runner, codec)
+            left = await read_frames(runner, receive, decoder(codec, runner), lingting.settings.limits)
         except OSError:
             left = True
         finally:
             await runner.finish(left)
             lingting.closed(runner)
             writer.close()
-
-    async def _read(self, reader: asyncio.StreamReader, runner: StreamRunner, codec: AudioSocketCodec) -> bool:
-        """Bytes into the session until it closes; True when the call's socket closed first."""
-        limits = self.lingting.settings.limits
-        throttle = Throttler(limits.max_messages_per_s, 1.0)
-        speed = SpeedLimit(limits)
-        while not runner.closing:
-            try:
-                data = await asyncio.wait_for(reader.read(65536), idle_timeout(runner, limits))
-            except asyncio.TimeoutError:
-                runner.end(End.IDLE, idle_error(runner, limits))
-                continue
-            if not data:
-                return True
-            async with throttle:
-                runner.receive_frame(codec.decode, data)
-                if codec.call_id and "call" not in runner.recorder.client:
-                    runner.recorder.client["call"] = {"uuid": codec.call_id}
-            await speed.hold(runner)
-        return False

@@ -40,6 +40,11 @@ class AudioSocketCodec:
         self.rate: int | None = None
         self._buffer = bytearray()
 
+    @property
+    def call(self) -> dict:
+        """The call's id, for history (empty until the UUID packet)."""
+        return {"uuid": self.call_id} if self.call_id else {}
+
     def decode(self, data: bytes) -> list:
         """Whole packets among the bytes so far -> messages."""
         self._buffer += data
