@@ -1,6 +1,6 @@
 """Streaming benchmark: N concurrent clients stream real speech in real time.
 
-    python -m bench.stream_bench --streams 1 2 4 8 [--batch-sizes 8 1] [--model whisper-base]
+    python -m bench.stream_bench --streams 1 2 4 8 [--batch-sizes 8 1] [--model whisper-base] [--same]
 
 Starts its own server per batch size (or uses --url), streams English dev clips
 from the shared corpus (joined with 1 s pauses, rotated per client) and reports
@@ -58,8 +58,8 @@ def pct(values, q):
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-async def one_client(url: str, index: int, seconds: float, language: str = "en") -> dict:
-    pcm, reference = playlist(index * 5, seconds)
+async def one_client(url: str, index: int, seconds: float, language: str = "en", same: bool = False) -> dict:
+    pcm, reference = playlist(0 if same else index * 5, seconds)
     client = LingtingClient(url)
     events = [e async for e in client.stream(pcm, StreamOptions(language=language, speed=1.0))]
     t0 = client.audio_started_at
@@ -104,10 +104,11 @@ async def sample_process(pid: int, stop: asyncio.Event) -> dict:
             "rss_mb_start": round(rss[0] / 2**20), "rss_mb_peak": round(max(rss) / 2**20)}
 
 
-async def run_level(url: str, pid: int | None, n: int, seconds: float, language: str = "en") -> dict:
+async def run_level(url: str, pid: int | None, n: int, seconds: float, language: str = "en",
+                    same: bool = False) -> dict:
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_process(pid, stop)) if pid else None
-    results = await asyncio.gather(*(one_client(url, i, seconds, language) for i in range(n)))
+    results = await asyncio.gather(*(one_client(url, i, seconds, language, same) for i in range(n)))
     stop.set()
     server = await sampler if sampler else {}
     merged = {k: [v for r in results for v in r[k]] for k in ("final_latency", "first_partial", "cadence", "partial_lag")}
@@ -140,7 +141,7 @@ def print_table(title: str, rows: list[dict]) -> None:
 async def main_async(args) -> dict:
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
-              "model": args.model, "seconds_per_stream": args.seconds, "runs": []}
+              "model": args.model, "seconds_per_stream": args.seconds, "same_clips": args.same, "runs": []}
     for batch in (args.batch_sizes if not args.url else [None]):
         server = None
         if args.url:
@@ -155,7 +156,7 @@ async def main_async(args) -> dict:
         rows = []
         try:
             for n in args.streams:
-                rows.append(await run_level(url, pid, n, args.seconds, args.language))
+                rows.append(await run_level(url, pid, n, args.seconds, args.language, args.same))
                 print_table(f"model {args.model}, max batch size {batch}", rows[-1:])
         finally:
             if server:
@@ -178,6 +179,8 @@ def main() -> int:
     p.add_argument("--url", help="benchmark a running server instead of starting one")
     p.add_argument("--language", default="en",
                    help="language the streams ask for (default: en; e.g. zh for a Mandarin-only FunASR server)")
+    p.add_argument("--same", action="store_true",
+                   help="worst case: every stream plays the same clips, started together (all finals due at once)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
     if audio_dir() is None:
