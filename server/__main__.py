@@ -15,7 +15,7 @@ from .batching import BatchCollector
 from .edge.app import EdgeServer, Lingting
 from .edge.telephony import audiosocket_setup
 from .edge.streams import STREAM_PATH
-from .engines.loader import load_engine
+from .engines.loader import load_engine, plan_workers
 from .history import AsyncHistory, HistoryStore, Retention, default_path
 from .logs import setup_logging
 from .metrics import Metrics
@@ -55,20 +55,26 @@ async def run(settings: Settings) -> None:
     if settings.telephony.audiosocket_port is not None:
         audiosocket_setup(settings.telephony, access)     # its mistakes surface before the model loads
     settings = dataclasses.replace(settings, network=dataclasses.replace(network, host=host))
+    workers, threads = plan_workers(model.engine, model.device, model.model_workers)
     worker_settings = {"model": model.model, "device": model.device, "compute_type": model.compute_type,
                        "final_beam_size": model.final_beam_size, "window": model.window,
                        "log_level": settings.log.level, "log_format": settings.log.format,
                        "engine": model.engine, "online_model": model.online_model, "hub": model.model_hub,
-                       "model_language": model.model_language, "vad_model": model.vad_model}
+                       "model_language": model.model_language, "vad_model": model.vad_model,
+                       "cpu_threads": threads}
     metrics = Metrics()
-    # The model loads in its worker process (started from a thread at once)
+    # The model loads in its worker processes (started from threads at once)
     # while ITN warms up on the text thread, where it will run.
-    loading = asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(ProcessEngine, load_engine, worker_settings, decode_timeout_s=model.decode_timeout_s))
+    loop = asyncio.get_running_loop()
+    loading = [loop.run_in_executor(None, functools.partial(ProcessEngine, load_engine, worker_settings,
+                                                            decode_timeout_s=model.decode_timeout_s))
+               for _ in range(workers)]
     text = TextThread()
     await text.warm_up()
-    engine = await loading
-    collector = BatchCollector(engine, model.max_batch_size, model.max_wait_ms, model.max_partial_batch_size,
+    engines = await asyncio.gather(*loading)
+    engine = engines[0]
+    log.info("%d model worker(s)%s", workers, f", {threads} CPU thread(s) each" if threads else "")
+    collector = BatchCollector(engines, model.max_batch_size, model.max_wait_ms, model.max_partial_batch_size,
                                metrics, model.max_file_batch_size, text)
     history = open_history(settings)
     collector.start()
@@ -87,7 +93,8 @@ async def run(settings: Settings) -> None:
     log.info("shutting down: finishing %d open stream(s)", len(lingting.streams))
     await server.shutdown(network.shutdown_grace_s)
     await collector.close()
-    engine.close()
+    for worker in engines:
+        worker.close()
     if history:
         retention.cancel()
         history.close()

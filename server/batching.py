@@ -1,9 +1,16 @@
 """Batch collector: gathers decode jobs from every session into batches for
-the one model worker thread that owns the device.
+the model workers (each owns the model on its device and decodes one batch at
+a time: on a CPU one worker per core, which decodes faster than one worker on
+all cores; on a GPU one worker, whose batches pay).
 
-Finals come before partials and are never dropped. A session has at most one
-partial waiting: a newer one replaces it (only the newest hypothesis matters),
-so under overload partial cadence degrades while finals keep flowing.
+Work is taken by the deadline it serves (Priority): a final whose endpoint
+fired, then a speculative final (trailing silence: due when the endpoint
+fires), then the first partial of an utterance (nothing on screen yet), then
+refreshes of partials that already show text; oldest first within each.
+Finals are never dropped. A lane (one stream's channel) has at most one
+partial waiting: a newer one replaces it (only the newest hypothesis
+matters), so under overload partial cadence degrades while finals keep
+flowing, and the oldest waiting partial goes first, so no stream starves.
 Offline files' finals ("background") yield to live finals and take turns with
 live partials batch by batch, so a file never holds up live captions by more
 than one batch and live load never stalls a file for good.
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .engines.base import Engine, EngineFailed, EngineOutOfMemory
 from .postprocess import TextThread
-from .streaming.commands import DecodeJob
+from .streaming.commands import DecodeJob, Priority
 
 log = logging.getLogger("lingting.batching")
 
@@ -52,12 +59,12 @@ class CollectorStats:
 
 
 class BatchCollector:
-    def __init__(self, engine: Engine, max_batch_size: int = 8, max_wait_ms: float = 10.0,
+    def __init__(self, engines: Engine | list[Engine], max_batch_size: int = 8, max_wait_ms: float = 10.0,
                  max_partial_batch_size: int | None = None, metrics=None,
                  max_file_batch_size: int | None = None, text: TextThread | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
-        self.engine = engine
+        self.engines = list(engines) if isinstance(engines, (list, tuple)) else [engines]
         self.max_batch_size = max_batch_size
         # A final that arrives while partials decode waits for that whole
         # batch: smaller partial batches bound that wait.
@@ -68,31 +75,41 @@ class BatchCollector:
         self.stats = CollectorStats()
         self.metrics = metrics          # a .metrics.Metrics, or None
         self._finals: deque[_Waiting] = deque()
+        self._speculative: dict[tuple[str, int | None], _Waiting] = {}   # by lane: its open utterance's
         self._background: deque[_Waiting] = deque()
         self._background_turn = True
         self._partials: dict[tuple[str, int | None], _Waiting] = {}   # by lane: the newest only
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="lingting-model")
+        self._idle = list(range(len(self.engines)))[::-1]             # workers free for a batch
+        self._executor = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lingting-model")
         self.text = text or TextThread()
         self._task: asyncio.Task | None = None
+        self._busy: set[asyncio.Task] = set()
 
     # ---- lifecycle ----------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-collector")
 
+    @property
+    def engine(self) -> Engine:
+        """The first worker: what every worker runs (name, device, languages)."""
+        return self.engines[0]
+
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in [self._task, *self._busy]:
+            if task:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.text.close()
 
     @property
     def queue_depth(self) -> dict:
-        return {"final": len(self._finals), "partial": len(self._partials), "background": len(self._background)}
+        return {"final": len(self._finals), "speculative": len(self._speculative), "partial": len(self._partials),
+                "background": len(self._background)}
 
     # ---- submitting ---------------------------------------------------
     def submit(self, job: DecodeJob) -> asyncio.Future:
@@ -110,12 +127,31 @@ class BatchCollector:
             # The session has waited since its first unserved partial: keep
             # its place in line, or a busy session would never get a turn.
             waiting.since = stale.since
-        if job.kind == "final":
+        if job.priority is Priority.SPECULATIVE:
+            self._speculative[job.lane] = waiting
+        elif job.kind == "final":
             (self._background if job.background else self._finals).append(waiting)
         else:
             self._partials[job.lane] = waiting
         self._wakeup.set()
         return future
+
+    def expedite(self, job: DecodeJob) -> None:
+        """A speculative final's endpoint fired: if it still waits, it is now a final."""
+        waiting = self._speculative.get(job.lane)
+        if waiting is not None and waiting.job is job:
+            del self._speculative[job.lane]
+            self._finals.append(waiting)
+            self._wakeup.set()
+
+    def cancel(self, job: DecodeJob) -> None:
+        """Speech resumed: a speculative final that still waits need not run
+        (it resolves to None; one already decoding is ignored by its session)."""
+        waiting = self._speculative.get(job.lane)
+        if waiting is not None and waiting.job is job:
+            del self._speculative[job.lane]
+            if not waiting.future.done():
+                waiting.future.set_result(None)
 
     def cancel_session(self, session_id: str) -> None:
         """The client left: its waiting partial and file finals need not run.
@@ -124,6 +160,8 @@ class BatchCollector:
             stale = self._partials.pop(lane)
             if not stale.future.done():
                 stale.future.cancel()
+        for lane in [lane for lane in self._speculative if lane[0] == session_id]:
+            self._finals.append(self._speculative.pop(lane))   # it may be the last final: history keeps it
         for waiting in self._background:
             if waiting.job.session_id == session_id:
                 waiting.future.cancel()
@@ -131,6 +169,8 @@ class BatchCollector:
     # ---- the loop -----------------------------------------------------
     def _take_batch(self) -> list[_Waiting]:
         batch = self._take_finals(self._finals, self.max_batch_size)
+        if len(batch) < self.max_batch_size and self._speculative:    # same kind of decode: same batch
+            batch += self._take_oldest(self._speculative, self.max_batch_size - len(batch))
         if batch:
             return batch
         if self._background and (self._background_turn or not self._partials):
@@ -138,8 +178,15 @@ class BatchCollector:
             if batch := self._take_finals(self._background, self.max_file_batch_size):
                 return batch
         self._background_turn = True
-        for key in sorted(self._partials, key=lambda k: self._partials[k].since)[:self.max_partial_batch_size]:
-            waiting = self._partials.pop(key)
+        return self._take_oldest(self._partials, self.max_partial_batch_size)
+
+    @staticmethod
+    def _take_oldest(lanes: dict, limit: int) -> list[_Waiting]:
+        """By deadline: the most urgent kind first (a first partial before
+        refreshes), the longest waiting first within it."""
+        batch = []
+        for lane in sorted(lanes, key=lambda k: (lanes[k].job.priority, lanes[k].since))[:limit]:
+            waiting = lanes.pop(lane)
             if not waiting.future.done():
                 batch.append(waiting)
         return batch
@@ -152,41 +199,59 @@ class BatchCollector:
                 batch.append(waiting)
         return batch
 
+    @property
+    def workers_busy(self) -> int:
+        return len(self.engines) - len(self._idle)
+
+    @property
+    def _waiting(self) -> int:
+        return len(self._finals) + len(self._speculative) + len(self._partials) + len(self._background)
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self.max_wait and len(self._finals) + len(self._partials) + len(self._background) < self.max_batch_size:
+            if not self._idle:
+                continue                             # a worker that finishes wakes us again
+            if self.max_wait and self._waiting < self.max_batch_size:
                 await asyncio.sleep(self.max_wait)   # let more sessions join this batch
-            while batch := self._take_batch():
+            while self._idle and (batch := self._take_batch()):
                 if self.metrics:
                     now = time.monotonic()
                     for waiting in batch:
                         self.metrics.queue_wait.labels(self._kind(batch)).observe(now - waiting.since)
-                await self._decode(loop, batch)
+                worker = self._idle.pop()
+                task = asyncio.get_running_loop().create_task(self._work(worker, batch))
+                self._busy.add(task)
+                task.add_done_callback(self._busy.discard)
+
+    async def _work(self, worker: int, batch: list[_Waiting]) -> None:
+        try:
+            await self._decode(asyncio.get_running_loop(), self.engines[worker], batch)
+        finally:
+            self._idle.append(worker)
+            self._wakeup.set()
 
     @staticmethod
     def _kind(batch: list[_Waiting]) -> str:
         return "file" if batch[0].job.background else batch[0].job.kind
 
-    async def _decode(self, loop, batch: list[_Waiting], retried: bool = False) -> None:
+    async def _decode(self, loop, engine: Engine, batch: list[_Waiting], retried: bool = False) -> None:
         kind = self._kind(batch)
         started = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._executor, self.engine.decode,
-                                                 [w.job.request for w in batch])
+            results = await loop.run_in_executor(self._executor, engine.decode, [w.job.request for w in batch])
         except EngineOutOfMemory:
             self.stats.oom_splits += 1
             if len(batch) > 1:
                 half = len(batch) // 2
                 log.warning("device out of memory on a batch of %d: retrying as %d + %d",
                             len(batch), half, len(batch) - half)
-                await self._decode(loop, batch[:half], retried)
-                await self._decode(loop, batch[half:], retried)
+                await self._decode(loop, engine, batch[:half], retried)
+                await self._decode(loop, engine, batch[half:], retried)
                 return
-            if await loop.run_in_executor(self._executor, self.engine.fallback_to_cpu):
-                await self._decode(loop, batch, retried)
+            if await loop.run_in_executor(self._executor, engine.fallback_to_cpu):
+                await self._decode(loop, engine, batch, retried)
                 return
             self._fail(batch, "out of memory")
             return
@@ -198,7 +263,7 @@ class BatchCollector:
                 log.error("decode of a batch of %d failed: %s; retrying its %d final(s) once",
                           len(batch), exc, len(finals))
                 self._fail([w for w in batch if w.job.kind != "final"], f"{type(exc).__name__}: {exc}")
-                await self._decode(loop, finals, retried=True)
+                await self._decode(loop, engine, finals, retried=True)
                 return
             log.error("decode of a batch of %d failed%s: %s", len(batch), " again" if retried else "", exc)
             self._fail(batch, f"{type(exc).__name__}: {exc}" + (" (on both tries: given up)" if retried else ""))

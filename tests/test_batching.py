@@ -136,7 +136,7 @@ async def test_file_finals_yield_to_live_finals_and_take_turns_with_partials():
     await asyncio.sleep(0.01)
     partial = c.submit(job("a", "partial", 10, seq=1))
     live = c.submit(job("b", "final", 30))
-    assert c.queue_depth == {"final": 1, "partial": 1, "background": 3}
+    assert c.queue_depth == {"final": 1, "speculative": 0, "partial": 1, "background": 3}
     engine.gate.set()
     await asyncio.gather(busy, partial, live, *background)
     await c.close()
@@ -212,3 +212,72 @@ async def test_text_work_runs_on_the_text_thread_while_the_model_goes_on(monkeyp
     await c.close()
     assert [r.text for r in results] == ["FINAL:5", "FINAL:6"] and results[0].raw_text == "final:5"
     assert set(threads) == {"lingting-text_0"}
+
+
+def lane_job(session, kind, n, **flags):
+    j = job(session, kind, n)
+    for name, value in flags.items():
+        setattr(j, name, value)
+    return j
+
+
+async def test_work_goes_by_deadline_finals_speculations_first_partials_refreshes():
+    engine, c, busy = await busy_collector(max_batch_size=2)
+    c.max_partial_batch_size = 1
+    refresh = c.submit(lane_job("a", "partial", 10))
+    first = c.submit(lane_job("b", "partial", 20, first=True))
+    speculative = c.submit(lane_job("c", "final", 30, speculative=True))
+    final = c.submit(lane_job("d", "final", 40))
+    assert c.queue_depth == {"final": 1, "speculative": 1, "partial": 2, "background": 0}
+    engine.gate.set()
+    await asyncio.gather(busy, refresh, first, speculative, final)
+    await c.close()
+    # The fired endpoint's final and the speculation share a batch; then the
+    # partial that shows a new utterance's first text, then the refresh.
+    assert [[n for _, n in batch] for batch in engine.batches] == [[1], [40, 30], [20], [10]]
+
+
+async def test_an_expedited_speculation_goes_before_older_ones_and_a_cancelled_one_never_runs():
+    engine, c, busy = await busy_collector(max_batch_size=1)
+    older = c.submit(lane_job("a", "final", 10, speculative=True))
+    dropped_job = lane_job("b", "final", 20, speculative=True)
+    dropped = c.submit(dropped_job)
+    due_job = lane_job("c", "final", 30, speculative=True)
+    due = c.submit(due_job)
+    c.expedite(due_job)                 # its endpoint fired
+    c.cancel(dropped_job)               # its speaker went on talking
+    c.cancel(lane_job("a", "final", 10, speculative=True))   # not the job that waits: nothing happens
+    assert (await dropped) is None
+    engine.gate.set()
+    await asyncio.gather(busy, older, due)
+    await c.close()
+    assert [n for batch in engine.batches for _, n in batch] == [1, 30, 10]
+
+
+async def test_a_departed_clients_speculation_is_still_decoded():
+    engine, c, busy = await busy_collector()
+    waiting = c.submit(lane_job("gone", "final", 10, speculative=True))
+    c.cancel_session("gone")           # it may be the last utterance's final: history keeps it
+    engine.gate.set()
+    assert (await waiting).text == "final:10"
+    await c.close()
+
+
+async def test_workers_decode_batches_side_by_side():
+    engines = [RecordingEngine(), RecordingEngine()]
+    for engine in engines:
+        engine.gate.clear()
+    c = BatchCollector(engines, max_batch_size=1, max_wait_ms=0)
+    c.start()
+    futures = [c.submit(job(f"s{i}", "final", 100 + i)) for i in range(3)]
+    for _ in range(100):               # both workers take a batch while neither has finished
+        if c.workers_busy == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert c.workers_busy == 2 and c.queue_depth["final"] == 1
+    for engine in engines:
+        engine.gate.set()
+    results = await asyncio.gather(*futures)
+    await c.close()
+    assert [r.text for r in results] == ["final:100", "final:101", "final:102"]
+    assert sorted(len(e.batches) for e in engines) == [1, 2]

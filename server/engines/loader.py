@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -13,12 +14,33 @@ from .devices import resolve_device
 log = logging.getLogger("lingting.engine")
 
 ENGINES = ("whisper", "funasr")
+MAX_AUTO_WORKERS = 4
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def plan_workers(engine: str, device: str, asked: int) -> tuple[int, int]:
+    """(model worker processes, CPU threads each). On a CPU, CTranslate2
+    decodes about as fast on one thread as on two (its steps are small), so
+    a worker per core doubles what 2 cores decode. A GPU gains from batching
+    instead: one worker. FunASR keeps streams' caches in its worker: one."""
+    cores = usable_cores()
+    on_cpu = resolve_device(device, supports_mps=engine == "funasr")[0] == "cpu"
+    if engine == "funasr":
+        if asked > 1:
+            raise ValueError("--model-workers above 1 needs the whisper engine: funasr keeps each stream's "
+                             "streaming cache in its one worker")
+        return 1, 0
+    workers = asked or (min(cores, MAX_AUTO_WORKERS) if on_cpu else 1)
+    return workers, (max(1, cores // workers) if on_cpu else 0)
 
 
 def load_engine(model: str | None, device: str = "auto", compute_type: str | None = None,
                 final_beam_size: int = 5, window: str = "fit", log_level: str = "INFO", log_format: str = "text",
                 engine: str = "whisper", online_model: str | None = None, hub: str = "ms",
-                model_language: str = "zh", vad_model: str | None = None):
+                model_language: str = "zh", vad_model: str | None = None, cpu_threads: int = 0):
     """The asked engine on the asked device, falling back to the CPU when the
     device cannot take it, optionally behind the FSMN-VAD check of finals;
     warmed up with one decode."""
@@ -26,7 +48,7 @@ def load_engine(model: str | None, device: str = "auto", compute_type: str | Non
     if engine == "funasr":
         loaded = _load_funasr(model, online_model, device, hub, model_language)
     elif engine == "whisper":
-        loaded = _load_whisper(model, device, compute_type, final_beam_size, window)
+        loaded = _load_whisper(model, device, compute_type, final_beam_size, window, cpu_threads)
     else:
         raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if vad_model:
@@ -38,13 +60,14 @@ def load_engine(model: str | None, device: str = "auto", compute_type: str | Non
     return loaded
 
 
-def _load_whisper(model, device, compute_type, final_beam_size, window):
+def _load_whisper(model, device, compute_type, final_beam_size, window, cpu_threads=0):
     from lingting_models import resolve_model
     from .whisper import WhisperEngine, WhisperOptions
 
     spec = resolve_model(model)
     device, index = resolve_device(device)
-    options = WhisperOptions(final_beam_size=final_beam_size, window=window, compute_type=compute_type)
+    options = WhisperOptions(final_beam_size=final_beam_size, window=window, compute_type=compute_type,
+                             cpu_threads=cpu_threads)
     try:
         return WhisperEngine(spec.path, device, index, options, name=spec.name)
     except Exception as exc:

@@ -3,6 +3,7 @@ nothing else: it never decides a stream's fate itself."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from ..engines.base import DecodeRequest
@@ -13,7 +14,15 @@ from .events import Event
 NORMAL, GOING_AWAY, POLICY, TOO_BIG, INTERNAL_ERROR, TRY_LATER = 1000, 1001, 1008, 1009, 1011, 1013
 
 
-@dataclass
+class Priority(enum.IntEnum):
+    """The deadline a decode serves, most urgent first (the batch collector's order)."""
+    FINAL = 0          # an endpoint fired: the client waits for this now
+    SPECULATIVE = 1    # trailing silence began: due when the endpoint fires
+    FIRST_PARTIAL = 2  # nothing on screen for this utterance yet
+    PARTIAL = 3        # refreshes text already shown
+
+
+@dataclass(eq=False)
 class DecodeJob:
     session_id: str
     utterance: int
@@ -26,10 +35,18 @@ class DecodeJob:
     background: bool = False      # an offline file's final: live streams go first
     text: TextWork = TextWork()   # hotwords, ITN, watch phrases for its result
     channel: int | None = None    # of a stream of several channels
+    speculative: bool = False     # a final decoded before its endpoint (it may still be discarded)
+    first: bool = False           # a partial of an utterance that shows no text yet
 
     @property
     def kind(self) -> str:
         return self.request.kind
+
+    @property
+    def priority(self) -> Priority:
+        if self.kind == "final":
+            return Priority.SPECULATIVE if self.speculative else Priority.FINAL
+        return Priority.FIRST_PARTIAL if self.first else Priority.PARTIAL
 
     @property
     def lane(self) -> tuple[str, int | None]:
@@ -46,6 +63,18 @@ class Send:
 @dataclass(frozen=True)
 class Decode:
     """Run a job through the batch collector; its result goes to session.on_result."""
+    job: DecodeJob
+
+
+@dataclass(frozen=True)
+class Expedite:
+    """The endpoint of a speculative final fired: it is a final now (if it still waits, it goes first)."""
+    job: DecodeJob
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Speech resumed: this speculative final is not needed (its result, if one comes, is ignored)."""
     job: DecodeJob
 
 
@@ -67,7 +96,7 @@ class Close:
     reason: str
 
 
-Command = Send | Decode | Store | Transcribe | Close
+Command = Send | Decode | Expedite | Cancel | Store | Transcribe | Close
 
 
 @dataclass
