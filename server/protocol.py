@@ -6,6 +6,7 @@ frames) and lingting.v1.msgpack (every message a msgpack map)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -51,6 +52,8 @@ class StartConfig:
     channels: int = 1                  # interleaved in each audio frame; each its own utterances
     channel_labels: tuple[str, ...] = ()   # who speaks on each channel ("agent", "customer")
     redact: frozenset[str] = frozenset()   # what is masked before anything is sent or stored
+    vad_events: bool = True            # speech_started / speech_ended events
+    utterance_end_ms: int | None = None    # utterance_end after this much silence past the last word
 
     @property
     def labelled(self) -> bool:
@@ -65,9 +68,7 @@ class StartConfig:
         names = ("mode", "language", "word_timestamps", "itn") + (
             ("sample_rate", "encoding", "partials") if self.mode == "stream" else ("filename", "file_bytes"))
         out = {name: getattr(self, name) for name in names}
-        out["endpointing"] = {"silence_ms": self.endpointing.silence_ms,
-                              "max_utterance_ms": self.endpointing.max_utterance_ms,
-                              "vad_aggressiveness": self.endpointing.vad_aggressiveness}
+        out["endpointing"] = endpointing_summary(self.endpointing)
         out["hotwords"] = [{"phrase": h.phrase, "boost": h.boost} for h in self.hotwords]
         out["watch"] = [w.phrase for w in self.watch]
         if self.labelled:
@@ -85,9 +86,12 @@ class Start:
 
 @dataclass(frozen=True)
 class Update:
-    """Replaces hotwords and/or watch phrases mid-stream (None: keep)."""
+    """Mid-stream changes (`configure`; `update` takes the first two): None keeps what is."""
     hotwords: tuple[Hotword, ...] | None = None
     watch: tuple[WatchPhrase, ...] | None = None
+    endpointing: object = None             # as sent: applied over the stream's own (parse_endpointing)
+    utterance_end_ms: int | None = None    # 0: off
+    vad_events: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,72 @@ def _bool(value, name: str) -> bool:
 
 _START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
                  "endpointing", "word_timestamps", "hotwords", "watch", "itn", "itn_partials", "channels",
-                 "channel_labels", "redact"}
-_ENDPOINT_FIELDS = {"silence_ms", "max_utterance_ms", "vad_aggressiveness"}
+                 "channel_labels", "redact", "vad_events", "utterance_end_ms"}
+_CONFIGURE_FIELDS = {"type", "hotwords", "watch", "endpointing", "utterance_end_ms", "vad_events"}
+LIVE_ONLY = ("endpointing", "vad_events", "utterance_end_ms")
+
+# Endpointing per use: how long a pause ends an utterance, after the speculative
+# final's text ends a sentence, stops mid-clause, or gives no sign (silence_ms).
+ENDPOINTING_PRESETS = {
+    # live captions: lines committed soon after each sentence
+    "captions": EndpointConfig(),
+    # agent-assist: whole clauses, so numbers and amounts are not split across finals
+    "agent_assist": EndpointConfig(silence_ms=800, sentence_end_ms=500, mid_clause_ms=1200),
+    # callouts ("hold", "T minus 10"): the shortest pauses end them
+    "callouts": EndpointConfig(silence_ms=400, sentence_end_ms=200, mid_clause_ms=500, tail_ms=200,
+                               max_utterance_ms=10000),
+}
+_ENDPOINT_FIELDS = {"preset", "silence_ms", "max_utterance_ms", "vad_aggressiveness", "speculative", "sentence_end_ms",
+                    "mid_clause_ms"}
+
+
+def endpointing_summary(e: EndpointConfig) -> dict:
+    return {"silence_ms": e.silence_ms, "max_utterance_ms": e.max_utterance_ms,
+            "vad_aggressiveness": e.vad_aggressiveness, "speculative": e.speculative,
+            "sentence_end_ms": e.sentence_end_ms, "mid_clause_ms": e.mid_clause_ms}
+
+
+def parse_endpointing(value, base: EndpointConfig) -> EndpointConfig:
+    """`endpointing` as Deepgram spells it (ms of silence, or false: no silence
+    ends an utterance), a preset's name, or a map of fields (over a preset)."""
+    if value is False:
+        return dataclasses.replace(base, silence_ms=0)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dataclasses.replace(base, silence_ms=bounded_int(value, "endpointing", 10, 10000))
+    if isinstance(value, str):
+        require(value in ENDPOINTING_PRESETS, f"endpointing preset {value!r} unknown; use one of "
+                f"{', '.join(ENDPOINTING_PRESETS)}")
+        return ENDPOINTING_PRESETS[value]
+    require(isinstance(value, dict), "endpointing must be milliseconds of silence, false, a preset name "
+            f"({', '.join(ENDPOINTING_PRESETS)}) or a map")
+    unknown = set(value) - _ENDPOINT_FIELDS
+    require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
+    if "preset" in value:
+        require(isinstance(value["preset"], str), "endpointing.preset must be a preset name")
+        base = parse_endpointing(value["preset"], base)
+    silence = value.get("silence_ms", base.silence_ms)
+    if silence is not False:
+        silence = bounded_int(silence, "endpointing.silence_ms", 10, 10000) if silence else 0
+    return dataclasses.replace(
+        base,
+        silence_ms=silence or 0,
+        max_utterance_ms=bounded_int(value.get("max_utterance_ms", base.max_utterance_ms),
+                                     "endpointing.max_utterance_ms", 1000, 28000),
+        vad_aggressiveness=bounded_int(value.get("vad_aggressiveness", base.vad_aggressiveness),
+                                       "endpointing.vad_aggressiveness", 0, 3),
+        speculative=_bool(value.get("speculative", base.speculative), "endpointing.speculative"),
+        sentence_end_ms=bounded_int(value.get("sentence_end_ms", base.sentence_end_ms),
+                                    "endpointing.sentence_end_ms", 10, 10000),
+        mid_clause_ms=bounded_int(value.get("mid_clause_ms", base.mid_clause_ms), "endpointing.mid_clause_ms",
+                                  10, 10000),
+    )
+
+
+def parse_utterance_end(value) -> int:
+    """utterance_end_ms: 1000..10000 ms, or 0/false/null for none."""
+    if value in (None, False, 0):
+        return 0
+    return bounded_int(value, "utterance_end_ms", 1000, 10000)
 
 
 def parse_start(msg: dict) -> StartConfig:
@@ -159,7 +227,7 @@ def parse_start(msg: dict) -> StartConfig:
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
     if mode == "offline":
         for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials", "channels",
-                     "channel_labels"):
+                     "channel_labels", "vad_events", "utterance_end_ms"):
             require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
     elif "filename" in msg or "file_bytes" in msg:
         require(False, "filename and file_bytes apply to offline mode only")
@@ -180,16 +248,7 @@ def parse_start(msg: dict) -> StartConfig:
     if language != AUTO and language not in LANGUAGES:
         raise ProtocolError(ErrorCode.UNSUPPORTED, f"language {language!r} not supported: use one of "
                             f"{', '.join((AUTO, *LANGUAGES))}")
-    endpoint = msg.get("endpointing", {})
-    require(isinstance(endpoint, dict), "endpointing must be a map")
-    unknown = set(endpoint) - _ENDPOINT_FIELDS
-    require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
-    e = EndpointConfig()
-    endpointing = EndpointConfig(
-        silence_ms=bounded_int(endpoint.get("silence_ms", e.silence_ms), "endpointing.silence_ms", 100, 10000),
-        max_utterance_ms=bounded_int(endpoint.get("max_utterance_ms", e.max_utterance_ms), "endpointing.max_utterance_ms", 1000, 28000),
-        vad_aggressiveness=bounded_int(endpoint.get("vad_aggressiveness", e.vad_aggressiveness), "endpointing.vad_aggressiveness", 0, 3),
-    )
+    endpointing = parse_endpointing(msg.get("endpointing", {}), EndpointConfig())
     channels = bounded_int(msg.get("channels", 1), "channels", 1, MAX_CHANNELS)
     labels = msg.get("channel_labels", [])
     require(isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels),
@@ -214,7 +273,24 @@ def parse_start(msg: dict) -> StartConfig:
         channels=channels,
         channel_labels=tuple(labels),
         redact=parse_redact(msg.get("redact", [])),
+        vad_events=_bool(msg.get("vad_events", d.vad_events), "vad_events"),
+        utterance_end_ms=parse_utterance_end(msg.get("utterance_end_ms")) or None,
     )
+
+
+def parse_configure(msg: dict) -> Update:
+    """configure: any of hotwords, watch, endpointing, utterance_end_ms, vad_events, mid-stream.
+    Endpointing given as a map changes only the fields it names (over the start's)."""
+    unknown = set(msg) - _CONFIGURE_FIELDS
+    require(not unknown, f"unknown configure field(s): {', '.join(sorted(unknown))}")
+    require(len(msg) > 1, f"configure needs one of {', '.join(sorted(_CONFIGURE_FIELDS - {'type'}))}")
+    if "endpointing" in msg:
+        parse_endpointing(msg["endpointing"], EndpointConfig())     # its mistakes are found here
+    return Update(hotwords=parse_hotwords(msg["hotwords"]) if "hotwords" in msg else None,
+                  watch=parse_watch(msg["watch"]) if "watch" in msg else None,
+                  endpointing=msg.get("endpointing"),
+                  utterance_end_ms=parse_utterance_end(msg["utterance_end_ms"]) if "utterance_end_ms" in msg else None,
+                  vad_events=_bool(msg["vad_events"], "vad_events") if "vad_events" in msg else None)
 
 
 def parse_message(msg) -> ClientMessage:
@@ -228,10 +304,11 @@ def parse_message(msg) -> ClientMessage:
         return Start(parse_start(msg))
     if kind == "update":
         unknown = set(msg) - {"type", "hotwords", "watch"}
-        require(not unknown, f"unknown update field(s): {', '.join(sorted(unknown))}")
+        require(not unknown, f"unknown update field(s): {', '.join(sorted(unknown))}; configure takes more")
         require("hotwords" in msg or "watch" in msg, "update needs hotwords and/or watch")
-        return Update(hotwords=parse_hotwords(msg["hotwords"]) if "hotwords" in msg else None,
-                      watch=parse_watch(msg["watch"]) if "watch" in msg else None)
+        return parse_configure(msg)
+    if kind == "configure":
+        return parse_configure(msg)
     if kind == "audio":
         data = msg.get("data")
         require(isinstance(data, (bytes, bytearray)), "audio.data must be binary")
@@ -239,7 +316,7 @@ def parse_message(msg) -> ClientMessage:
     simple = {"flush": Flush, "clear": Clear, "keepalive": KeepAlive, "stop": Stop}
     if kind in simple:
         return simple[kind]()
-    known = "start, update, audio, flush, clear, keepalive, stop"
+    known = "start, configure, update, audio, flush, clear, keepalive, stop"
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {kind!r}; known: {known}")
 
 

@@ -132,3 +132,28 @@ async def test_unrelated_hotwords_leave_correct_text_alone(server, shared_audio)
     with_unrelated = await score(["ComfyUI", "Lingting", "Kubernetes", "agent-assist"])
     print(f"English WER without hotwords {without:.4f}, with unrelated hotwords {with_unrelated:.4f}")
     assert with_unrelated <= without + 0.005
+
+
+async def test_configure_mid_stream_hotwords_vad_events_and_utterance_end(server, shared_audio):
+    """One configure, after the stream started: hotwords for what follows, no VAD
+    events, and utterance_end after a second of silence past each final's words."""
+    pcm = wav_pcm(shared_audio / "en" / "fw_hotwords_ComfyUI.wav") + bytes(2 * 16000 * 2)   # + 2 s of silence
+    async with websockets.connect(server.url) as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
+        await ws.send(json.dumps({"type": "configure", "hotwords": ["ComfyUI"], "vad_events": False,
+                                  "utterance_end_ms": 1000, "endpointing": "agent_assist"}))
+        for i in range(0, len(pcm), 3200):
+            await ws.send(pcm[i:i + 3200])
+        await ws.send(json.dumps({"type": "stop"}))
+        events = [json.loads(frame) async for frame in ws]
+    kinds = [e["type"] for e in events]
+    updated = events[kinds.index("updated")]
+    assert updated["hotwords"] == ["ComfyUI"] and updated["vad_events"] is False
+    assert updated["utterance_end_ms"] == 1000 and updated["endpointing"]["silence_ms"] == 800
+    assert "speech_started" not in kinds and "speech_ended" not in kinds
+    assert "ComfyUI" in finals_text(events), finals_text(events)
+    # The 2 s of silence at the end: utterance_end, after the last final, naming where its words ended.
+    last_final = max(i for i, k in enumerate(kinds) if k == "final")
+    ends = [i for i, k in enumerate(kinds) if k == "utterance_end"]
+    assert ends and ends[-1] > last_final, kinds
+    assert abs(events[ends[-1]]["last_word_end_ms"] - events[last_final]["end_ms"]) <= 400

@@ -2,6 +2,7 @@
 
 Send     -> the outbox; a writer task stores it in history, then writes it (in order)
 Decode   -> the batch collector; the result goes back into the session
+Expedite, Cancel -> the batch collector: a speculative final becomes a final, or is not needed
 Store, Transcribe -> the file feed (file_feed.py): the upload spooled on disk,
            then read back and fed to the session as audio
 Close    -> the outbox (after every event before it), then the transport closes
@@ -19,7 +20,8 @@ from ..access import AccessDenied, ApiKey
 from ..errors import ErrorCode, ProtocolError
 from ..protocol import ClientMessage
 from ..streaming.audio import MODEL_RATE
-from ..streaming.commands import GOING_AWAY, POLICY, Close, Decode, DecodeJob, Output, Send, Store, Transcribe
+from ..streaming.commands import (GOING_AWAY, POLICY, Cancel, Close, Decode, DecodeJob, Expedite, Output, Send, Store,
+                                  Transcribe)
 from ..streaming.events import Event, Final
 from ..streaming.session import End, Session, State
 from .file_feed import FileFeed
@@ -148,6 +150,10 @@ class StreamRunner:
                 self._queue(command.event)
             elif isinstance(command, Decode):
                 self._decode(command.job)
+            elif isinstance(command, Expedite):
+                self.lingting.collector.expedite(command.job)
+            elif isinstance(command, Cancel):
+                self.lingting.collector.cancel(command.job)
             elif isinstance(command, Store):
                 self.file.store(command.data)
             elif isinstance(command, Transcribe):

@@ -16,6 +16,7 @@ from ..postprocess import Recognized
 from ..protocol import StartConfig, Update
 from .audio import SAMPLE_BYTES
 from .commands import DecodeJob, Output, Send
+from .events import Updated
 from .live import LiveStream
 from .segmenter import UtteranceNumbers
 
@@ -67,9 +68,12 @@ class Channels:
         return out
 
     def update(self, update: Update) -> Output:
-        for stream in self.channels[1:]:
-            stream.update(update)
-        return self.channels[0].update(update)      # one `updated` for the stream
+        out = self._each(lambda stream: stream.update(update))
+        # One `updated` for the stream, not one per channel, and untagged.
+        answers = [i for i, c in enumerate(out.commands) if isinstance(c, Send) and isinstance(c.event, Updated)]
+        for i in reversed(answers[1:]):
+            del out.commands[i]
+        return out
 
     def flush(self, reason: str = "flush") -> Output:
         return self._each(lambda stream: stream.flush(reason))

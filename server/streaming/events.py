@@ -46,9 +46,15 @@ class Ready(Event):
 
 @dataclass(frozen=True)
 class Updated(Event):
+    """The answer to configure (or update): what applies now."""
     type: ClassVar[str] = "updated"
     hotwords: list[str]
     watch: list[str]
+    settings: dict | None = None       # live streams: endpointing, utterance_end_ms, vad_events
+
+    def to_wire(self) -> dict:
+        wire = {"type": self.type, "hotwords": self.hotwords, "watch": self.watch}
+        return {**wire, **(self.settings or {})}
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,15 @@ class SpeechEnded(Event):
     start_ms: int
     end_ms: int
     reason: str
+    channel: int | None = None
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class UtteranceEnd(Event):
+    """Deepgram's UtteranceEnd: utterance_end_ms of silence followed the last word (and its final)."""
+    type: ClassVar[str] = "utterance_end"
+    last_word_end_ms: int
     channel: int | None = None
     speaker: str | None = None
 
@@ -214,6 +229,6 @@ class Error(Event):
 
 
 # What one stream may send, in the grammar tests check against.
-ALL = (Ready, Updated, SpeechStarted, SpeechEnded, Cleared, Partial, Final, Alert, Dtmf, Mark, Pong, UploadProgress,
+ALL = (Ready, Updated, SpeechStarted, SpeechEnded, UtteranceEnd, Cleared, Partial, Final, Alert, Dtmf, Mark, Pong, UploadProgress,
        TranscribeProgress, Stopped, Error)
 TYPES = frozenset(e.type for e in ALL)

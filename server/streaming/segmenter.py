@@ -3,7 +3,12 @@
 webrtcvad classifies 30 ms frames; hysteresis turns those flags into
 utterances: speech starts once enough frames of a short window are voiced,
 and ends after a run of trailing silence, at the maximum utterance length
-(cut at the quietest recent pause), or when the client flushes."""
+(cut at the quietest recent pause), or when the client flushes.
+
+Once the trailing silence reaches the tail kept after speech, the audio the
+final would decode is known: Paused hands it out (a speculative final can be
+decoded while the endpoint is still awaited), Resumed says speech came back
+first. The endpoint's silence can change mid-utterance (set_endpoint)."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ RATE = MODEL_RATE
 
 @dataclass(frozen=True)
 class EndpointConfig:
-    silence_ms: int = 600          # trailing silence that ends an utterance
+    silence_ms: int = 600          # trailing silence that ends an utterance (0: none does; flush or max length)
     max_utterance_ms: int = 20000  # Whisper sees 30 s at most; leave room
     vad_aggressiveness: int = 2    # webrtcvad 0 (lenient) .. 3 (strict)
     start_window_ms: int = 240     # window that decides that speech started
@@ -27,14 +32,21 @@ class EndpointConfig:
     preroll_ms: int = 300          # audio kept before the detected start
     tail_ms: int = 300             # silence kept after the last voiced frame
     frame_ms: int = 30
+    # What the stream does with the silence (live.py): decode the final when it
+    # begins, and end sooner when that text ends a sentence, later mid-clause.
+    speculative: bool = True       # decode the final at the tail, before the endpoint fires
+    sentence_end_ms: int = 300     # endpoint when the speculative text ends a sentence (. ? ! 。)
+    mid_clause_ms: int = 600       # endpoint when it ends mid-clause (a comma, "and", "the"...)
 
     def validate(self) -> None:
         checks = [
-            (100 <= self.silence_ms <= 10000, "silence_ms must be 100..10000"),
+            (self.silence_ms == 0 or 10 <= self.silence_ms <= 10000, "silence_ms must be 10..10000, or 0 (off)"),
             (1000 <= self.max_utterance_ms <= 28000, "max_utterance_ms must be 1000..28000"),
             (self.vad_aggressiveness in (0, 1, 2, 3), "vad_aggressiveness must be 0..3"),
             (self.frame_ms in (10, 20, 30), "frame_ms must be 10, 20 or 30"),
             (0 < self.start_ratio <= 1, "start_ratio must be in (0, 1]"),
+            (10 <= self.sentence_end_ms <= 10000, "sentence_end_ms must be 10..10000"),
+            (10 <= self.mid_clause_ms <= 10000, "mid_clause_ms must be 10..10000"),
         ]
         for ok, message in checks:
             if not ok:
@@ -45,6 +57,22 @@ class EndpointConfig:
 class SpeechStarted:
     utterance: int
     start_sample: int        # onset: the first voiced frame
+
+
+@dataclass(frozen=True)
+class Paused:
+    """Trailing silence reached the tail: `audio` is what the final will be if no speech comes back."""
+    utterance: int
+    start_sample: int
+    end_sample: int          # end of the last voiced audio
+    audio: np.ndarray
+    audio_start: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Speech came back after a Paused: that audio is not the final's."""
+    utterance: int
 
 
 @dataclass(frozen=True)
@@ -70,8 +98,10 @@ class UtteranceNumbers:
 
 
 class Segmenter:
-    def __init__(self, config: EndpointConfig | None = None, numbers: UtteranceNumbers | None = None):
+    def __init__(self, config: EndpointConfig | None = None, numbers: UtteranceNumbers | None = None,
+                 pauses: bool = False):
         self.config = config or EndpointConfig()
+        self.pauses = pauses                         # announce Paused / Resumed
         self.config.validate()
         c = self.config
         self._vad = webrtcvad.Vad(c.vad_aggressiveness)
@@ -89,6 +119,8 @@ class Segmenter:
         self._start = 0
         self._onset = 0
         self._last_voiced_end = 0
+        self._paused = False
+        self.endpoint_ms = c.silence_ms              # this utterance's endpoint (set_endpoint changes it)
 
     # ---- public API -------------------------------------------------
     @property
@@ -108,6 +140,26 @@ class Segmenter:
     def utterance_start(self) -> int:
         """Where the open utterance's audio begins (pre-roll included)."""
         return self._start
+
+    @property
+    def trailing_silence_ms(self) -> int:
+        """Silence since the last voiced frame (of the open utterance, or the last one)."""
+        return (self.clock - self._last_voiced_end) * 1000 // RATE
+
+    @property
+    def last_voiced_end(self) -> int:
+        return self._last_voiced_end
+
+    def set_endpoint(self, silence_ms: int) -> list:
+        """This utterance ends after `silence_ms` of trailing silence (0: none
+        ends it); if that much has passed already, it ends now."""
+        self.endpoint_ms = silence_ms
+        if self.in_speech and silence_ms and self._clock - self._last_voiced_end >= silence_ms * RATE // 1000:
+            return [self._close_on_silence()]
+        return []
+
+    def set_vad_aggressiveness(self, mode: int) -> None:
+        self._vad.set_mode(mode)
 
     def feed(self, samples: np.ndarray) -> list:
         events: list = []
@@ -153,16 +205,29 @@ class Segmenter:
             return self._while_silent(frame, voiced)
         self._frames.append(frame)
         self._flags.append(voiced)
+        events: list = []
         if voiced:
             self._last_voiced_end = self._clock
+            if self._paused:
+                self._paused = False
+                events.append(Resumed(self._index))
         c = self.config
-        if self._clock - self._last_voiced_end >= c.silence_ms * RATE // 1000:
-            keep = len(self._frames) - (self._clock - self._last_voiced_end) // self._frame
-            keep += c.tail_ms // c.frame_ms
-            return [self._close(min(keep, len(self._frames)), "silence", end_sample=self._last_voiced_end)]
+        silence = self._clock - self._last_voiced_end
+        if self.endpoint_ms and silence >= self.endpoint_ms * RATE // 1000:
+            return events + [self._close_on_silence()]
         if self._clock - self._start >= c.max_utterance_ms * RATE // 1000:
-            return self._cut_at_pause()
-        return []
+            return events + self._cut_at_pause()
+        if self.pauses and not self._paused and silence >= c.tail_ms * RATE // 1000:
+            self._paused = True
+            events.append(Paused(self._index, self._onset, self._last_voiced_end, np.concatenate(self._frames),
+                                 self._start))
+        return events
+
+    def _close_on_silence(self) -> SpeechEnded:
+        """End at the last voiced frame plus the tail: what Paused handed out."""
+        c = self.config
+        keep = len(self._frames) - (self._clock - self._last_voiced_end) // self._frame + c.tail_ms // c.frame_ms
+        return self._close(min(keep, len(self._frames)), "silence", end_sample=self._last_voiced_end)
 
     def _while_silent(self, frame: np.ndarray, voiced: bool) -> list:
         self._history.append(frame)
@@ -184,6 +249,8 @@ class Segmenter:
         self._flags = list(flags) if flags is not None else [True] * len(frames)
         self._start = start
         self._last_voiced_end = self._clock
+        self._paused = False
+        self.endpoint_ms = self.config.silence_ms
         self._index = self._numbers.take()
         return SpeechStarted(self._index, onset)
 

@@ -59,3 +59,22 @@ def collapse_repeats(text: str, hit_length_limit: bool = False,
                 del units[-t:]
                 return join_units(units)
     return join_units(units)
+
+
+_SENTENCE_END = re.compile(r"[.?!。？！…]['\"”’)」』]*\s*$")
+_CLAUSE_GOES_ON = re.compile(r"[,;:，、；：\-–—]\s*$")
+# Words after which an English clause cannot end: a pause after them is a pause mid-thought.
+_OPEN_WORDS = frozenset("a an the and or but nor so of to in on at by for with from into than that which who "
+                        "whose whom because if when while although though as is are was were be been my your "
+                        "our their his her its".split())
+
+
+def clause_shape(text: str) -> str:
+    """'sentence' when text ends a sentence, 'open' when it stops mid-clause
+    (a comma, "and", "the"...), else 'unknown' (no punctuation to go by)."""
+    if _SENTENCE_END.search(text):
+        return "sentence"
+    if _CLAUSE_GOES_ON.search(text):
+        return "open"
+    units = split_units(text)
+    return "open" if units and comparable(units[-1]) in _OPEN_WORDS else "unknown"

@@ -4,29 +4,32 @@ whatever order their decodes end in, each right after its alert verdicts."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 
 from ..alerts import AlertTracker
 from ..engines.base import DecodeRequest
-from ..errors import ErrorCode
+from ..errors import ErrorCode, ProtocolError
 from ..hotwords import prompt_order
 from ..postprocess import Recognized, TextWork
-from ..protocol import StartConfig, Update
+from ..protocol import LIVE_ONLY, StartConfig, Update, endpointing_summary, parse_endpointing
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
-from .segmenter import Segmenter, SpeechEnded, UtteranceNumbers
+from .segmenter import Paused, Segmenter, SpeechEnded, UtteranceNumbers
 
 
 class Utterances:
     background = False            # file finals yield to live ones in the batch collector
+    speculates = False            # live streams decode a final when its silence begins (segmenter's Paused)
 
     def __init__(self, session_id: str, config: StartConfig, numbers: UtteranceNumbers | None = None,
                  channel: int | None = None):
         self.id = session_id
         self.config = config
         self.channel = channel                 # which channel of the stream this is (None: the only one)
-        self.segmenter = Segmenter(config.endpointing, numbers)
+        self.segmenter = Segmenter(config.endpointing, numbers,
+                                   pauses=self.speculates and config.endpointing.speculative)
         self.hotwords = config.hotwords
         self.watch = config.watch
         self.alerts = AlertTracker()
@@ -50,12 +53,36 @@ class Utterances:
         return not (self._finals_pending or self._finals_ready)
 
     def update(self, update: Update) -> Output:
-        """New hotwords and/or watch phrases, from the next decode request on."""
+        """configure (or update): new hotwords and watch phrases from the next
+        decode request on; endpointing from the next frame on (the open
+        utterance included)."""
+        if self.background and any(v is not None for v in (update.endpointing, update.utterance_end_ms,
+                                                               update.vad_events)):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"{', '.join(LIVE_ONLY)} apply to live streams only")
         if update.hotwords is not None:
             self.hotwords = update.hotwords
         if update.watch is not None:
             self.watch = update.watch
-        return Output().send(events.Updated([h.phrase for h in self.hotwords], [w.phrase for w in self.watch]))
+        changes: dict = {}
+        if update.endpointing is not None:
+            changes["endpointing"] = parse_endpointing(update.endpointing, self.config.endpointing)
+        if update.utterance_end_ms is not None:
+            changes["utterance_end_ms"] = update.utterance_end_ms or None
+        if update.vad_events is not None:
+            changes["vad_events"] = update.vad_events
+        out = Output()
+        if changes:
+            self.config = dataclasses.replace(self.config, **changes)
+            if "endpointing" in changes:
+                out.extend(self.endpointing_changed())
+        c = self.config
+        settings = {"endpointing": endpointing_summary(c.endpointing), "utterance_end_ms": c.utterance_end_ms,
+                    "vad_events": c.vad_events} if changes else None
+        return out.send(events.Updated([h.phrase for h in self.hotwords], [w.phrase for w in self.watch], settings))
+
+    def endpointing_changed(self) -> Output:
+        """The segmenter follows the stream's new endpointing (live streams)."""
+        return Output()
 
     # ---- decode requests ----------------------------------------------
     def next_seq(self) -> int:
@@ -69,15 +96,25 @@ class Utterances:
     def text_work(self) -> TextWork:
         return TextWork(self.hotwords, self.watch, self.config.itn, self.config.itn_partials, self.config.redact)
 
-    def final_job(self, ended: SpeechEnded, language: str | None) -> DecodeJob:
+    def final_job(self, ended: SpeechEnded | Paused, language: str | None, speculative: bool = False) -> DecodeJob:
+        """The final decode of an ended utterance; a speculative one (of a
+        Paused) is expected only once its endpoint fires (expect_final)."""
         request = self.request("final", ended.audio, language, f"{self.id}/{ended.utterance}")
         job = DecodeJob(self.id, ended.utterance, self.next_seq(), request, ended.start_sample, ended.end_sample,
-                        ended.audio_start, ended.reason, background=self.background, text=self.text_work(),
-                        channel=self.channel)
-        self._finals_pending[ended.utterance] = job
-        self._order.append(ended.utterance)
-        self.utterances = max(self.utterances, ended.utterance + 1)
+                        ended.audio_start, getattr(ended, "reason", "silence"), background=self.background,
+                        text=self.text_work(), channel=self.channel, speculative=speculative)
+        if not speculative:
+            self.expect_final(job)
         return job
+
+    def expect_final(self, job: DecodeJob) -> None:
+        """The utterance ended: its final is this job's result, delivered in utterance order."""
+        self._finals_pending[job.utterance] = job
+        self._order.append(job.utterance)
+        self.utterances = max(self.utterances, job.utterance + 1)
+
+    def is_expected(self, job: DecodeJob) -> bool:
+        return self._finals_pending.get(job.utterance) is job
 
     # ---- finals, in order ---------------------------------------------
     def on_final(self, job: DecodeJob, recognized: Recognized | None, error: str | None) -> Output:

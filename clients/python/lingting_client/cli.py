@@ -27,7 +27,9 @@ async def _stream(args) -> int:
     except (ValueError, OSError) as exc:
         print(f"lingting: {exc}", file=sys.stderr)
         return 2
-    options = StreamOptions(language=args.language, speed=args.speed, partials=not args.no_partials)
+    endpointing = int(args.endpointing) if args.endpointing and args.endpointing.isdigit() else args.endpointing
+    options = StreamOptions(language=args.language, speed=args.speed, partials=not args.no_partials,
+                            endpointing=endpointing)
     client = LingtingClient(args.url, use_msgpack=args.msgpack, api_key=args.api_key)
     tty = sys.stdout.isatty() and not args.json
     partial_shown = False
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--language", default="auto", help="auto, en, zh or ja (default: auto)")
     s.add_argument("--json", action="store_true", help="print every server event as one JSON object per line")
     s.add_argument("--no-partials", action="store_true", help="ask for finals only")
+    s.add_argument("--endpointing", default=None, metavar="MS|PRESET",
+                   help="silence that ends an utterance, in ms, or a preset: captions, agent_assist, callouts "
+                        "(default: the server's, captions)")
     s.add_argument("--msgpack", action="store_true", help="use the msgpack subprotocol")
     t = sub.add_parser("transcribe", help="transcribe whole files as fast as the server can, with progress")
     t.add_argument("files", nargs="+", metavar="FILE", help="media files FFmpeg can read (the server decodes them)")

@@ -42,7 +42,9 @@ class StreamOptions:
     speed: float = 1.0            # pacing: 1 = real time, 0 = as fast as possible
     chunk_ms: int = 100
     word_timestamps: bool = True
-    endpointing: dict = field(default_factory=dict)
+    endpointing: dict | int | str | bool | None = None   # ms of silence, false, a preset, or a map
+    utterance_end_ms: int | None = None     # utterance_end events after this much silence past the last word
+    vad_events: bool | None = None          # false: no speech_started / speech_ended events
     hotwords: list = field(default_factory=list)
     watch: list = field(default_factory=list)     # e.g. ["hold", "T minus <number>"] -> alert events
     partial_interval_ms: int | None = None
@@ -52,8 +54,9 @@ class StreamOptions:
         msg = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
                "language": self.language, "partials": self.partials,
                "word_timestamps": self.word_timestamps}
-        if self.endpointing:
-            msg["endpointing"] = self.endpointing
+        for name in ("endpointing", "utterance_end_ms", "vad_events"):
+            if getattr(self, name) is not None:
+                msg[name] = getattr(self, name)
         if self.hotwords:
             msg["hotwords"] = self.hotwords
         if self.watch:
