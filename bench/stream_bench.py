@@ -1,6 +1,7 @@
 """Streaming benchmark: N concurrent clients stream real speech in real time.
 
     python -m bench.stream_bench --streams 1 2 4 8 [--batch-sizes 8 1] [--model whisper-base] [--same]
+        [--endpointing captions|MS|JSON] [--server-arg=--model-workers=1 ...]
 
 Starts its own server per batch size (or uses --url), streams English dev clips
 from the shared corpus (joined with 1 s pauses, rotated per client) and reports
@@ -54,14 +55,23 @@ def playlist(offset: int, seconds: float) -> tuple[bytes, str]:
     return np.concatenate(pieces).tobytes(), " ".join(words)
 
 
+def endpointing_option(text: str):
+    try:
+        return json.loads(text)       # 500, false, {"speculative": false}
+    except ValueError:
+        return text                   # a preset's name
+
+
 def pct(values, q):
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-async def one_client(url: str, index: int, seconds: float, language: str = "en", same: bool = False) -> dict:
+async def one_client(url: str, index: int, seconds: float, language: str = "en", same: bool = False,
+                     endpointing=None) -> dict:
     pcm, reference = playlist(0 if same else index * 5, seconds)
     client = LingtingClient(url)
-    events = [e async for e in client.stream(pcm, StreamOptions(language=language, speed=1.0))]
+    events = [e async for e in client.stream(pcm, StreamOptions(language=language, speed=1.0,
+                                                                endpointing=endpointing))]
     t0 = client.audio_started_at
     finals = [e for e in events if e["type"] == "final"]
     started = {e["utterance"]: e for e in events if e["type"] == "speech_started"}
@@ -105,10 +115,10 @@ async def sample_process(pid: int, stop: asyncio.Event) -> dict:
 
 
 async def run_level(url: str, pid: int | None, n: int, seconds: float, language: str = "en",
-                    same: bool = False) -> dict:
+                    same: bool = False, endpointing=None) -> dict:
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_process(pid, stop)) if pid else None
-    results = await asyncio.gather(*(one_client(url, i, seconds, language, same) for i in range(n)))
+    results = await asyncio.gather(*(one_client(url, i, seconds, language, same, endpointing) for i in range(n)))
     stop.set()
     server = await sampler if sampler else {}
     merged = {k: [v for r in results for v in r[k]] for k in ("final_latency", "first_partial", "cadence", "partial_lag")}
@@ -141,7 +151,8 @@ def print_table(title: str, rows: list[dict]) -> None:
 async def main_async(args) -> dict:
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
-              "model": args.model, "seconds_per_stream": args.seconds, "same_clips": args.same, "runs": []}
+              "model": args.model, "seconds_per_stream": args.seconds, "same_clips": args.same,
+              "endpointing": args.endpointing, "server_args": args.server_arg, "runs": []}
     for batch in (args.batch_sizes if not args.url else [None]):
         server = None
         if args.url:
@@ -151,12 +162,12 @@ async def main_async(args) -> dict:
             report["model"] = args.model
         else:
             server = start_server("--model", args.model, "--max-batch-size", str(batch),
-                                  "--max-connections", str(max(args.streams) + 4))
+                                  "--max-connections", str(max(args.streams) + 4), *args.server_arg)
             url, pid = server.url, server.process.pid
         rows = []
         try:
             for n in args.streams:
-                rows.append(await run_level(url, pid, n, args.seconds, args.language, args.same))
+                rows.append(await run_level(url, pid, n, args.seconds, args.language, args.same, args.endpointing))
                 print_table(f"model {args.model}, max batch size {batch}", rows[-1:])
         finally:
             if server:
@@ -181,6 +192,11 @@ def main() -> int:
                    help="language the streams ask for (default: en; e.g. zh for a Mandarin-only FunASR server)")
     p.add_argument("--same", action="store_true",
                    help="worst case: every stream plays the same clips, started together (all finals due at once)")
+    p.add_argument("--endpointing", type=endpointing_option, default=None,
+                   help="the streams' endpointing: ms of silence, a preset (captions, agent_assist, callouts), "
+                        "false, or a JSON map, e.g. '{\"speculative\": false}' (default: the server's)")
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="a flag for the server this bench starts, e.g. --server-arg=--model-workers=1; repeat for more")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
     if audio_dir() is None:

@@ -120,7 +120,8 @@ class ModelSettings:
     model_workers: int = option(0, "model worker processes, each decoding one batch at a time on its share of the "
                                    "cores (0: auto, one per CPU core up to 4 for Whisper on the CPU, else one)")
     max_batch_size: int = option(8, "decode requests per batch")
-    max_partial_batch_size: int = option(4, "partial decodes per batch; a final waits for at most one such batch")
+    max_partial_batch_size: int = option(2, "partial decodes per batch; a final waits for at most one such batch "
+                                            "(on a GPU, where batches pay, raise it)")
     max_file_batch_size: int = option(2, "offline-file finals per batch; a live final waits for at most one such batch")
     max_wait_ms: float = option(10.0, "wait for a batch to fill")
     final_beam_size: int = option(5, "beam size of final decodes")
