@@ -167,13 +167,13 @@ ENDPOINTING_PRESETS = {
                                max_utterance_ms=10000),
 }
 _ENDPOINT_FIELDS = {"preset", "silence_ms", "max_utterance_ms", "vad_aggressiveness", "speculative", "sentence_end_ms",
-                    "mid_clause_ms"}
+                    "mid_clause_ms", "tail_ms"}
 
 
 def endpointing_summary(e: EndpointConfig) -> dict:
     return {"silence_ms": e.silence_ms, "max_utterance_ms": e.max_utterance_ms,
             "vad_aggressiveness": e.vad_aggressiveness, "speculative": e.speculative,
-            "sentence_end_ms": e.sentence_end_ms, "mid_clause_ms": e.mid_clause_ms}
+            "sentence_end_ms": e.sentence_end_ms, "mid_clause_ms": e.mid_clause_ms, "tail_ms": e.tail_ms}
 
 
 def parse_endpointing(value, base: EndpointConfig) -> EndpointConfig:
@@ -209,6 +209,7 @@ def parse_endpointing(value, base: EndpointConfig) -> EndpointConfig:
                                     "endpointing.sentence_end_ms", 10, 10000),
         mid_clause_ms=bounded_int(value.get("mid_clause_ms", base.mid_clause_ms), "endpointing.mid_clause_ms",
                                   10, 10000),
+        tail_ms=bounded_int(value.get("tail_ms", base.tail_ms), "endpointing.tail_ms", 90, 1000),
     )
 
 

@@ -281,3 +281,14 @@ async def test_workers_decode_batches_side_by_side():
     await c.close()
     assert [r.text for r in results] == ["final:100", "final:101", "final:102"]
     assert sorted(len(e.batches) for e in engines) == [1, 2]
+
+
+async def test_finals_due_at_once_are_shared_among_idle_workers():
+    engines = [RecordingEngine(), RecordingEngine()]
+    c = BatchCollector(engines, max_batch_size=8, max_wait_ms=20)
+    c.start()
+    results = await asyncio.gather(*[c.submit(lane_job(f"s{i}", "final", i + 1, speculative=True))
+                                     for i in range(8)])
+    await c.close()
+    assert [r.text for r in results] == [f"final:{i + 1}" for i in range(8)]
+    assert sorted(len(b) for e in engines for b in e.batches) == [4, 4]

@@ -38,7 +38,7 @@ class LiveStream(Utterances):
         self._shown_partial_seq = -1
         self._utterance_language: dict[int, str] = {}
         self._speculation: DecodeJob | None = None      # the open utterance's final, decoded in its silence
-        self._speculated: tuple[Recognized | None, str | None] | None = None   # its result, once in
+        self._speculated: Recognized | None = None       # its result, once in
         self._utterance_end_due = False  # a final went out: utterance_end follows after enough silence
 
     def audio(self, data: bytes, channel: int | None = None) -> Output:
@@ -117,7 +117,7 @@ class LiveStream(Utterances):
         result, self._speculation, self._speculated = self._speculated, None, None
         self.expect_final(job)
         if result is not None:
-            return super().on_final(job, *result)
+            return super().on_final(job, result, None)
         return Output().add(Expedite(job))
 
     def _drop_speculation(self) -> Output:
@@ -132,7 +132,7 @@ class LiveStream(Utterances):
         if error or recognized is None:
             self._speculation = None    # the endpoint decodes it afresh
             return Output()
-        self._speculated = (recognized, None)
+        self._speculated = recognized
         c = self.config.endpointing
         endpoint = c.silence_ms
         if endpoint:                    # 0: only flush or max length end an utterance

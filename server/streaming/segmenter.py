@@ -67,6 +67,7 @@ class Paused:
     end_sample: int          # end of the last voiced audio
     audio: np.ndarray
     audio_start: int
+    reason: str = "silence"  # what ends it, if nothing comes back
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class Utterances:
         Paused) is expected only once its endpoint fires (expect_final)."""
         request = self.request("final", ended.audio, language, f"{self.id}/{ended.utterance}")
         job = DecodeJob(self.id, ended.utterance, self.next_seq(), request, ended.start_sample, ended.end_sample,
-                        ended.audio_start, getattr(ended, "reason", "silence"), background=self.background,
+                        ended.audio_start, ended.reason, background=self.background,
                         text=self.text_work(), channel=self.channel, speculative=speculative)
         if not speculative:
             self.expect_final(job)
