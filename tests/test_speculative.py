@@ -257,3 +257,13 @@ def test_channels_answer_configure_once_and_each_follows_it():
     out = s.receive(Audio(to_s16(both)))
     assert sorted(j.channel for j in out.jobs if j.kind == "final") == [0, 1]
     assert not any(j.speculative for j in out.jobs)
+
+
+def test_a_speculation_leaves_the_streams_engine_state_alone():
+    """FunASR keeps a stream's partial caches until its final: a speculation
+    names no stream, so speech that comes back keeps them."""
+    s = started()
+    job = speculation(audio(s, silence(0.3), voice(1.2), silence(0.45)))
+    assert job.request.stream is None
+    out = audio(s, voice(0.5), silence(1.0))
+    assert all(j.request.stream is None for j in out.jobs if j.kind == "final")

@@ -89,7 +89,7 @@ class Utterances:
         self._seq += 1
         return self._seq
 
-    def request(self, kind: str, audio, language: str | None, stream: str) -> DecodeRequest:
+    def request(self, kind: str, audio, language: str | None, stream: str | None) -> DecodeRequest:
         return DecodeRequest(audio=audio, kind=kind, language=language, hotwords=prompt_order(self.hotwords),
                              word_timestamps=kind == "final" and self.config.word_timestamps, stream=stream)
 
@@ -99,7 +99,9 @@ class Utterances:
     def final_job(self, ended: SpeechEnded | Paused, language: str | None, speculative: bool = False) -> DecodeJob:
         """The final decode of an ended utterance; a speculative one (of a
         Paused) is expected only once its endpoint fires (expect_final)."""
-        request = self.request("final", ended.audio, language, f"{self.id}/{ended.utterance}")
+        # A speculation names no stream: engines keep a stream's state (FunASR's
+        # partial caches) past it, as speech may come back.
+        request = self.request("final", ended.audio, language, None if speculative else f"{self.id}/{ended.utterance}")
         job = DecodeJob(self.id, ended.utterance, self.next_seq(), request, ended.start_sample, ended.end_sample,
                         ended.audio_start, ended.reason, background=self.background,
                         text=self.text_work(), channel=self.channel, speculative=speculative)
