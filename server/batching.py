@@ -168,7 +168,9 @@ class BatchCollector:
 
     # ---- the loop -----------------------------------------------------
     def _take_batch(self) -> list[_Waiting]:
-        limit = self._share(len(self._finals) + len(self._speculative), self.max_batch_size)
+        # Several workers share max_batch_size: eight finals due at once go to
+        # two workers as 4 + 4, not 8 + 0 (one worker, one GPU: the whole batch).
+        limit = -(-self.max_batch_size // len(self.engines))
         batch = self._take_finals(self._finals, limit)
         if len(batch) < limit and self._speculative:    # same kind of decode: same batch
             batch += self._take_oldest(self._speculative, limit - len(batch))
@@ -179,13 +181,7 @@ class BatchCollector:
             if batch := self._take_finals(self._background, self.max_file_batch_size):
                 return batch
         self._background_turn = True
-        return self._take_oldest(self._partials, self._share(len(self._partials), self.max_partial_batch_size))
-
-    def _share(self, waiting: int, limit: int) -> int:
-        """A batch's size when other workers are idle too: this worker's fair
-        share, so that eight finals due at once go to two workers as 4 + 4
-        rather than 8 + 0 (one worker, one GPU: the whole batch)."""
-        return max(1, min(limit, -(-waiting // max(1, len(self._idle)))))
+        return self._take_oldest(self._partials, self.max_partial_batch_size)
 
     @staticmethod
     def _take_oldest(lanes: dict, limit: int) -> list[_Waiting]:

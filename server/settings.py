@@ -119,7 +119,7 @@ class ModelSettings:
     compute_type: str | None = option(None, "CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
     model_workers: int = option(0, "model worker processes, each decoding one batch at a time on its share of the "
                                    "cores (0: auto, one per CPU core up to 4 for Whisper on the CPU, else one)")
-    max_batch_size: int = option(8, "decode requests per batch")
+    max_batch_size: int = option(8, "decode requests per batch, shared among the model workers (2 workers: 4 each)")
     max_partial_batch_size: int = option(2, "partial decodes per batch; a final waits for at most one such batch "
                                             "(on a GPU, where batches pay, raise it)")
     max_file_batch_size: int = option(2, "offline-file finals per batch; a live final waits for at most one such batch")
