@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def fragile():
-    server = start_server("--decode-timeout-s", "8")
+    server = start_server("--decode-timeout-s", "8", "--model-workers", "1")   # the one worker is the one at fault
     yield server
     stop_server(server)
 
