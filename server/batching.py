@@ -203,6 +203,11 @@ class BatchCollector:
         return batch
 
     @property
+    def worker_restarts(self) -> int:
+        """How often any worker died or hung and was replaced (ProcessEngine counts its own)."""
+        return sum(getattr(engine, "restarts", 0) for engine in self.engines)
+
+    @property
     def workers_busy(self) -> int:
         return len(self.engines) - len(self._idle)
 

@@ -70,9 +70,8 @@ class Lingting:
         self.shutting_down = False
 
     def health(self) -> dict:
-        workers = self.collector.engines
         return {"status": "ok" if self.ready else "loading", **self.engine.describe(),
-                "model_workers": len(workers), "worker_restarts": sum(getattr(w, "restarts", 0) for w in workers),
+                "model_workers": len(self.collector.engines), "worker_restarts": self.collector.worker_restarts,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "streams": len(self.streams), "max_streams": self.settings.limits.max_connections,
                 "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}

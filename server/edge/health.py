@@ -30,7 +30,7 @@ async def metrics(request: Request) -> Response:
         m.queue_depth.labels(lane).set(depth)
     for mode in ("stream", "offline"):
         m.streams.labels(mode).set(sum(1 for s in lingting.streams.values() if s.session.mode == mode))
-    m.worker_restarts.set(sum(getattr(w, "restarts", 0) for w in lingting.collector.engines))
+    m.worker_restarts.set(lingting.collector.worker_restarts)
     return Response(m.render(), media_type=m.content_type)
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger("lingting.device")
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _cuda_count() -> int:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .base import (MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, is_out_of_memory,
                    out_of_memory_as_engine_error)
+from .devices import usable_cores
 
 log = logging.getLogger("lingting.funasr")
 
@@ -76,8 +77,8 @@ def automodel_options(device: str, **extra) -> dict:
     """AutoModel's arguments: no update checks, no progress bars, and one
     torch thread per core this process may use (funasr sets 4 by default;
     on 2 cores that oversubscription costs a quarter of the speed)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return dict(device=device, disable_update=True, disable_pbar=True, log_level="ERROR", ncpu=cores, **extra)
+    return dict(device=device, disable_update=True, disable_pbar=True, log_level="ERROR", ncpu=usable_cores(),
+                **extra)
 
 
 class _QuietFunasr(logging.Filter):

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
 from ..logs import setup_logging
 from .base import MODEL_RATE, DecodeRequest, is_out_of_memory
-from .devices import resolve_device
+from .devices import resolve_device, usable_cores
 
 log = logging.getLogger("lingting.engine")
 
 ENGINES = ("whisper", "funasr")
 MAX_AUTO_WORKERS = 4
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def plan_workers(engine: str, device: str, asked: int) -> tuple[int, int]:
