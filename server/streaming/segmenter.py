@@ -155,9 +155,12 @@ class Segmenter:
         """This utterance ends after `silence_ms` of trailing silence (0: none
         ends it); if that much has passed already, it ends now."""
         self.endpoint_ms = silence_ms
-        if self.in_speech and silence_ms and self._clock - self._last_voiced_end >= silence_ms * RATE // 1000:
+        if self.in_speech and silence_ms and self._silent_for(silence_ms):
             return [self._close_on_silence()]
         return []
+
+    def _silent_for(self, ms: int) -> bool:
+        return self._clock - self._last_voiced_end >= ms * RATE // 1000
 
     def set_vad_aggressiveness(self, mode: int) -> None:
         self._vad.set_mode(mode)
@@ -213,12 +216,11 @@ class Segmenter:
                 self._paused = False
                 events.append(Resumed(self._index))
         c = self.config
-        silence = self._clock - self._last_voiced_end
-        if self.endpoint_ms and silence >= self.endpoint_ms * RATE // 1000:
+        if self.endpoint_ms and self._silent_for(self.endpoint_ms):
             return events + [self._close_on_silence()]
         if self._clock - self._start >= c.max_utterance_ms * RATE // 1000:
             return events + self._cut_at_pause()
-        if self.pauses and not self._paused and silence >= c.tail_ms * RATE // 1000:
+        if self.pauses and not self._paused and self._silent_for(c.tail_ms):
             self._paused = True
             events.append(Paused(self._index, self._onset, self._last_voiced_end, np.concatenate(self._frames),
                                  self._start))
