@@ -32,14 +32,15 @@ FRAME_ANCESTOR = "https://studio.example"
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
-    """whisper-tiny.en with three keys, DEBUG logs, a small upload budget and a short upload idle timeout."""
+    """whisper-tiny.en with three keys, DEBUG logs, a small upload budget and a short upload idle timeout;
+    one model worker, so the worker test 6 kills is the one decoding the final."""
     keys = tmp_path_factory.mktemp("keys") / "keys.toml"
     keys.write_text(f'[[keys]]\nname = "agents"\nkey = "{AGENTS}"\n\n[[keys]]\nname = "others"\nkey = "{OTHERS}"\n\n'
                     f'[[keys]]\nname = "root"\nkey = "{ADMIN}"\nadmin = true\n')
     server = start_server("--model", "whisper-tiny.en", "--api-keys-file", str(keys), "--log-level", "DEBUG",
                           "--max-spool-gb", str(12 / 1024), "--upload-idle-timeout-s", "2",
                           "--allowed-host", ALLOWED_HOST, "--frame-ancestor", FRAME_ANCESTOR,
-                          "--max-connections-per-ip", "100")
+                          "--max-connections-per-ip", "100", "--model-workers", "1")
     yield server
     stop_server(server)
 
