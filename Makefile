@@ -32,10 +32,16 @@ browser-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; } || \
 		echo "chromium could not be installed: the browser tests will be skipped"
 
-test: $(STAMP) $(FUNASR_STAMP) browser-deps
+# The callout tests and bench/alert_bench.py speak with Debian's espeak-ng.
+alert-deps:
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } || \
+		echo "espeak-ng could not be installed: the callout tests will be skipped"
+
+test: $(STAMP) $(FUNASR_STAMP) browser-deps alert-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream_bench $(ARGS)
 
-.PHONY: install funasr serve test bench browser-deps
+.PHONY: install funasr serve test bench browser-deps alert-deps
