@@ -3,7 +3,13 @@
 A session registers phrases; each partial is scanned and every new
 occurrence raises an alert at once. The final confirms the alerts it still
 contains and retracts the others. Numbers (digits, English or Chinese number
-words) are parsed to integers, so a countdown reads as 10, 9, 8 ..."""
+words) are parsed to integers, so a countdown reads as 10, 9, 8 ...
+
+A phrase also steers recognition (its words go into the engine's prompt, as
+hotwords do), and one marked `sounds_like` matches words that sound like it
+too ("fold" for "hold", "D minus 5" for "T minus 5"), with a confidence below
+1. Exact matching stays the default: sound-alikes trade false alerts for
+recall, and only the user knows which one costs more."""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
 from .errors import ErrorCode, ProtocolError, require
+from .phonetic import sound_similarity
 from .streaming.events import Alert
-from .streaming.text import IS_CJK
+from .streaming.text import IS_CJK, split_units
 
 NUMBER_SLOT = "<number>"
 MAX_WATCH, MAX_WATCH_CHARS = 50, 64
@@ -53,40 +60,92 @@ def parse_number(text: str) -> int | None:
 
 
 def normalize_for_matching(text: str) -> str:
-    text = re.sub(r"[-‐–—]", " ", text.lower())
+    # "T-5" is how Whisper writes "T minus five".
+    text = re.sub(r"(?<![\w])([a-z])[-‐–—](?=\d)", r"\1 minus ", text.lower())
+    text = re.sub(r"[-‐–—]", " ", text)
     text = re.sub(r"[^\w\s]", " ", text)
     return " ".join(text.split())
+
+
+SOUNDS_LIKE = 0.85     # the similarity `sounds_like: true` asks for (tuned on bench/alert_bench.py)
 
 
 @dataclass(frozen=True)
 class WatchPhrase:
     phrase: str
     pattern: re.Pattern
+    parts: tuple[str | None, ...]      # the phrase's words between number slots (None: a slot)
+    sounds_like: float | None = None   # also match spans this similar in sound (0..1); None: exact only
+    steer: bool = True                 # put its words in the engine's prompt
 
     @classmethod
-    def compile(cls, phrase: str) -> "WatchPhrase":
+    def compile(cls, phrase: str, sounds_like: float | None = None, steer: bool = True) -> "WatchPhrase":
         tokens = [t for t in re.split(r"\s*(<number>)\s*|\s+", phrase.strip(), flags=re.I) if t]
         spacer = r"\s*" if IS_CJK.search(phrase) else r"\s+"
         parts = [_NUMBER if t.lower() == NUMBER_SLOT else re.escape(normalize_for_matching(t)) for t in tokens]
         parts = [p for p in parts if p]
         if not parts:
             raise ValueError(f"watch phrase {phrase!r} has nothing to match")
-        return cls(phrase, re.compile(_edge(tokens[0], left=True) + spacer.join(parts) + _edge(tokens[-1], left=False)))
+        pattern = re.compile(_edge(tokens[0], left=True) + spacer.join(parts) + _edge(tokens[-1], left=False))
+        return cls(phrase, pattern, _literal_parts(tokens), sounds_like, steer)
+
+    @property
+    def prompt_terms(self) -> tuple[str, ...]:
+        """What the engine's prompt gets: the words, without number slots ("T minus")."""
+        return tuple(p for p in self.parts if p) if self.steer else ()
+
+    def to_wire(self):
+        """As a client would send it: the bare phrase unless options were set."""
+        if self.sounds_like is None and self.steer:
+            return self.phrase
+        out = {"phrase": self.phrase, "sounds_like": self.sounds_like or False}
+        if not self.steer:
+            out["steer"] = False
+        return out
+
+
+def _literal_parts(tokens: list[str]) -> tuple[str | None, ...]:
+    """["T", "minus", "<number>"] -> ("T minus", None): words joined between slots."""
+    parts: list[str | None] = []
+    for token in tokens:
+        if token.lower() == NUMBER_SLOT:
+            parts.append(None)
+        elif parts and parts[-1] is not None:
+            parts[-1] += ("" if IS_CJK.search(token) else " ") + token
+        else:
+            parts.append(token)
+    return tuple(parts)
 
 
 def parse_watch(value) -> tuple[WatchPhrase, ...]:
-    """A client's `watch` list, checked and compiled."""
+    """A client's `watch` list, checked and compiled: phrases, or maps
+    {phrase, sounds_like: true | 0..1, steer: true}."""
     require(isinstance(value, list), "watch must be a list of phrases, e.g. [\"hold\", \"T minus <number>\"]")
     require(len(value) <= MAX_WATCH, f"at most {MAX_WATCH} watch phrases")
     out = []
-    for phrase in value:
+    for item in value:
+        phrase, sounds_like, steer = item, None, True
+        if isinstance(item, dict):
+            unknown = set(item) - {"phrase", "sounds_like", "steer"}
+            require(not unknown, f"unknown watch field(s): {', '.join(sorted(map(str, unknown)))}")
+            phrase, sounds_like, steer = item.get("phrase"), item.get("sounds_like", False), item.get("steer", True)
+            require(isinstance(steer, bool), "watch steer must be true or false")
+            require(isinstance(sounds_like, (bool, int, float)) and (
+                isinstance(sounds_like, bool) or 0.5 <= sounds_like <= 1),
+                "watch sounds_like must be true, false or a similarity in [0.5, 1]")
+            sounds_like = SOUNDS_LIKE if sounds_like is True else (float(sounds_like) or None)
         require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_WATCH_CHARS,
                 f"each watch phrase must be a non-empty string of at most {MAX_WATCH_CHARS} characters")
         try:
-            out.append(WatchPhrase.compile(phrase))
+            out.append(WatchPhrase.compile(phrase, sounds_like, steer))
         except ValueError as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD, str(exc)) from None
     return tuple(out)
+
+
+def prompt_terms(watch: tuple[WatchPhrase, ...]) -> tuple[str, ...]:
+    """The words of the steering phrases, once each, for the engine's prompt."""
+    return tuple(dict.fromkeys(term for w in watch for term in w.prompt_terms))
 
 
 def _edge(token: str, left: bool) -> str:
@@ -103,16 +162,80 @@ class Occurrence:
     phrase: str
     text: str
     number: int | None
+    confidence: float = 1.0            # below 1: it sounds like the phrase
 
 
 def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurrence]:
     normalized = normalize_for_matching(text)
-    found = []
+    found, taken = [], []
     for w in watch:
         for m in w.pattern.finditer(normalized):
             number = next((parse_number(g) for g in m.groups() if g is not None), None)
             found.append((m.start(), Occurrence(w.phrase, m.group(0), number)))
+            taken.append((m.start(), m.end()))
+    if any(w.sounds_like for w in watch):
+        found += _sound_alikes(normalized, [w for w in watch if w.sounds_like], taken)
     return [o for _, o in sorted(found, key=lambda pair: pair[0])]
+
+
+def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, int]]) -> list[tuple[int, Occurrence]]:
+    """Occurrences of sounds_like phrases that no exact match already took, best first."""
+    units = [(m.start(), m.end(), m.group(0)) for m in re.finditer(r"[\u3040-\u30ff\u3400-\u9fff]|[^\s]+", text)]
+    candidates = []
+    for w in watch:
+        for i in range(len(units)):
+            match = _match_parts(units, i, w.parts, w.sounds_like)
+            if match:
+                end, number, confidence = match
+                start, stop = units[i][0], units[end - 1][1]
+                candidates.append((confidence, start, stop, Occurrence(w.phrase, text[start:stop], number,
+                                                                       round(confidence, 2))))
+    out = []
+    for confidence, start, stop, occurrence in sorted(candidates, key=lambda c: (-c[0], c[1])):
+        if all(stop <= a or start >= b for a, b in taken):
+            taken.append((start, stop))
+            out.append((start, occurrence))
+    return out
+
+
+def _match_parts(units, i: int, parts: tuple[str | None, ...], threshold: float):
+    """(end unit, number, confidence) of the phrase's parts matched from unit i, or None."""
+    number, confidence = None, 1.0
+    for part in parts:
+        if i >= len(units):
+            return None
+        if part is None:                 # a number: one or two words ("twenty one"), or CJK numerals
+            for width in (2, 1):
+                if i + width <= len(units):
+                    value = parse_number(" ".join(u[2] for u in units[i:i + width]))
+                    if value is not None:
+                        number, i = value, i + width
+                        break
+            else:
+                if IS_CJK.search(units[i][2]):
+                    j = i
+                    while j < len(units) and parse_number(units[j][2]) is not None:
+                        j += 1
+                    if j > i:
+                        number, i = parse_number("".join(u[2] for u in units[i:j])), j
+                        continue
+                return None
+            continue
+        words = normalize_for_matching(part)
+        width = len(split_units(words))
+        best = None
+        for n in range(max(1, width - 1), width + 2):
+            if i + n > len(units):
+                break
+            heard = "".join(u[2] for u in units[i:i + n]) if IS_CJK.search(words) else " ".join(
+                u[2] for u in units[i:i + n])
+            score = sound_similarity(heard, words)
+            if score >= threshold and (best is None or score > best[0]):
+                best = (score, i + n)
+        if best is None:
+            return None
+        confidence, i = min(confidence, best[0]), best[1]
+    return i, number, confidence
 
 
 @dataclass
@@ -127,7 +250,8 @@ class AlertTracker:
 
     @staticmethod
     def _alert(occurrence: Occurrence, utterance: int, audio_ms: int, status: str, alert_id: str) -> Alert:
-        return Alert(alert_id, status, occurrence.phrase, occurrence.text, occurrence.number, utterance, audio_ms)
+        return Alert(alert_id, status, occurrence.phrase, occurrence.text, occurrence.number, utterance, audio_ms,
+                     confidence=occurrence.confidence)
 
     def _new_id(self) -> str:
         self._next_id += 1

@@ -54,6 +54,7 @@ class StartConfig:
     redact: frozenset[str] = frozenset()   # what is masked before anything is sent or stored
     vad_events: bool = True            # speech_started / speech_ended events
     utterance_end_ms: int | None = None    # utterance_end after this much silence past the last word
+    countdown: bool = False            # countdown events: a launch-style clock tracked from the finals
 
     @property
     def labelled(self) -> bool:
@@ -70,7 +71,9 @@ class StartConfig:
         out = {name: getattr(self, name) for name in names}
         out["endpointing"] = endpointing_summary(self.endpointing)
         out["hotwords"] = [{"phrase": h.phrase, "boost": h.boost} for h in self.hotwords]
-        out["watch"] = [w.phrase for w in self.watch]
+        out["watch"] = [w.to_wire() for w in self.watch]
+        if self.countdown:
+            out["countdown"] = True
         if self.labelled:
             out["channels"] = self.channels
             out["channel_labels"] = [self.speaker(c) for c in range(self.channels)]
@@ -150,7 +153,7 @@ def _bool(value, name: str) -> bool:
 
 
 _START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
-                 "endpointing", "word_timestamps", "hotwords", "watch", "itn", "itn_partials", "channels",
+                 "endpointing", "word_timestamps", "hotwords", "watch", "countdown", "itn", "itn_partials", "channels",
                  "channel_labels", "redact", "vad_events", "utterance_end_ms"}
 _CONFIGURE_FIELDS = {"type", "hotwords", "watch", "endpointing", "utterance_end_ms", "vad_events"}
 LIVE_ONLY = ("endpointing", "vad_events", "utterance_end_ms")
@@ -276,6 +279,7 @@ def parse_start(msg: dict) -> StartConfig:
         redact=parse_redact(msg.get("redact", [])),
         vad_events=_bool(msg.get("vad_events", d.vad_events), "vad_events"),
         utterance_end_ms=parse_utterance_end(msg.get("utterance_end_ms")) or None,
+        countdown=_bool(msg.get("countdown", d.countdown), "countdown"),
     )
 
 

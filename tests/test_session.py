@@ -177,7 +177,7 @@ def test_update_replaces_hotwords_mid_stream():
     out = s.handle(parse_message({"type": "update", "hotwords": ["Lingting"], "watch": ["hold"]}))
     assert wire(out) == [{"type": "updated", "hotwords": ["Lingting"], "watch": ["hold"]}]
     jobs = s.handle(Audio(to_s16(voice(1.0)))).jobs
-    assert jobs[-1].request.hotwords == ("Lingting",)
+    assert jobs[-1].request.hotwords == ("Lingting", "hold")    # watch phrases steer the decode too
 
 
 def test_itn_can_be_turned_off():

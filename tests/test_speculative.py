@@ -233,7 +233,7 @@ def test_configure_changes_hotwords_and_watch_for_the_next_decode():
     out = s.receive(parse_message({"type": "configure", "hotwords": ["Lingting"], "watch": ["hold"]}))
     assert out.events[0].to_wire() == {"type": "updated", "hotwords": ["Lingting"], "watch": ["hold"]}
     jobs = audio(s, silence(0.3), voice(1.2)).jobs
-    assert jobs and all(j.request.hotwords == ("Lingting",) for j in jobs)
+    assert jobs and all(j.request.hotwords == ("Lingting", "hold") for j in jobs)   # watch phrases steer too
     assert [w.phrase for w in jobs[-1].text.watch] == ["hold"]
 
 

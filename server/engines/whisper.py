@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..streaming.text import collapse_repeats
+from ..streaming.text import IS_CJK, collapse_repeats
 from ..hotwords import mentions_any
+from ..phonetic import sounds_present
 from .base import MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
 from .guard import looks_hallucinated
 
@@ -27,6 +28,12 @@ FULL_WINDOW = 3000  # 30 s of 10 ms mel frames
 # Whisper writes Chinese in Traditional characters now and then; a prompt in
 # Simplified nudges it, and OpenCC converts whatever slips through.
 _LANGUAGE_PROMPTS = {"zh": "以下是普通话的句子。"}
+_CJK_LANGUAGES = {"zh", "ja", "ko", "yue"}
+# A prompted decode is believed only where the plain one heard something that
+# sounds at least this much like each phrase it adds: a prompt that steered
+# "see minus" to "T minus" is kept, one that wrote "abort" over unrelated
+# speech (it happens on noisy audio) is not.
+STEER_MIN_SOUND = 0.6
 
 
 @dataclass(frozen=True)
@@ -147,15 +154,17 @@ class WhisperEngine:
         beam = self.options.final_beam_size if kind == "final" else self.options.partial_beam_size
         # Every request is decoded plainly; one with hotwords is decoded a second
         # time with them in the prompt, sharing the encoder output. The biased
-        # text wins only if it has a hotword the plain one lacks: a prompt also
-        # nudges unrelated words, and unrelated hotwords must change nothing.
+        # text wins only if it has a hotword the plain one lacks, and the plain
+        # one heard something like it (STEER_MIN_SOUND): a prompt also nudges
+        # unrelated words, and unrelated hotwords must change nothing.
         prompts = [self._prompt(language, ()) for language in languages]
         rows = list(range(len(requests)))
         biased: dict[int, int] = {}
         for i, (request, language) in enumerate(zip(requests, languages)):
-            if request.hotwords:
+            terms = _for_language(request.hotwords, language)
+            if terms:
                 biased[i] = len(prompts)
-                prompts.append(self._prompt(language, request.hotwords))
+                prompts.append(self._prompt(language, terms))
                 rows.append(i)
         # Bound the output by the audio's length: a looping decode stops early.
         max_new = max(16, int(max(len(r.audio) for r in requests) / MODEL_RATE * 12) + 16)
@@ -170,7 +179,7 @@ class WhisperEngine:
             text, tokens, out, loop_cut = self._read(outputs[i], language, len(prompts[i]), max_length, timed)
             if i in biased:
                 alternative = self._read(outputs[biased[i]], language, len(prompts[biased[i]]), max_length, timed)
-                if mentions_any(alternative[0], request.hotwords) and not mentions_any(text, request.hotwords):
+                if _steered(alternative[0], text, _for_language(request.hotwords, language)):
                     text, tokens, out, loop_cut = alternative
             words = None
             if request.word_timestamps and text:
@@ -182,6 +191,7 @@ class WhisperEngine:
         return results
 
     def _prompt(self, language: str, hotwords: tuple[str, ...]) -> list[int]:
+        """The decoder's prompt: the language's own, then the hotwords (faster-whisper's layout)."""
         tokenizer = self._tokenizer(language)
         previous = _LANGUAGE_PROMPTS.get(language)
         return self._model.get_prompt(
@@ -251,3 +261,18 @@ class WhisperEngine:
                 text = self._t2s.convert(text)
             words.append(Word(text, int(w["start"] * 1000), int(w["end"] * 1000), round(float(w["probability"]), 3)))
         return words
+
+
+def _for_language(hotwords: tuple[str, ...], language: str) -> tuple[str, ...]:
+    """The hotwords a prompt in this language can use: Chinese words in an
+    English prompt only make the model write Chinese."""
+    if language in _CJK_LANGUAGES:
+        return hotwords
+    return tuple(h for h in hotwords if not IS_CJK.search(h))
+
+
+def _steered(biased: str, plain: str, hotwords: tuple[str, ...]) -> bool:
+    """Whether the prompted decode is the better one: it has hotwords the plain
+    one lacks, and the plain one heard something like each of them."""
+    added = [h for h in hotwords if mentions_any(biased, (h,)) and not mentions_any(plain, (h,))]
+    return bool(added) and all(sounds_present(plain, h, STEER_MIN_SOUND) for h in added)

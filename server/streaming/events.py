@@ -49,7 +49,7 @@ class Updated(Event):
     """The answer to configure (or update): what applies now."""
     type: ClassVar[str] = "updated"
     hotwords: list[str]
-    watch: list[str]
+    watch: list                        # phrases, or maps where options were set
     settings: dict | None = None       # live streams: endpointing, utterance_end_ms, vad_events
 
     def to_wire(self) -> dict:
@@ -163,6 +163,21 @@ class Alert(Event):
     audio_ms: int
     channel: int | None = None
     speaker: str | None = None
+    confidence: float = 1.0            # below 1: a sound-alike of the phrase (watch sounds_like)
+
+
+@dataclass(frozen=True)
+class Countdown(Event):
+    """A launch-style countdown's clock (start.countdown): t_minus_s at audio_ms,
+    running down while status is counting or resumed, standing while holding."""
+    type: ClassVar[str] = "countdown"
+    t_minus_s: float | None            # None: a hold heard before any time was
+    status: str                        # counting | holding | resumed | zero
+    utterance: int
+    text: str                          # what was said
+    audio_ms: int
+    channel: int | None = None
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,6 @@ class Error(Event):
 
 
 # What one stream may send, in the grammar tests check against.
-ALL = (Ready, Updated, SpeechStarted, SpeechEnded, UtteranceEnd, Cleared, Partial, Final, Alert, Dtmf, Mark, Pong, UploadProgress,
+ALL = (Ready, Updated, SpeechStarted, SpeechEnded, UtteranceEnd, Cleared, Partial, Final, Alert, Countdown, Dtmf, Mark, Pong, UploadProgress,
        TranscribeProgress, Stopped, Error)
 TYPES = frozenset(e.type for e in ALL)

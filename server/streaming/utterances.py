@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from ..alerts import AlertTracker
+from ..alerts import AlertTracker, prompt_terms
+from ..countdown import CountdownTracker
 from ..engines.base import DecodeRequest
 from ..errors import ErrorCode, ProtocolError
 from ..hotwords import prompt_order
@@ -33,6 +34,7 @@ class Utterances:
         self.hotwords = config.hotwords
         self.watch = config.watch
         self.alerts = AlertTracker()
+        self.countdown = CountdownTracker() if config.countdown else None
         self.audio_samples = 0                 # audio heard so far: the stream's clock
         self.utterances = 0
         self._seq = 0
@@ -78,7 +80,7 @@ class Utterances:
         c = self.config
         settings = {"endpointing": endpointing_summary(c.endpointing), "utterance_end_ms": c.utterance_end_ms,
                     "vad_events": c.vad_events} if changes else None
-        return out.send(events.Updated([h.phrase for h in self.hotwords], [w.phrase for w in self.watch], settings))
+        return out.send(events.Updated([h.phrase for h in self.hotwords], [w.to_wire() for w in self.watch], settings))
 
     def endpointing_changed(self) -> Output:
         """The segmenter follows the stream's new endpointing (live streams)."""
@@ -90,7 +92,9 @@ class Utterances:
         return self._seq
 
     def request(self, kind: str, audio, language: str | None, stream: str | None) -> DecodeRequest:
-        return DecodeRequest(audio=audio, kind=kind, language=language, hotwords=prompt_order(self.hotwords),
+        # Watch phrases steer the decode as hotwords do; only hotwords correct the text.
+        steering = tuple(dict.fromkeys(prompt_order(self.hotwords) + prompt_terms(self.watch)))
+        return DecodeRequest(audio=audio, kind=kind, language=language, hotwords=steering,
                              word_timestamps=kind == "final" and self.config.word_timestamps, stream=stream)
 
     def text_work(self) -> TextWork:
@@ -129,7 +133,7 @@ class Utterances:
                              text=recognized.text if recognized else "",
                              raw_text=recognized.raw_text if recognized else "",
                              language=result.language if result else None, words=words,
-                             hotwords=job.request.hotwords, error=error)
+                             hotwords=prompt_order(job.text.hotwords), error=error)
         out = Output()
         if error:
             out.send(events.Error(ErrorCode.DECODE_FAILED, f"utterance {job.utterance} could not be decoded: {error}"))
@@ -146,7 +150,12 @@ class Utterances:
     def _release(self, out: Output) -> Output:
         while self._order and self._order[0] in self._finals_ready:
             utterance = self._order.popleft()
-            out.send(*self._finals_ready.pop(utterance))
+            ready = self._finals_ready.pop(utterance)
+            out.send(*ready)
+            # The countdown reads finals in utterance order: its clock runs from one to the next.
+            if self.countdown and ready and isinstance(ready[-1], events.Final):
+                final = ready[-1]
+                out.send(*self.countdown.on_final(final.raw_text, utterance, final.end_ms))
             self.delivered(utterance)
         return out
 

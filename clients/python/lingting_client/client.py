@@ -47,6 +47,7 @@ class StreamOptions:
     vad_events: bool | None = None          # false: no speech_started / speech_ended events
     hotwords: list = field(default_factory=list)
     watch: list = field(default_factory=list)     # e.g. ["hold", "T minus <number>"] -> alert events
+    countdown: bool = False       # countdown events: a launch-style clock tracked from what is said
     partial_interval_ms: int | None = None
     itn: bool | None = None
 
@@ -61,6 +62,8 @@ class StreamOptions:
             msg["hotwords"] = self.hotwords
         if self.watch:
             msg["watch"] = self.watch
+        if self.countdown:
+            msg["countdown"] = True
         if self.partial_interval_ms is not None:
             msg["partial_interval_ms"] = self.partial_interval_ms
         if self.itn is not None:
