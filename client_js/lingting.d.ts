@@ -5,7 +5,10 @@ export interface LingtingOptions {
   partials?: boolean;
   itn?: boolean;
   hotwords?: Array<string | { phrase: string; boost?: number }>;
-  watch?: string[];
+  /** Phrases to alert on; a map also matches sound-alikes ("fold" for "hold") or turns steering off. */
+  watch?: Array<string | { phrase: string; sounds_like?: boolean | number; steer?: boolean }>;
+  /** countdown events: a launch-style clock tracked from what is said. */
+  countdown?: boolean;
   reconnect?: boolean;
   maxRetries?: number;
   backoffMs?: number;
@@ -27,6 +30,14 @@ export interface FinalEvent {
 export interface AlertEvent {
   type: "alert"; alert_id: string; status: "detected" | "confirmed" | "retracted";
   phrase: string; text: string; number: number | null; utterance: number; audio_ms: number;
+  /** 1 for the phrase itself; below 1 for a sound-alike (watch sounds_like). */
+  confidence: number;
+}
+
+export interface CountdownEvent {
+  type: "countdown"; status: "counting" | "holding" | "resumed" | "zero";
+  /** The clock at audio_ms; it runs down while counting or resumed. null: a hold before any time was said. */
+  t_minus_s: number | null; utterance: number; text: string; audio_ms: number;
 }
 
 export interface ErrorEvent { type: "error"; code: string; message: string; fatal: boolean; }
@@ -40,6 +51,7 @@ export interface LingtingEventMap {
   partial: CustomEvent<PartialEvent>;
   final: CustomEvent<FinalEvent>;
   alert: CustomEvent<AlertEvent>;
+  countdown: CustomEvent<CountdownEvent>;
   error: CustomEvent<ErrorEvent>;
   stopped: CustomEvent<{ utterances: number; audio_ms: number }>;
   level: CustomEvent<{ level: number }>;
@@ -63,7 +75,7 @@ export declare class LingtingClient extends EventTarget {
   startMicrophone(constraints?: MediaTrackConstraints): Promise<void>;
   start(stream: MediaStream): Promise<void>;
   stop(options?: { timeoutMs?: number }): Promise<void>;
-  update(lists: { hotwords?: LingtingOptions["hotwords"]; watch?: string[] }): void;
+  update(lists: { hotwords?: LingtingOptions["hotwords"]; watch?: LingtingOptions["watch"] }): void;
   flush(): void;
   addEventListener<K extends keyof LingtingEventMap>(type: K, listener: (ev: LingtingEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;

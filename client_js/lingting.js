@@ -63,7 +63,7 @@ export class LingtingClient extends EventTarget {
     super();
     this.url = url;
     this.options = {
-      language: "auto", partials: true, itn: true, hotwords: [], watch: [],
+      language: "auto", partials: true, itn: true, hotwords: [], watch: [], countdown: false,
       reconnect: true, maxRetries: 8, backoffMs: 500, maxBackoffMs: 8000, ...options,
     };
     this.state = "idle";            // idle | connecting | streaming | reconnecting | stopping | stopped
@@ -225,6 +225,7 @@ export class LingtingClient extends EventTarget {
       ws.send(JSON.stringify({
         type: "start", sample_rate: this._audio ? this._audio.ctx.sampleRate : 16000, encoding: "pcm_s16le",
         language: o.language, partials: o.partials, itn: o.itn, hotwords: o.hotwords, watch: o.watch,
+        ...(o.countdown ? { countdown: true } : {}),
       }));
     };
     ws.onmessage = (event) => this._onMessage(event.data);

@@ -248,3 +248,44 @@ def test_pages_work_with_an_api_key(browser, shared_audio, tmp_path):
     finally:
         chromium.close()
         stop_server(keyed)
+
+
+def test_countdown_clock_and_alerts_in_the_page(browser, server, artifacts, tmp_path):
+    callouts = pytest.importorskip("bench.callouts")
+    if not callouts.have_espeak():
+        pytest.skip("espeak-ng is not installed (make test installs it: apt-get install espeak-ng)")
+    import wave
+    import numpy as np
+    rate, pause = 16000, np.zeros(16000 * 4, np.float32)
+    audio = np.concatenate([pause[:8000], callouts.speak("T minus ten minutes and counting.", "en-us", 160), pause,
+                            callouts.speak("We are holding at T minus five minutes.", "en-us", 160), pause])
+    wav = tmp_path / "loop.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((audio * 32767).astype("<i2").tobytes())
+    chromium = launch(browser, wav)
+    try:
+        page = chromium.new_context(viewport={"width": 900, "height": 640}).new_page()
+        page.goto(server.http + "/")
+        page.select_option("#language", "en")
+        page.fill("#watch", "hold, T minus <number>")
+        page.check("#sounds-like")
+        page.check("#countdown-on")
+        page.click("#toggle")
+        wait_until(page, "document.querySelector('#countdown').dataset.status === 'counting'", timeout=60000)
+        first = page.text_content("#countdown-clock")
+        page.wait_for_timeout(2200)
+        later = page.text_content("#countdown-clock")           # it runs between callouts
+        wait_until(page, "document.querySelector('#countdown').dataset.status === 'holding'", timeout=60000)
+        held = page.text_content("#countdown-clock")
+        page.wait_for_timeout(1500)
+        still = page.text_content("#countdown-clock")
+        alerts = page.evaluate("[...document.querySelectorAll('#alerts li')].map(li => li.textContent)")
+        page.screenshot(path=str(artifacts / "browser_countdown.png"), full_page=True)
+        page.click("#toggle")
+    finally:
+        chromium.close()
+    print(first, later, held, still, alerts)
+    assert first in ("T−00:10:00", "T−00:09:59") and later < first      # "T−00:09:57" < "T−00:10:00"
+    assert held == still == "T−00:05:00"
+    assert any(a.startswith("T minus <number>") for a in alerts), alerts

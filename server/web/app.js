@@ -35,18 +35,63 @@ function appendFinal(detail) {
   li.scrollIntoView({ block: "nearest" });
 }
 
+// The countdown clock: set by each countdown event, run down here between
+// callouts while the count is running (the server's clock is stream time).
+const countdown = { t: null, status: null, at: 0, timer: null };
+
+function countdownText(seconds) {
+  if (seconds === null) return "T−––:––:––";
+  const s = Math.max(0, Math.ceil(seconds));
+  const pad = (n) => String(n).padStart(2, "0");
+  return `T−${pad(Math.floor(s / 3600))}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
+}
+
+function renderCountdown() {
+  const running = ["counting", "resumed"].includes(countdown.status);
+  const t = countdown.t === null ? null : countdown.t - (running ? (performance.now() - countdown.at) / 1000 : 0);
+  $("countdown-clock").textContent = countdownText(t);
+  $("countdown-status").textContent = countdown.status || "";
+  $("countdown").dataset.status = countdown.status || "";
+}
+
+function onCountdown(detail) {
+  Object.assign(countdown, { t: detail.t_minus_s, status: detail.status, at: performance.now() });
+  $("countdown").hidden = false;
+  renderCountdown();
+  clearInterval(countdown.timer);
+  if (["counting", "resumed"].includes(detail.status)) countdown.timer = setInterval(renderCountdown, 200);
+}
+
+function onAlert(detail) {
+  const id = `alert-${detail.alert_id}`;
+  let li = document.getElementById(id);
+  if (detail.status === "retracted") { li?.remove(); return; }
+  if (!li) {
+    li = document.createElement("li");
+    li.id = id;
+    $("alerts").prepend(li);
+  }
+  li.dataset.status = detail.status;
+  const sure = detail.confidence < 1 ? ` (sounds like, ${Math.round(detail.confidence * 100)} %)` : "";
+  li.textContent = `${detail.phrase}: “${detail.text}”${sure}`;
+}
+
 async function start() {
   showMessage("");
-  const hotwords = $("hotwords").value.split(",").map((s) => s.trim()).filter(Boolean);
-  client = new LingtingClient(streamUrl, { language: $("language").value, itn: $("itn").checked, hotwords,
-                                          apiKey: KEY });
+  const list = (id) => $(id).value.split(",").map((s) => s.trim()).filter(Boolean);
+  const hotwords = list("hotwords");
+  const watch = $("sounds-like").checked ? list("watch").map((phrase) => ({ phrase, sounds_like: true })) : list("watch");
+  client = new LingtingClient(streamUrl, { language: $("language").value, itn: $("itn").checked, hotwords, watch,
+                                          countdown: $("countdown-on").checked, apiKey: KEY });
   const record = (type) => client.addEventListener(type, (e) => log.push({ type, at: performance.now(), ...e.detail }));
-  ["audio_started", "state", "ready", "speech_started", "partial", "final", "alert", "error", "stopped", "disconnected", "reconnecting"].forEach(record);
+  ["audio_started", "state", "ready", "speech_started", "partial", "final", "alert", "countdown", "error", "stopped", "disconnected", "reconnecting"].forEach(record);
   client.addEventListener("partial", (e) => renderPartial(e.detail));
   client.addEventListener("final", (e) => appendFinal(e.detail));
   client.addEventListener("alert", (e) => {
+    onAlert(e.detail);
     if (e.detail.status === "detected") setStatus(`alert: ${e.detail.text}`);
   });
+  client.addEventListener("countdown", (e) => onCountdown(e.detail));
   client.addEventListener("level", (e) => { $("level").style.width = `${Math.min(100, e.detail.level * 140)}%`; });
   client.addEventListener("state", (e) => {
     const state = e.detail.state;

@@ -21,6 +21,16 @@ def _clock(ms: int) -> str:
     return f"{m:02d}:{s:02d}.{ms // 10:02d}"
 
 
+def _callout_line(event: dict) -> str:
+    if event["type"] == "countdown":
+        t = event["t_minus_s"]
+        clock = "T-?" if t is None else f"T-{int(t) // 3600:02d}:{int(t) // 60 % 60:02d}:{int(t) % 60:02d}"
+        return f"  countdown {clock} {event['status']}"
+    sure = f" (sounds like, {event['confidence']:.2f})" if event.get("confidence", 1) < 1 else ""
+    number = f" = {event['number']}" if event.get("number") is not None else ""
+    return f"  alert {event['status']}: {event['phrase']} \"{event['text']}\"{number}{sure}"
+
+
 async def _stream(args) -> int:
     try:
         pcm = decode_file(args.file)
@@ -28,8 +38,9 @@ async def _stream(args) -> int:
         print(f"lingting: {exc}", file=sys.stderr)
         return 2
     endpointing = int(args.endpointing) if args.endpointing and args.endpointing.isdigit() else args.endpointing
+    watch = [{"phrase": w, "sounds_like": True} if args.sounds_like else w for w in args.watch or []]
     options = StreamOptions(language=args.language, speed=args.speed, partials=not args.no_partials,
-                            endpointing=endpointing)
+                            endpointing=endpointing, watch=watch, countdown=args.countdown)
     client = LingtingClient(args.url, use_msgpack=args.msgpack, api_key=args.api_key)
     tty = sys.stdout.isatty() and not args.json
     partial_shown = False
@@ -48,6 +59,11 @@ async def _stream(args) -> int:
                     sys.stdout.write("\r\033[K")
                     partial_shown = False
                 print(f"[{_clock(event['start_ms'])} -> {_clock(event['end_ms'])}] {event['text']}", flush=True)
+            elif kind in ("alert", "countdown") and event.get("status") != "detected":
+                if partial_shown:
+                    sys.stdout.write("\r\033[K")
+                    partial_shown = False
+                print(_callout_line(event), flush=True)
             if kind == "error":
                 print(f"lingting: server error {event['code']}: {event['message']}", file=sys.stderr)
     except LingtingError as exc:
@@ -161,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--endpointing", default=None, metavar="MS|PRESET",
                    help="silence that ends an utterance, in ms, or a preset: captions, agent_assist, callouts "
                         "(default: the server's, captions)")
+    s.add_argument("--watch", action="append", metavar="PHRASE",
+                   help="alert on a phrase, e.g. --watch hold --watch 'T minus <number>' (repeat for more)")
+    s.add_argument("--sounds-like", action="store_true", help="watch phrases also match words that sound like them")
+    s.add_argument("--countdown", action="store_true", help="track a launch countdown and print its clock")
     s.add_argument("--msgpack", action="store_true", help="use the msgpack subprotocol")
     t = sub.add_parser("transcribe", help="transcribe whole files as fast as the server can, with progress")
     t.add_argument("files", nargs="+", metavar="FILE", help="media files FFmpeg can read (the server decodes them)")
