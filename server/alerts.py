@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
 from .errors import ErrorCode, ProtocolError, require
-from .phonetic import sound_similarity
+from .phonetic import key_similarity, sound_key
 from .streaming.events import Alert
-from .streaming.text import IS_CJK, split_units
+from .streaming.text import IS_CJK, split_units, unit_spans
 
 NUMBER_SLOT = "<number>"
 MAX_WATCH, MAX_WATCH_CHARS = 50, 64
@@ -68,6 +68,8 @@ def normalize_for_matching(text: str) -> str:
 
 
 SOUNDS_LIKE = 0.85     # the similarity `sounds_like: true` asks for (tuned on bench/alert_bench.py)
+MIN_SOUNDS_LIKE = 0.7  # looser matches alert on half the dictionary (and cost too much to search for)
+MAX_SOUNDS_LIKE = 10   # sound-alike phrases per stream: each partial is searched for all of them (<= 10 ms each)
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,8 @@ def parse_watch(value) -> tuple[WatchPhrase, ...]:
             phrase, sounds_like, steer = item.get("phrase"), item.get("sounds_like", False), item.get("steer", True)
             require(isinstance(steer, bool), "watch steer must be true or false")
             require(isinstance(sounds_like, (bool, int, float)) and (
-                isinstance(sounds_like, bool) or 0.5 <= sounds_like <= 1),
-                "watch sounds_like must be true, false or a similarity in [0.5, 1]")
+                isinstance(sounds_like, bool) or MIN_SOUNDS_LIKE <= sounds_like <= 1),
+                f"watch sounds_like must be true, false or a similarity in [{MIN_SOUNDS_LIKE}, 1]")
             sounds_like = SOUNDS_LIKE if sounds_like is True else (float(sounds_like) or None)
         require(isinstance(phrase, str) and 0 < len(phrase.strip()) <= MAX_WATCH_CHARS,
                 f"each watch phrase must be a non-empty string of at most {MAX_WATCH_CHARS} characters")
@@ -140,6 +142,8 @@ def parse_watch(value) -> tuple[WatchPhrase, ...]:
             out.append(WatchPhrase.compile(phrase, sounds_like, steer))
         except ValueError as exc:
             raise ProtocolError(ErrorCode.INVALID_FIELD, str(exc)) from None
+    require(sum(1 for w in out if w.sounds_like) <= MAX_SOUNDS_LIKE,
+            f"at most {MAX_SOUNDS_LIKE} watch phrases may match sound-alikes")
     return tuple(out)
 
 
@@ -180,11 +184,12 @@ def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurren
 
 def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, int]]) -> list[tuple[int, Occurrence]]:
     """Occurrences of sounds_like phrases that no exact match already took, best first."""
-    units = [(m.start(), m.end(), m.group(0)) for m in re.finditer(r"[\u3040-\u30ff\u3400-\u9fff]|[^\s]+", text)]
+    units = unit_spans(text)
+    keys = [sound_key(u[2]) for u in units]
     candidates = []
     for w in watch:
         for i in range(len(units)):
-            match = _match_parts(units, i, w.parts, w.sounds_like)
+            match = _match_parts(units, keys, i, w.parts, w.sounds_like)
             if match:
                 end, number, confidence = match
                 start, stop = units[i][0], units[end - 1][1]
@@ -198,44 +203,45 @@ def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, in
     return out
 
 
-def _match_parts(units, i: int, parts: tuple[str | None, ...], threshold: float):
+def _match_parts(units, keys: list[str], i: int, parts: tuple[str | None, ...], threshold: float):
     """(end unit, number, confidence) of the phrase's parts matched from unit i, or None."""
     number, confidence = None, 1.0
     for part in parts:
         if i >= len(units):
             return None
-        if part is None:                 # a number: one or two words ("twenty one"), or CJK numerals
-            for width in (2, 1):
-                if i + width <= len(units):
-                    value = parse_number(" ".join(u[2] for u in units[i:i + width]))
-                    if value is not None:
-                        number, i = value, i + width
-                        break
-            else:
-                if IS_CJK.search(units[i][2]):
-                    j = i
-                    while j < len(units) and parse_number(units[j][2]) is not None:
-                        j += 1
-                    if j > i:
-                        number, i = parse_number("".join(u[2] for u in units[i:j])), j
-                        continue
+        if part is None:                 # a number: CJK numerals, or one or two words ("twenty one")
+            number, i = _number_at(units, i)
+            if number is None:
                 return None
             continue
         words = normalize_for_matching(part)
-        width = len(split_units(words))
+        width, target = len(split_units(words)), sound_key(words)
         best = None
         for n in range(max(1, width - 1), width + 2):
             if i + n > len(units):
                 break
-            heard = "".join(u[2] for u in units[i:i + n]) if IS_CJK.search(words) else " ".join(
-                u[2] for u in units[i:i + n])
-            score = sound_similarity(heard, words)
+            score = key_similarity("".join(keys[i:i + n]), target, threshold)
             if score >= threshold and (best is None or score > best[0]):
                 best = (score, i + n)
         if best is None:
             return None
         confidence, i = min(confidence, best[0]), best[1]
     return i, number, confidence
+
+
+def _number_at(units, i: int) -> tuple[int | None, int]:
+    """(the number that starts at unit i, the unit after it), or (None, i)."""
+    if IS_CJK.search(units[i][2]):
+        j = i
+        while j < len(units) and parse_number(units[j][2]) is not None:
+            j += 1
+        return (parse_number("".join(u[2] for u in units[i:j])), j) if j > i else (None, i)
+    for width in (2, 1):
+        if i + width <= len(units):
+            value = parse_number(" ".join(u[2] for u in units[i:i + width]))
+            if value is not None:
+                return value, i + width
+    return None, i
 
 
 @dataclass

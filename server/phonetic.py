@@ -8,9 +8,11 @@ where what a noisy channel confuses costs less."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 from pypinyin import lazy_pinyin
+from rapidfuzz.distance import Levenshtein
 
 from .streaming.text import IS_CJK, split_units
 
@@ -29,6 +31,12 @@ _NEAR = {frozenset(p) for p in ("td", "pb", "kg", "sz", "fv", "mn", "fh", "h0", 
 _E_LETTERS = "ΒΞΔΕΓΠΤΥΖ"      # one symbol per E-set letter, b c d e g p t v z
 
 
+def sound_key(text: str) -> str:
+    """The sound key of some words (lower case, no punctuation): the words' keys joined."""
+    return "".join(_sound_key(w) for w in text.split())
+
+
+@functools.lru_cache(maxsize=8192)
 def _sound_key(word: str) -> str:
     """A word's rough sound as letters: "hold" -> "hold", "phone" -> "fon", "T"/"tee" -> "Τ"."""
     if word in _E_SET:
@@ -57,9 +65,24 @@ def _cost(a: str, b: str) -> float:
 def sound_similarity(heard: str, phrase: str) -> float:
     """0..1: how alike two word sequences sound (a weighted edit distance over
     their sound keys; an h or a vowel dropped costs less than a consonant)."""
-    a = "".join(_sound_key(w) for w in heard.split())
-    b = "".join(_sound_key(w) for w in phrase.split())
+    return key_similarity(sound_key(heard), sound_key(phrase))
+
+
+CHEAPEST_GAP = 0.6      # no letter added or dropped costs less (_gap), nor a substitution across classes
+# Letters whose substitutions can cost less than a gap, as one class each; a
+# plain Levenshtein distance over class strings (rapidfuzz, in C) times
+# CHEAPEST_GAP is a lower bound of the weighted distance.
+_CLASSES = str.maketrans({**{v: "V" for v in _VOWELS}, **{e: "E" for e in _E_LETTERS}, "d": "t", "b": "p", "g": "k",
+                          "z": "s", "ʃ": "s", "v": "f", "h": "f", "0": "f", "n": "m", "r": "l"})
+
+
+def key_similarity(a: str, b: str, at_least: float = 0.0) -> float:
+    """sound_similarity of two sound keys; 0 as soon as it cannot reach at_least."""
     if not a or not b:
+        return 0.0
+    longest = max(len(a), len(b))
+    # A bound that rules most spans out before the weighing (pure Python, the costly part).
+    if at_least and 1 - CHEAPEST_GAP * Levenshtein.distance(a.translate(_CLASSES), b.translate(_CLASSES)) / longest < at_least:
         return 0.0
     previous = [j * 1.0 for j in range(len(b) + 1)]
     for i, x in enumerate(a, 1):
@@ -67,7 +90,7 @@ def sound_similarity(heard: str, phrase: str) -> float:
         for j, y in enumerate(b, 1):
             current.append(min(previous[j] + _gap(x), current[j - 1] + _gap(y), previous[j - 1] + _cost(x, y)))
         previous = current
-    return max(0.0, 1 - previous[-1] / max(len(a), len(b)))
+    return max(0.0, 1 - previous[-1] / longest)
 
 
 def _gap(letter: str) -> float:
@@ -76,13 +99,12 @@ def _gap(letter: str) -> float:
 
 def sounds_present(text: str, phrase: str, threshold: float) -> bool:
     """Whether some span of text (about the phrase's length in words) sounds like the phrase."""
-    units = [re.sub(r"[^\w]", "", u.lower()) for u in split_units(text)]
-    units = [u for u in units if u]
-    target = " ".join(re.sub(r"[^\w]", "", u.lower()) for u in split_units(phrase))
-    width = len(target.split())
-    joiner = "" if IS_CJK.search(phrase) else " "
-    for n in range(max(1, width - 1), width + 2):
-        for i in range(len(units) - n + 1):
-            if sound_similarity(joiner.join(units[i:i + n]), target) >= threshold:
+    keys = [sound_key(re.sub(r"[^\w]", "", u.lower())) for u in split_units(text)]
+    keys = [k for k in keys if k]
+    target = [re.sub(r"[^\w]", "", u.lower()) for u in split_units(phrase)]
+    target_key = sound_key(" ".join(target))
+    for n in range(max(1, len(target) - 1), len(target) + 2):
+        for i in range(len(keys) - n + 1):
+            if key_similarity("".join(keys[i:i + n]), target_key, threshold) >= threshold:
                 return True
     return False

@@ -50,7 +50,8 @@ def test_watch_maps_are_checked_and_echoed():
     assert prompt_terms(parse_watch(["T minus <number> seconds", "倒计时<number>秒", "<number>"])) == (
         "T minus", "seconds", "倒计时", "秒")
     for bad in ([{"phrase": "hold", "sounds_like": 0.2}], [{"phrase": "hold", "steer": "yes"}],
-                [{"phrase": "hold", "loud": True}], [{"sounds_like": True}]):
+                [{"phrase": "hold", "loud": True}], [{"sounds_like": True}],
+                [{"phrase": f"hold {i}", "sounds_like": True} for i in range(11)]):
         with pytest.raises(ProtocolError):
             parse_watch(bad)
 

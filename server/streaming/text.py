@@ -14,6 +14,11 @@ def split_units(text: str) -> list[str]:
     return _UNIT.findall(text)
 
 
+def unit_spans(text: str) -> list[tuple[int, int, str]]:
+    """split_units with where each unit is: (start, end, unit)."""
+    return [(m.start(), m.end(), m.group(0)) for m in _UNIT.finditer(text)]
+
+
 def join_units(units: list[str]) -> str:
     out = ""
     for unit in units:
