@@ -1,6 +1,6 @@
 """Alert benchmark: radio callouts streamed in real time, alerts scored.
 
-    python -m bench.alert_bench [--model whisper-base] [--per-script 3] [--snr 15]
+    python -m bench.alert_bench [--model whisper-base] [--per-script 3] [--snr 15 | 10-20]
         [--match exact|sounds_like] [--no-steer] [--streams 2] [--url ws://...]
 
 Callouts ("Hold. Hold. Hold.", "T minus twenty-one seconds", "Abort", "倒计时十秒",
@@ -179,8 +179,13 @@ def score(streams: list[Stream], results: list[tuple[list[dict], float]]) -> dic
     }
 
 
+def snr_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    return float(low), float(high or low)
+
+
 def build_streams(args) -> list[Stream]:
-    corpus = callouts(seed=args.seed, snr_db=(args.snr, args.snr) if args.snr is not None else (10.0, 20.0),
+    corpus = callouts(seed=args.seed, snr_db=args.snr,
                       languages=args.languages, per_script=args.per_script)
     streams: list[Stream] = []
     for language in args.languages:
@@ -190,7 +195,7 @@ def build_streams(args) -> list[Stream]:
         for i, c in enumerate(mine):
             group[i % count].add(c.audio, c)
         streams += group
-    for kind, clips in negatives(args.languages, args.synthetic_negatives, args.seed).items():
+    for kind, clips in (negatives(args.languages, args.synthetic_negatives, args.seed) if args.negatives else {}).items():
         stream = Stream(kind.split("-")[0], kind)
         for clip in clips:
             stream.add(clip, None)
@@ -226,7 +231,8 @@ async def main_async(args) -> dict:
 
 def print_report(report: dict) -> None:
     print(f"\nmodel {report['model']}, match {report['match']}, steer {report['steer']}, "
-          f"SNR {report['snr_db'] or '10-20'} dB, {report['streams']} streams, {report['wall_s']} s")
+          f"SNR {'-'.join(f'{x:g}' for x in sorted(set(report['snr_db'])))} dB, {report['streams']} streams, "
+          f"{report['wall_s']} s")
     print("phrase | callouts | recall | confirmed | numbers right | latency p50 | p95")
     for phrase, row in report["phrases"].items():
         print(f"{phrase} | {row['callouts']} | {row['recall']} | {row['confirmed_recall']} | "
@@ -250,11 +256,14 @@ def main() -> int:
     p.add_argument("--match", choices=["exact", "sounds_like"], default="sounds_like")
     p.add_argument("--no-steer", action="store_true", help="watch phrases do not steer decoding")
     p.add_argument("--per-script", type=int, default=3, help="renderings of each callout script (voices, speeds)")
-    p.add_argument("--snr", type=float, default=15.0, help="SNR in dB (default 15; 'none' is not taken)")
+    p.add_argument("--snr", type=snr_range, default=(15.0, 15.0),
+                   help="SNR in dB, or a range each callout draws from, e.g. 10-20 (default: 15)")
     p.add_argument("--streams", type=int, default=2, help="English callout streams (default 2)")
     p.add_argument("--languages", nargs="+", default=None, help="en zh (default: zh too unless the model is .en)")
     p.add_argument("--no-synthetic-negatives", dest="synthetic_negatives", action="store_false",
                    help="count false alerts on the real corpus only")
+    p.add_argument("--no-negatives", dest="negatives", action="store_false",
+                   help="callouts only (latency and recall; no false-alert count)")
     p.add_argument("--endpointing", default="callouts")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--server-arg", action="append", default=[])
