@@ -60,8 +60,8 @@ def parse_number(text: str) -> int | None:
 
 
 def normalize_for_matching(text: str) -> str:
-    # "T-5" is how Whisper writes "T minus five".
-    text = re.sub(r"(?<![\w])([a-z])[-‐–—](?=\d)", r"\1 minus ", text.lower())
+    # "T-5" (or "T -5") is how Whisper writes "T minus five".
+    text = re.sub(r"(?<![\w])([a-z]) ?[-‐–—−](?=\d)", r"\1 minus ", text.lower())
     text = re.sub(r"[-‐–—]", " ", text)
     text = re.sub(r"[^\w\s]", " ", text)
     return " ".join(text.split())

@@ -28,6 +28,8 @@ def test_exact_matching_stays_the_default():
     assert found("Fold, fold. We are folding at D minus 5.", ["hold", "T minus <number>"]) == []
     assert found("hold at T-5", ["hold", "T minus <number>"]) == [
         ("hold", "hold", None, 1.0), ("T minus <number>", "t minus 5", 5, 1.0)]   # Whisper's "T-5"
+    assert found("T -5 min", ["T minus <number>"]) == [("T minus <number>", "t minus 5", 5, 1.0)]   # tiny.en's
+    assert found("pages 3-5 and B-52", ["T minus <number>"]) == []
 
 
 def test_sound_alikes_match_with_a_confidence_below_one():
