@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 
-async def test_2pass_mandarin_clips(server):
+async def test_2pass_mandarin_clips(server, shared_audio):      # shared_audio: skipped without the corpus
     clips = dev_clips("zh")
     assert clips, "no Mandarin clips in the corpus"
     urls = [server.url.replace("/v1/stream", "/"), server.url.replace("/v1/stream", "/funasr")]
