@@ -186,10 +186,11 @@ def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, in
     """Occurrences of sounds_like phrases that no exact match already took, best first."""
     units = unit_spans(text)
     keys = [sound_key(u[2]) for u in units]
+    stems = [sound_key(_stem(u[2])) for u in units]
     candidates = []
     for w in watch:
         for i in range(len(units)):
-            match = _match_parts(units, keys, i, w.parts, w.sounds_like)
+            match = _match_parts(units, keys, stems, i, w.parts, w.sounds_like)
             if match:
                 end, number, confidence = match
                 start, stop = units[i][0], units[end - 1][1]
@@ -203,7 +204,18 @@ def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, in
     return out
 
 
-def _match_parts(units, keys: list[str], i: int, parts: tuple[str | None, ...], threshold: float):
+# A word's forms say the same callout ("we are holding" is a hold): a sound-alike
+# match may end in an inflected word, at a little less confidence.
+_INFLECTION = re.compile(r"^([a-z]{3,}?)(?:ing|ed|es|s)$")
+INFLECTED = 0.95
+
+
+def _stem(word: str) -> str:
+    m = _INFLECTION.match(word)
+    return m.group(1) if m else word
+
+
+def _match_parts(units, keys: list[str], stems: list[str], i: int, parts: tuple[str | None, ...], threshold: float):
     """(end unit, number, confidence) of the phrase's parts matched from unit i, or None."""
     number, confidence = None, 1.0
     for part in parts:
@@ -221,6 +233,8 @@ def _match_parts(units, keys: list[str], i: int, parts: tuple[str | None, ...], 
             if i + n > len(units):
                 break
             score = key_similarity("".join(keys[i:i + n]), target, threshold)
+            if score < threshold and stems[i + n - 1] != keys[i + n - 1]:
+                score = INFLECTED * key_similarity("".join(keys[i:i + n - 1]) + stems[i + n - 1], target, threshold)
             if score >= threshold and (best is None or score > best[0]):
                 best = (score, i + n)
         if best is None:

@@ -35,9 +35,12 @@ def test_exact_matching_stays_the_default():
 def test_sound_alikes_match_with_a_confidence_below_one():
     watch = [{"phrase": "hold", "sounds_like": True}, {"phrase": "T minus <number>", "sounds_like": True}]
     got = found("Fold, fold. We are folding at D minus twenty one minutes.", watch)
-    assert got == [("hold", "fold", None, 0.9), ("hold", "fold", None, 0.9),
+    assert got == [("hold", "fold", None, 0.9), ("hold", "fold", None, 0.9), ("hold", "folding", None, 0.85),
                    ("T minus <number>", "d minus twenty one", 21, 0.95)]
     assert found("hold on, the old man held it", watch) == [("hold", "hold", None, 1.0)]
+    # A word's forms say the callout too ("we are holding"); other words that hold its letters do not.
+    assert found("we are holding, he holds", watch[:1]) == [("hold", "holding", None, 0.95), ("hold", "holds", None, 0.95)]
+    assert found("holders, holes, molding, building", watch[:1]) == []
     # A stricter tolerance drops the fold.
     assert found("fold", [{"phrase": "hold", "sounds_like": 0.95}]) == []
     assert found("到计时十秒", [{"phrase": "倒计时<number>秒", "sounds_like": True}]) == [
