@@ -235,7 +235,7 @@ export class LingtingClient extends EventTarget {
   _onMessage(data) {
     let event;
     try { event = JSON.parse(data); } catch (_) { return; }
-    for (const key of ["start_ms", "end_ms"]) {
+    for (const key of ["start_ms", "end_ms", "audio_ms"]) {
       if (typeof event[key] === "number") event[key] += this.offsetMs;
     }
     if (event.type === "ready") {

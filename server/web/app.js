@@ -36,8 +36,11 @@ function appendFinal(detail) {
 }
 
 // The countdown clock: set by each countdown event, run down here between
-// callouts while the count is running (the server's clock is stream time).
+// callouts while the count is running. The event's clock is at its audio_ms
+// (stream time); the microphone's start maps that to now, so the final's
+// delay does not hold the clock back.
 const countdown = { t: null, status: null, at: 0, timer: null };
+let audioStartedAt = null;
 
 function countdownText(seconds) {
   if (seconds === null) return "T−––:––:––";
@@ -55,7 +58,8 @@ function renderCountdown() {
 }
 
 function onCountdown(detail) {
-  Object.assign(countdown, { t: detail.t_minus_s, status: detail.status, at: performance.now() });
+  const at = audioStartedAt === null ? performance.now() : audioStartedAt + detail.audio_ms;
+  Object.assign(countdown, { t: detail.t_minus_s, status: detail.status, at });
   $("countdown").hidden = false;
   renderCountdown();
   clearInterval(countdown.timer);
@@ -78,6 +82,7 @@ function onAlert(detail) {
 
 async function start() {
   showMessage("");
+  audioStartedAt = null;
   const list = (id) => $(id).value.split(",").map((s) => s.trim()).filter(Boolean);
   const hotwords = list("hotwords");
   const watch = $("sounds-like").checked ? list("watch").map((phrase) => ({ phrase, sounds_like: true })) : list("watch");
@@ -92,6 +97,7 @@ async function start() {
     if (e.detail.status === "detected") setStatus(`alert: ${e.detail.text}`);
   });
   client.addEventListener("countdown", (e) => onCountdown(e.detail));
+  client.addEventListener("audio_started", (e) => { audioStartedAt = e.detail.at; });
   client.addEventListener("level", (e) => { $("level").style.width = `${Math.min(100, e.detail.level * 140)}%`; });
   client.addEventListener("state", (e) => {
     const state = e.detail.state;
