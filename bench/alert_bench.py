@@ -32,6 +32,7 @@ import numpy as np
 
 from bench.callouts import EN_VOICES, RATE, WATCH, Callout, callouts, have_espeak, radio, speak
 from bench.corpus import REPO, dev_clips, read_wav
+from bench.stream_bench import pct
 
 sys.path.insert(0, str(REPO / "tests"))
 from lingting_testkit.servers import start_server, stop_server  # noqa: E402
@@ -39,10 +40,6 @@ from lingting_testkit.servers import start_server, stop_server  # noqa: E402
 from lingting_client import LingtingClient, StreamOptions  # noqa: E402
 
 GAP_S = 1.0
-
-
-def pct(values, q):
-    return round(float(np.percentile(values, q)), 3) if values else None
 
 
 @dataclass

@@ -24,9 +24,9 @@ _T_MINUS = WatchPhrase.compile("T minus <number>", sounds_like=0.9)
 _ZH_T_MINUS = WatchPhrase.compile("倒计时<number>", sounds_like=0.9)
 _UNITS = {"hour": 3600, "hours": 3600, "小时": 3600, "minute": 60, "minutes": 60, "min": 60, "mins": 60,
           "分": 60, "分钟": 60, "second": 1, "seconds": 1, "sec": 1, "secs": 1, "秒": 1, "秒钟": 1}
-_AND_MORE = re.compile(r"\s*(?:and\s+)?(\d+|[a-z]+(?:\s[a-z]+)?|[零〇一二两三四五六七八九十百]+)\s*"
-                       r"(hours?|minutes?|mins?|seconds?|secs?|小时|分钟|分|秒钟|秒)")
-_UNIT_AFTER = re.compile(r"\s*(hours?|minutes?|mins?|seconds?|secs?|小时|分钟|分|秒钟|秒)")
+_UNIT = "|".join(sorted(_UNITS, key=len, reverse=True))     # longest first: "minutes" before "min"
+_AND_MORE = re.compile(rf"\s*(?:and\s+)?(\d+|[a-z]+(?:\s[a-z]+)?|[零〇一二两三四五六七八九十百]+)\s*({_UNIT})")
+_UNIT_AFTER = re.compile(rf"\s*({_UNIT})")
 # What each status sounds like: English words (matched by sound, as a loop is
 # often heard a little wrong: "folding at T minus 5"), Chinese ones verbatim.
 _ZERO = (("ignition", "liftoff", "zero"), ("点火", "起飞", "发射"))

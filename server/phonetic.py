@@ -14,7 +14,7 @@ import re
 from pypinyin import lazy_pinyin
 from rapidfuzz.distance import Levenshtein
 
-from .streaming.text import IS_CJK, split_units
+from .streaming.text import IS_CJK, comparable, split_units
 
 # Letters named alike: ASR's classic "E-set" (B C D E G P T V Z all rhyme with
 # "ee"), written as the letter or as its name. They count as one sound, so
@@ -26,8 +26,6 @@ _VOWELS = set("aeiouy")
 # Consonants a noisy channel turns into each other (voicing, place of a fricative):
 # half a substitution. Anything else costs a whole one.
 _NEAR = {frozenset(p) for p in ("td", "pb", "kg", "sz", "fv", "mn", "fh", "h0", "f0", "lr", "sʃ")}
-
-
 _E_LETTERS = "ΒΞΔΕΓΠΤΥΖ"      # one symbol per E-set letter, b c d e g p t v z
 
 
@@ -99,9 +97,8 @@ def _gap(letter: str) -> float:
 
 def sounds_present(text: str, phrase: str, threshold: float) -> bool:
     """Whether some span of text (about the phrase's length in words) sounds like the phrase."""
-    keys = [sound_key(re.sub(r"[^\w]", "", u.lower())) for u in split_units(text)]
-    keys = [k for k in keys if k]
-    target = [re.sub(r"[^\w]", "", u.lower()) for u in split_units(phrase)]
+    keys = [k for k in (sound_key(comparable(u)) for u in split_units(text)) if k]
+    target = [comparable(u) for u in split_units(phrase)]
     target_key = sound_key(" ".join(target))
     for n in range(max(1, len(target) - 1), len(target) + 2):
         for i in range(len(keys) - n + 1):

@@ -159,11 +159,11 @@ class WhisperEngine:
         # unrelated words, and unrelated hotwords must change nothing.
         prompts = [self._prompt(language, ()) for language in languages]
         rows = list(range(len(requests)))
-        biased: dict[int, int] = {}
+        biased: dict[int, tuple[int, tuple[str, ...]]] = {}    # request -> (its prompted row, the terms)
         for i, (request, language) in enumerate(zip(requests, languages)):
             terms = _for_language(request.hotwords, language)
             if terms:
-                biased[i] = len(prompts)
+                biased[i] = (len(prompts), terms)
                 prompts.append(self._prompt(language, terms))
                 rows.append(i)
         # Bound the output by the audio's length: a looping decode stops early.
@@ -178,8 +178,9 @@ class WhisperEngine:
             timed = request.word_timestamps
             text, tokens, out, loop_cut = self._read(outputs[i], language, len(prompts[i]), max_length, timed)
             if i in biased:
-                alternative = self._read(outputs[biased[i]], language, len(prompts[biased[i]]), max_length, timed)
-                if _steered(alternative[0], text, _for_language(request.hotwords, language)):
+                row, terms = biased[i]
+                alternative = self._read(outputs[row], language, len(prompts[row]), max_length, timed)
+                if _steered(alternative[0], text, terms):
                     text, tokens, out, loop_cut = alternative
             words = None
             if request.word_timestamps and text:
