@@ -24,6 +24,9 @@ class ErrorCode:
     IDLE_TIMEOUT = "idle_timeout"        # no message for too long while streaming
     QUOTA_EXCEEDED = "quota_exceeded"    # the API key's audio minutes are spent
     TOO_SLOW = "too_slow"                # the client reads events slower than they come
+    ROOM_TAKEN = "room_taken"            # start.room names a room another live stream of the tenant has
+    OUTPUT_FAILED = "output_failed"      # a caption output could not deliver (non-fatal: recognition goes on)
+    OUTPUT_REFUSED = "output_refused"    # a webhook or caption target on a private address (see --webhook-allow-private)
     INTERNAL = "internal"
     # Admission (HTTP status codes with them)
     UNAUTHORIZED = "unauthorized"        # 401

@@ -8,6 +8,7 @@ on another, so a long search never holds up a final being stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -74,12 +75,39 @@ MIGRATIONS: list[str] = [
     ALTER TABLE utterances ADD COLUMN speaker TEXT;
     ALTER TABLE sessions ADD COLUMN signals TEXT NOT NULL DEFAULT '[]';  -- JSON: DTMF keys, marks
     """,
+    # Webhooks: the outbox. A delivery is stored with the final (or alert, or
+    # end) it carries, before the client hears of it, and stays until the
+    # receiver has it; a restart resumes what is pending.
+    """
+    CREATE TABLE webhook_deliveries (
+        id           INTEGER PRIMARY KEY,
+        delivery_id  TEXT NOT NULL UNIQUE,      -- the receiver's idempotency key
+        session_id   TEXT NOT NULL,
+        url          TEXT NOT NULL,
+        secret       TEXT NOT NULL,
+        event        TEXT NOT NULL,             -- final | alert | session_end
+        body         TEXT NOT NULL,             -- JSON, as sent
+        status       TEXT NOT NULL DEFAULT 'pending',   -- pending | delivered | failed | refused
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at      REAL NOT NULL,
+        last_status  INTEGER,                   -- the receiver's HTTP status
+        last_error   TEXT,
+        created_at   REAL NOT NULL,
+        delivered_at REAL
+    );
+    CREATE INDEX webhook_pending ON webhook_deliveries(status, url, id);
+    CREATE INDEX webhook_session ON webhook_deliveries(session_id);
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
                    "audio_ms", "client", "settings", "owner", "signals")
 UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords", "channel",
                      "speaker", "created_at")
+DELIVERY_COLUMNS = ("delivery_id", "url", "event", "status", "attempts", "last_status", "last_error", "created_at",
+                    "delivered_at")
+DUE_COLUMNS = ("id", "delivery_id", "session_id", "url", "secret", "event", "body", "attempts", "created_at",
+               "next_at")
 _JSON_COLUMNS = {"client", "settings", "words", "hotwords", "signals"}
 MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries scan
 
@@ -176,15 +204,70 @@ class HistoryStore:
             (session_id, kind, started_at or time.time(), model, language, filename,
              json.dumps(client or {}, ensure_ascii=False), json.dumps(settings or {}, ensure_ascii=False), owner))
 
-    def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = ()) -> None:
-        """Store one final event (as sent to the client); committed on return."""
-        self._db().execute(
+    def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = (),
+                      deliveries: list[dict] = ()) -> None:
+        """Store one final event (as sent to the client), and the webhook
+        deliveries that carry it, in one transaction; committed on return."""
+        with self._transaction() as db:
+            self._add_utterance(db, session_id, final, hotwords)
+            self._add_deliveries(db, deliveries)
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _add_utterance(db, session_id: str, final: dict, hotwords) -> None:
+        db.execute(
             "INSERT OR IGNORE INTO utterances (session_id, idx, start_ms, end_ms, text, raw_text, language,"
             " words, hotwords, created_at, channel, speaker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, final["utterance"], final["start_ms"], final["end_ms"], final.get("text") or "",
              final.get("raw_text") or "", final.get("language"),
              json.dumps(final["words"], ensure_ascii=False) if final.get("words") else None,
              json.dumps(list(hotwords), ensure_ascii=False), time.time(), final.get("channel"), final.get("speaker")))
+
+    # ---- the webhook outbox ---------------------------------------------
+    @staticmethod
+    def _add_deliveries(db, deliveries) -> None:
+        now = time.time()
+        db.executemany(
+            "INSERT INTO webhook_deliveries (delivery_id, session_id, url, secret, event, body, next_at, created_at)"
+            " VALUES (:delivery_id, :session_id, :url, :secret, :event, :body, :now, :now)",
+            [{**d, "now": now} for d in deliveries])
+
+    def add_deliveries(self, deliveries: list[dict]) -> None:
+        with self._transaction() as db:
+            self._add_deliveries(db, deliveries)
+
+    def transcript(self, session_id: str) -> list[dict]:
+        """The session's finals so far, in order (a session_end webhook carries them)."""
+        return [_row(("utterance", "start_ms", "end_ms", "text", "channel", "speaker"), r) for r in self._db().execute(
+            "SELECT idx, start_ms, end_ms, text, channel, speaker FROM utterances WHERE session_id=?"
+            " ORDER BY start_ms, idx", (session_id,))]
+
+    def pending_heads(self, limit: int = 256) -> list[dict]:
+        """Per URL, its oldest pending delivery (with when it is due): one URL's events go in order."""
+        rows = self._db().execute(
+            f"SELECT {', '.join(DUE_COLUMNS)} FROM webhook_deliveries WHERE id IN"
+            " (SELECT min(id) FROM webhook_deliveries WHERE status='pending' GROUP BY url) ORDER BY next_at LIMIT ?",
+            (limit,)).fetchall()
+        return [dict(zip(DUE_COLUMNS, r)) for r in rows]
+
+    def delivery_attempted(self, row_id: int, status: str, attempts: int, next_at: float,
+                           last_status: int | None, last_error: str | None) -> None:
+        self._db().execute(
+            "UPDATE webhook_deliveries SET status=:status, attempts=:attempts, next_at=:next_at,"
+            " last_status=:last_status, last_error=coalesce(:last_error, last_error),"   # the last failure's, kept
+            " delivered_at=CASE WHEN :status='delivered' THEN :now ELSE delivered_at END WHERE id=:id",
+            {"status": status, "attempts": attempts, "next_at": next_at, "last_status": last_status,
+             "last_error": last_error, "now": time.time(), "id": row_id})
 
     def add_signal(self, session_id: str, signal: dict) -> None:
         """A telephony event of the session (a DTMF key, a mark), as sent."""
@@ -205,8 +288,13 @@ class HistoryStore:
         return self._db().execute("UPDATE sessions SET status='interrupted' WHERE status='open'").rowcount
 
     def delete_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> bool:
-        return self._db().execute(f"DELETE FROM sessions AS s WHERE id=:id AND {_OWNED}",
-                                  {"id": session_id, "tenant": tenant}).rowcount > 0
+        """The session, its utterances and its webhook deliveries (pending ones are not sent)."""
+        with self._transaction() as db:
+            if not db.execute(f"DELETE FROM sessions AS s WHERE id=:id AND {_OWNED}",
+                              {"id": session_id, "tenant": tenant}).rowcount:
+                return False
+            db.execute("DELETE FROM webhook_deliveries WHERE session_id=?", (session_id,))
+            return True
 
     # ---- reading (each scoped to a tenant) -------------------------------
     def list_sessions(self, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
@@ -230,6 +318,9 @@ class HistoryStore:
         session = _row(SESSION_COLUMNS, row)
         session["utterances"] = [_row(UTTERANCE_COLUMNS, r) for r in db.execute(
             f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=? ORDER BY start_ms, idx",
+            (session_id,))]
+        session["webhooks"] = [dict(zip(DELIVERY_COLUMNS, r)) for r in db.execute(
+            f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM webhook_deliveries WHERE session_id=? ORDER BY id",
             (session_id,))]
         return session
 
@@ -272,6 +363,7 @@ class HistoryStore:
             cutoff = (now or time.time()) - retention.max_age_days * 86400
             deleted += db.execute("DELETE FROM sessions WHERE status != 'open' AND started_at < ?",
                                   (cutoff,)).rowcount
+            db.execute("DELETE FROM webhook_deliveries WHERE status != 'pending' AND created_at < ?", (cutoff,))
         if retention.max_mb > 0:
             limit = retention.max_mb * 1024 * 1024
             while self.size_bytes() > limit:
@@ -308,8 +400,25 @@ class AsyncHistory:
     async def open_session(self, session_id: str, kind: str, **details) -> None:
         await self._write(lambda: self.store.open_session(session_id, kind, **details))
 
-    async def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = ()) -> None:
-        await self._write(lambda: self.store.add_utterance(session_id, final, hotwords))
+    async def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = (),
+                            deliveries: list[dict] = ()) -> None:
+        await self._write(lambda: self.store.add_utterance(session_id, final, hotwords, deliveries))
+
+    async def add_deliveries(self, deliveries: list[dict]) -> None:
+        await self._write(lambda: self.store.add_deliveries(deliveries))
+
+    async def add_session_end(self, session_id: str, make_deliveries) -> None:
+        """make_deliveries(transcript) -> the session_end deliveries, built from what history holds."""
+        await self._write(lambda: self.store.add_deliveries(make_deliveries(self.store.transcript(session_id))))
+
+    # the webhook sender's, on the write thread (it changes what it reads)
+    async def pending_heads(self) -> list[dict]:
+        return await self._write(self.store.pending_heads)
+
+    async def delivery_attempted(self, row_id: int, status: str, attempts: int, next_at: float,
+                                 last_status: int | None, last_error: str | None) -> None:
+        await self._write(lambda: self.store.delivery_attempted(row_id, status, attempts, next_at, last_status,
+                                                                last_error))
 
     async def add_signal(self, session_id: str, signal: dict) -> None:
         await self._write(lambda: self.store.add_signal(session_id, signal))

@@ -34,6 +34,13 @@ class Metrics:
         self.decode_failures = Counter("lingting_decode_failures_total", "Requests whose decode failed", registry=r)
         self.errors = Counter("lingting_errors_total", "Error events sent to clients, by code", ["code"], registry=r)
         self.worker_restarts = Gauge("lingting_worker_restarts", "Times the model worker was replaced", registry=r)
+        self.viewers = Gauge("lingting_viewers", "Connected viewers of rooms and boards", registry=r)
+        self.viewer_partials_dropped = Counter("lingting_viewer_partials_dropped_total",
+                                               "Partials a slow viewer did not get (a newer one did)", registry=r)
+        self.webhooks = Counter("lingting_webhook_attempts_total", "Webhook delivery attempts by outcome",
+                                ["outcome"], registry=r)
+        self.captions = Counter("lingting_caption_posts_total", "Captions sent to outputs, by type and outcome",
+                                ["type", "outcome"], registry=r)
         self.history_writes = Histogram("lingting_history_write_seconds", "Time to store a final durably",
                                         buckets=LATENCY_BUCKETS, registry=r)
 

@@ -16,6 +16,7 @@ from .alerts import WatchPhrase, parse_watch
 from .errors import ErrorCode, ProtocolError, require
 from .hotwords import Hotword, parse_hotwords
 from .languages import AUTO, LANGUAGES
+from .outputs import CaptionTarget, WebhookTarget, parse_captions, parse_room, parse_webhooks
 from .redaction import parse_redact
 from .streaming.audio import ENCODINGS, MODEL_RATE
 from .streaming.events import Event
@@ -55,6 +56,9 @@ class StartConfig:
     vad_events: bool = True            # speech_started / speech_ended events
     utterance_end_ms: int | None = None    # utterance_end after this much silence past the last word
     countdown: bool = False            # countdown events: a launch-style clock tracked from the finals
+    room: str | None = None            # the name viewers find this stream by (its session id works too)
+    webhooks: tuple[WebhookTarget, ...] = ()   # finals, alerts, the session's end: POSTed, signed
+    captions: tuple[CaptionTarget, ...] = ()   # YouTube Live, Zoom, OBS caption outputs of the finals
 
     @property
     def labelled(self) -> bool:
@@ -79,6 +83,12 @@ class StartConfig:
             out["channel_labels"] = [self.speaker(c) for c in range(self.channels)]
         if self.redact:
             out["redact"] = sorted(self.redact)
+        if self.room:
+            out["room"] = self.room
+        if self.webhooks:
+            out["webhooks"] = [w.to_wire() for w in self.webhooks]
+        if self.captions:
+            out["captions"] = [c.to_wire() for c in self.captions]
         return out
 
 
@@ -154,7 +164,7 @@ def _bool(value, name: str) -> bool:
 
 _START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
                  "endpointing", "word_timestamps", "hotwords", "watch", "countdown", "itn", "itn_partials", "channels",
-                 "channel_labels", "redact", "vad_events", "utterance_end_ms"}
+                 "channel_labels", "redact", "vad_events", "utterance_end_ms", "room", "webhooks", "captions"}
 _CONFIGURE_FIELDS = {"type", "hotwords", "watch", "endpointing", "utterance_end_ms", "vad_events"}
 LIVE_ONLY = ("endpointing", "vad_events", "utterance_end_ms")
 
@@ -231,7 +241,7 @@ def parse_start(msg: dict) -> StartConfig:
     require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
     if mode == "offline":
         for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials", "channels",
-                     "channel_labels", "vad_events", "utterance_end_ms"):
+                     "channel_labels", "vad_events", "utterance_end_ms", "room", "captions"):
             require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
     elif "filename" in msg or "file_bytes" in msg:
         require(False, "filename and file_bytes apply to offline mode only")
@@ -280,6 +290,9 @@ def parse_start(msg: dict) -> StartConfig:
         vad_events=_bool(msg.get("vad_events", d.vad_events), "vad_events"),
         utterance_end_ms=parse_utterance_end(msg.get("utterance_end_ms")) or None,
         countdown=_bool(msg.get("countdown", d.countdown), "countdown"),
+        room=parse_room(msg.get("room")),
+        webhooks=parse_webhooks(msg.get("webhooks", [])),
+        captions=parse_captions(msg.get("captions", [])),
     )
 
 

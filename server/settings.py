@@ -6,7 +6,7 @@ argument groups are built from them, and so are the other sources:
                        <  LINGTING_* environment variables  <  the command line
 
 A TOML file has a table per concern ([network], [access], [limits], [model],
-[history], [log], [telephony]) with the field names below; a variable is LINGTING_ and the
+[history], [log], [telephony], [outputs]) with the field names below; a variable is LINGTING_ and the
 flag's name (--max-connections: LINGTING_MAX_CONNECTIONS; lists comma-separated).
 `lingting-server --print-config` shows the effective values as such a file."""
 
@@ -90,6 +90,9 @@ class LimitSettings:
                                       "past it is refused")
     upload_idle_timeout_s: float = option(30.0, "close an offline upload that sends no file data for this long, "
                                                 "keepalives or not")
+    max_viewers: int = option(1000, "viewers of rooms and live boards connected at once, all rooms together")
+    viewer_queue: int = option(256, "events waiting for one slow viewer; past it its oldest partials are dropped "
+                                    "(finals never: a viewer that far behind on finals is closed)")
 
     @property
     def max_file_bytes(self) -> int:
@@ -159,6 +162,21 @@ class TelephonySettings:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    webhooks: tuple[str, ...] = option(
+        (), "a URL that gets every stream's events (signed JSON POSTs, kept in the history database until "
+            "delivered); repeat for more", flag="--webhook")
+    webhook_secret: str | None = option(None, "the secret --webhook requests are signed with (HMAC-SHA256, "
+                                              "X-Lingting-Signature); at least 16 characters")
+    webhook_events: tuple[str, ...] = option(("final", "alert", "session_end"),
+                                             "what --webhook gets: final, alert, session_end; repeat",
+                                             flag="--webhook-event")
+    webhook_allow_private: bool = option(False, "let webhooks and caption outputs go to loopback and private "
+                                                "addresses (refused by default: a client could reach this "
+                                                "server's own network)")
+
+
+@dataclass(frozen=True)
 class Settings:
     network: NetworkSettings = NetworkSettings()
     access: AccessSettings = AccessSettings()
@@ -167,11 +185,12 @@ class Settings:
     history: HistorySettings = HistorySettings()
     log: LogSettings = LogSettings()
     telephony: TelephonySettings = TelephonySettings()
+    outputs: OutputSettings = OutputSettings()
 
 
 _SECTION_TYPES = {"network": NetworkSettings, "access": AccessSettings, "limits": LimitSettings,
                   "model": ModelSettings, "history": HistorySettings, "log": LogSettings,
-                  "telephony": TelephonySettings}
+                  "telephony": TelephonySettings, "outputs": OutputSettings}
 
 
 def _flag(f: dataclasses.Field) -> str:

@@ -31,10 +31,12 @@ from ..errors import ErrorCode
 from ..funasr_compat import PATHS as FUNASR_PATHS
 from ..history import AsyncHistory
 from ..metrics import Metrics
+from ..rooms import Rooms
 from ..settings import Settings
 from ..streaming.session import End, Session
 from ..uploads import SpoolBudget
-from . import files, health, history_api, openai_api, pages, streams, telephony
+from . import files, health, history_api, openai_api, pages, rooms_api, streams, telephony
+from .webhooks import WebhookSender, server_targets
 from .guard import HostGuard
 from .pages import content_security_policy
 from .responses import error, http_exception, upgrade_required
@@ -64,6 +66,14 @@ class Lingting:
         self.content_security_policy = content_security_policy(settings.access.frame_ancestors)
         self.spool = SpoolBudget(settings.limits.max_spool_bytes)
         self.streams: dict = {}          # open streams (runners) by session id
+        self.rooms = Rooms(settings.limits.viewer_queue)
+        self.viewers = 0                 # connected viewers of rooms and boards
+        outputs = settings.outputs
+        self.webhook_targets = server_targets(outputs.webhooks, outputs.webhook_secret, outputs.webhook_events)
+        if self.webhook_targets and history is None:
+            raise ValueError("--webhook needs the history database (its outbox keeps what is not yet delivered); "
+                             "drop --history-db off")
+        self.webhook_sender = WebhookSender(history, outputs.webhook_allow_private, self.metrics) if history else None
         self.started = time.monotonic()
         self.started_at = time.time()        # wall clock, for what reports a creation time
         self.ready = False
@@ -134,6 +144,7 @@ def build_app(lingting: Lingting) -> Starlette:
     routes = [
         *health.routes,
         *history_api.routes,
+        *rooms_api.routes,
         *files.routes,
         *openai_api.routes,
         *telephony.routes,
@@ -225,6 +236,8 @@ class EdgeServer:
                 await self._task        # startup failed: its error
                 raise RuntimeError("server stopped while starting")
             await asyncio.sleep(0.01)
+        if self.lingting.webhook_sender:
+            self.lingting.webhook_sender.start()
         if self.audiosocket:
             await self.audiosocket.start()
             log.info("AudioSocket calls: tcp://%s:%d", self.lingting.settings.telephony.audiosocket_host,
@@ -257,5 +270,8 @@ class EdgeServer:
             log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(lingting.streams), grace_s)
             for runner in list(lingting.streams.values()):
                 runner.abort_now()
+        lingting.rooms.shutdown()       # boards (room viewers heard room_closed with their stream)
         self.server.should_exit = True
         await self._task
+        if lingting.webhook_sender:
+            await lingting.webhook_sender.close()     # what is undelivered stays in the outbox for the next start

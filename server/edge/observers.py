@@ -12,6 +12,7 @@ from ..metrics import Metrics
 from ..streaming import events
 from ..streaming.audio import samples_to_ms as ms
 from ..streaming.session import Session
+from .webhooks import deliveries, session_end_payload
 
 log = logging.getLogger("lingting.server")
 
@@ -20,8 +21,11 @@ class HistoryRecorder:
     """The session's row at `ready`, each final before the client gets it, the
     end at `stopped` (or, without one, when the connection is over)."""
 
-    def __init__(self, history: AsyncHistory | None, session: Session, client: dict, owner: str | None):
+    def __init__(self, history: AsyncHistory | None, session: Session, client: dict, owner: str | None,
+                 server_webhooks=(), webhook_sender=None):
         self.history = history
+        self.server_webhooks = tuple(server_webhooks)      # --webhook: every stream's
+        self.webhook_sender = webhook_sender
         self.session = session
         self.client = client
         self.owner = owner
@@ -41,7 +45,15 @@ class HistoryRecorder:
                 session.id, "file" if session.offline else "stream", model=session.model, language=config.language,
                 filename=config.filename, client=self.client, settings=config.summary(), owner=self.owner))
         elif isinstance(event, events.Final) and self.recorded:
-            await self._write(self.history.add_utterance(session.id, event.to_wire(), list(event.hotwords)))
+            wire = event.to_wire()
+            outbox = self._deliveries("final", {"room": self.room, "event": wire})
+            await self._write(self.history.add_utterance(session.id, wire, list(event.hotwords), outbox))
+            self._sent(outbox)
+        elif isinstance(event, events.Alert) and self.recorded:
+            outbox = self._deliveries("alert", {"room": self.room, "event": event.to_wire()})
+            if outbox:
+                await self._write(self.history.add_deliveries(outbox))
+                self._sent(outbox)
         elif isinstance(event, (events.Dtmf, events.Mark)) and self.recorded:
             await self._write(self.history.add_signal(session.id, event.to_wire()))
         elif isinstance(event, events.Stopped) and self.recorded:
@@ -52,8 +64,30 @@ class HistoryRecorder:
     async def close(self) -> None:
         if self.recorded and not self.closed:
             self.closed = True
-            await self._write(self.history.close_session(self.session.id, self.session.outcome or "disconnected",
-                                                         ms(self.session.audio_samples)))
+            status, audio_ms = self.session.outcome or "disconnected", ms(self.session.audio_samples)
+            if any("session_end" in t.events for t in self.targets):
+                await self._write(self.history.add_session_end(self.session.id, lambda transcript: self._deliveries(
+                    "session_end", session_end_payload(self.room, status, audio_ms, transcript))))
+                self._sent([True])
+            await self._write(self.history.close_session(self.session.id, status, audio_ms))
+
+    # ---- webhooks: stored here, with what they carry; sent by the WebhookSender
+    @property
+    def targets(self) -> tuple:
+        config = self.session.config
+        return self.server_webhooks + (tuple(config.webhooks) if config is not None else ())
+
+    @property
+    def room(self) -> str | None:
+        config = self.session.config
+        return (config.room or self.session.id) if config is not None and config.mode == "stream" else None
+
+    def _deliveries(self, kind: str, payload: dict) -> list[dict]:
+        return deliveries(self.targets, kind, self.session.id, {"owner": self.owner, **payload}) if self.targets else []
+
+    def _sent(self, outbox: list) -> None:
+        if outbox and self.webhook_sender is not None:
+            self.webhook_sender.stored()
 
     async def _write(self, operation) -> bool:
         try:

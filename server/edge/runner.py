@@ -12,20 +12,24 @@ The transport (a WebSocket, an HTTP response) only sends events and closes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Protocol
 
 from ..access import AccessDenied, ApiKey
 from ..errors import ErrorCode, ProtocolError
-from ..protocol import ClientMessage
+from ..protocol import ClientMessage, Start, StartConfig
+from ..rooms import Room
 from ..streaming.audio import MODEL_RATE
 from ..streaming.commands import (GOING_AWAY, POLICY, Cancel, Close, Decode, DecodeJob, Expedite, Output, Send, Store,
                                   Transcribe)
-from ..streaming.events import Event, Final
+from ..streaming.events import Event, Final, Ready
 from ..streaming.session import End, Session, State
+from .captions import CaptionOutputs
 from .file_feed import FileFeed
 from .observers import HistoryRecorder, MetricsObserver
+from .outbound import literal_refusal
 
 log = logging.getLogger("lingting.server")
 DRAIN_S = 120        # finals still decoding when the input ends: waited for this long at most
@@ -87,7 +91,10 @@ class StreamRunner:
         self.connected = True
         self.closing = False             # a Close is queued: nothing goes out after it
         self.outbox: asyncio.Queue = asyncio.Queue(self.limits.send_queue)
-        self.recorder = HistoryRecorder(lingting.history, session, client, key.name if key else None)
+        self.recorder = HistoryRecorder(lingting.history, session, client, key.name if key else None,
+                                        lingting.webhook_targets, lingting.webhook_sender)
+        self.room: Room | None = None                  # live streams: where viewers watch it
+        self.captions: CaptionOutputs | None = None
         self.metrics = MetricsObserver(lingting.metrics, session)
         self.file = FileFeed(self)                 # offline: the upload, and reading it back
         self.counted_samples = 0                   # audio already added to metrics and quota
@@ -96,7 +103,32 @@ class StreamRunner:
 
     # ---- into the session -------------------------------------------------
     def receive(self, message: ClientMessage) -> None:
-        self._run(lambda: self.session.receive(message))
+        self._run(lambda: self._into_session(message))
+
+    def _into_session(self, message: ClientMessage) -> Output:
+        if isinstance(message, Start):
+            try:
+                self._check_outputs(message.config)
+            except ProtocolError as exc:
+                return self.session.reject(exc)
+        return self.session.receive(message)
+
+    def _check_outputs(self, config: StartConfig) -> None:
+        """What the edge must allow before a start is taken: its room name, its outputs' targets."""
+        live = config.mode == "stream"
+        if live:
+            self.lingting.rooms.check_free(self.owner, config.room)
+        if config.webhooks and self.lingting.history is None:
+            raise ProtocolError(ErrorCode.UNSUPPORTED, "webhooks need the history database (their outbox), and "
+                                                       "this server keeps none (--history-db off)")
+        allow_private = self.lingting.settings.outputs.webhook_allow_private
+        for target in (*config.webhooks, *config.captions):
+            if (refusal := literal_refusal(target.url, allow_private)) is not None:
+                raise refusal
+
+    @property
+    def owner(self) -> str | None:
+        return self.key.name if self.key else None
 
     def receive_frame(self, decode, frame: str | bytes) -> None:
         """A frame as it came, read by the connection's codec."""
@@ -106,10 +138,10 @@ class StreamRunner:
             except ProtocolError as exc:
                 return self.session.reject(exc)
             if not isinstance(messages, list):
-                return self.session.receive(messages)
+                return self._into_session(messages)
             out = Output()          # one frame may carry several messages (an implicit start, then audio)
             for message in messages:
-                out.extend(self.session.receive(message))
+                out.extend(self._into_session(message))
             return out
         self._run(step)
 
@@ -147,7 +179,7 @@ class StreamRunner:
     def apply(self, out: Output) -> None:
         for command in out.commands:
             if isinstance(command, Send):
-                self._queue(command.event)
+                self._queue(self._opened(command.event) if isinstance(command.event, Ready) else command.event)
             elif isinstance(command, Decode):
                 self._decode(command.job)
             elif isinstance(command, Expedite):
@@ -162,6 +194,25 @@ class StreamRunner:
                 self._queue(command)
                 self.file.stop()
         self._account_audio()
+
+    def _opened(self, ready: Ready) -> Ready:
+        """The stream has started: its room opens (checked free in the same step), its outputs start."""
+        config = self.session.config
+        if ready.room is not None:
+            self.room = self.lingting.rooms.open(self.session.id, self.owner, config.room, {
+                "mode": config.mode, "language": config.language, "model": self.session.model,
+                "channels": ready.channels and list(ready.channels), "protocol": self.recorder.client.get("subprotocol"),
+                "countdown": config.countdown})
+            ready = dataclasses.replace(ready, viewer_token=self.room.token)
+        if config.captions and config.mode == "stream":
+            self.captions = CaptionOutputs(config.captions, self.lingting.settings.outputs.webhook_allow_private,
+                                           self._output_problem, self.lingting.metrics)
+        return ready
+
+    def _output_problem(self, error: ProtocolError) -> None:
+        """A caption output could not deliver: the speaker hears of it; recognition goes on."""
+        if not self.closing:
+            self._queue(error.event())
 
     def _queue(self, item: Event | Close) -> None:
         if self.closing:
@@ -214,9 +265,20 @@ class StreamRunner:
             if isinstance(item, Final) and self.recorder.recorded:
                 history_writes.observe(time.perf_counter() - started)
             self.metrics.observe(item)
+            if self.room is not None:
+                self.lingting.rooms.publish(self.room, item)
+            if self.captions is not None:
+                self.captions.observe(item, self._spoken_at(item))
             if failure is not None:
                 await self._transmit(failure.event())
             await self._transmit(item)
+
+    def _spoken_at(self, event: Event) -> float:
+        """The wall-clock time an utterance began: now, less the audio heard since its start."""
+        start_ms = getattr(event, "start_ms", None)
+        if start_ms is None:
+            return time.time()
+        return time.time() - max(0, self.session.audio_samples * 1000 // MODEL_RATE - start_ms) / 1000
 
     async def _transmit(self, event: Event) -> None:
         if self.connected:
@@ -246,6 +308,8 @@ class StreamRunner:
         dropped); then wait, bounded, for what is still going out."""
         if client_left:
             self.connected = False
+            if self.room is not None:
+                self.lingting.rooms.speaker_left(self.room)
             if self.session.state is not State.CLOSED:
                 self.log.info("session %s: client left (%d finals pending)", self.session.id,
                               self.session.finals_pending)
@@ -262,4 +326,8 @@ class StreamRunner:
             if not self.writer.cancelled():
                 raise
         self.file.discard()
+        if self.room is not None:
+            self.lingting.rooms.close(self.room, self.session.outcome)
+        if self.captions is not None:
+            await self.captions.close()
         await self.recorder.close()

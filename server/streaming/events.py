@@ -32,9 +32,14 @@ class Ready(Event):
     sample_rate: int | None = None     # live streams only
     encoding: str | None = None
     channels: tuple[str, ...] | None = None   # the channels' speaker labels, when start named channels
+    room: str | None = None            # live streams: the room viewers watch it in...
+    viewer_token: str | None = None    # ...and the token that lets one read that room only
 
     def to_wire(self) -> dict:
         wire = super().to_wire()
+        for name in ("room", "viewer_token"):
+            if wire[name] is None:
+                del wire[name]
         if self.mode != "stream":
             del wire["sample_rate"], wire["encoding"]
         if self.channels is None:

@@ -150,7 +150,7 @@ class Session:
         labels = tuple(config.speaker(c) for c in range(config.channels)) if config.labelled else None
         return Output().send(events.Ready(self.id, self.model, config.mode, config.language, self.limits,
                                           config.sample_rate if live else None, config.encoding if live else None,
-                                          labels))
+                                          labels, (config.room or self.id) if live else None))
 
     def _signal(self, message: Dtmf | Mark) -> Output:
         """A telephony event, on the stream's clock. PCI redaction withholds the

@@ -13,7 +13,7 @@ from lingting_server.edge.app import EdgeServer, Lingting
 from lingting_server.engines.base import DecodeResult, Word
 from lingting_server.history import AsyncHistory, HistoryStore
 from lingting_server.metrics import Metrics
-from lingting_server.settings import LimitSettings, NetworkSettings, Settings
+from lingting_server.settings import LimitSettings, NetworkSettings, OutputSettings, Settings
 
 
 class RecordingEngine:
@@ -58,14 +58,16 @@ class InProcess:
 
 @contextlib.asynccontextmanager
 async def edge_server(engine: RecordingEngine | None = None, keys: tuple[ApiKey, ...] = (),
-                      history_path: str | None = None, network: dict | None = None, **limits):
+                      history_path: str | None = None, network: dict | None = None, outputs: dict | None = None,
+                      **limits):
     engine = engine or RecordingEngine()
     metrics = Metrics()
     collector = BatchCollector(engine, max_wait_ms=0, metrics=metrics)
     collector.start()
     history = AsyncHistory(HistoryStore(history_path)) if history_path else None
     settings = Settings(network=NetworkSettings(port=0, **(network or {})),
-                        limits=LimitSettings(**{"max_connections_per_ip": 1000, **limits}))
+                        limits=LimitSettings(**{"max_connections_per_ip": 1000, **limits}),
+                        outputs=OutputSettings(**(outputs or {})))
     lingting = Lingting(engine, collector, settings, engine.describe(), history, AccessPolicy(list(keys)), metrics)
     server = EdgeServer(lingting)
     await server.start()

@@ -1,0 +1,89 @@
+"""Requests this server makes to URLs its clients gave (webhooks, caption
+outputs). Such a URL could point at the server's own network (a metadata
+service, an admin port on localhost): unless the operator allows private
+targets, every address the name resolves to must be public, and the request
+goes to the address that was checked, so a second DNS answer cannot swap in
+a private one."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from ..errors import ErrorCode, ProtocolError
+
+TIMEOUT_S = 10.0
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+class TargetRefused(Exception):
+    """The URL resolves to an address this server may not send to."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    scheme: str
+    host: str            # as the URL names it (for Host and TLS)
+    port: int
+    address: str         # the checked address to connect to
+
+
+def is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def literal_refusal(url: str, allow_private: bool) -> ProtocolError | None:
+    """At start, without DNS: a URL naming a private address or localhost is refused at once."""
+    if allow_private:
+        return None
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        private = not is_public(host)
+    except ValueError:
+        private = host == "localhost" or host.endswith(".localhost")
+    if private:
+        return ProtocolError(ErrorCode.OUTPUT_REFUSED, f"{host} is a private or loopback address: this server "
+                                                       "sends only to public addresses (operators may allow private "
+                                                       "ones with --webhook-allow-private)")
+    return None
+
+
+async def resolve(url: str, allow_private: bool) -> Resolved:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TargetRefused(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    addresses = [info[4][0] for info in infos]
+    if not allow_private:
+        private = [a for a in addresses if not is_public(a)]
+        if private:
+            raise TargetRefused(f"{host} resolves to {private[0]}, a private or loopback address: this server sends "
+                                "only to public addresses (operators may allow private ones with "
+                                "--webhook-allow-private)")
+    return Resolved(parts.scheme, host, port, addresses[0])
+
+
+def client() -> httpx.AsyncClient:
+    # No redirects (a redirect could lead to a private address) and no proxy from the environment.
+    return httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False)
+
+
+async def request(http: httpx.AsyncClient, method: str, url: str, allow_private: bool, **kwargs) -> httpx.Response:
+    """method url, sent to the checked address (Host and TLS name as the URL says)."""
+    target = await resolve(url, allow_private)
+    parts = urlsplit(url)
+    address = f"[{target.address}]" if ":" in target.address else target.address
+    pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
+    headers = {**kwargs.pop("headers", {}), "Host": parts.netloc}
+    extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
+    return await http.request(method, pinned, headers=headers, extensions=extensions, **kwargs)

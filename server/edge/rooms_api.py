@@ -1,0 +1,159 @@
+"""Viewers of live streams.
+
+    WS  /v1/rooms/ROOM/events   one room, read-only: `room`, the finals so far,
+                                then live partial/final/alert/countdown, then
+                                `room_closed`. The tenant's API key, or the
+                                room's viewer token (from the speaker's `ready`):
+                                ?token=T or the subprotocol lingting.token.T
+    GET /v1/rooms               the tenant's live rooms (API key)
+    WS  /v1/rooms               the tenant's board: `rooms`, then every room's
+                                events with `room` added, room_opened / room_closed
+
+A viewer token reads its one room and nothing else (no history, no other
+room, no board)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import msgpack
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..access import AccessDenied, offered_subprotocols
+from ..errors import ErrorCode
+from ..protocol import SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
+from ..rooms import Room, Viewer
+from .responses import JSON, denied
+
+TOKEN_SUBPROTOCOL_PREFIX = "lingting.token."
+
+
+def presented_token(conn: HTTPConnection) -> str | None:
+    for protocol in offered_subprotocols(conn.headers):
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol[len(TOKEN_SUBPROTOCOL_PREFIX):]
+    values = parse_qs(urlsplit(str(conn.url)).query).get("token")
+    return values[0] if values else None
+
+
+def tenant_of(lingting, conn: HTTPConnection) -> str | None:
+    """The caller's tenant by its API key (None: all), or AccessDenied."""
+    return lingting.access.tenant(lingting.access.authenticate(str(conn.url), conn.headers))
+
+
+def viewer_room(lingting, conn: HTTPConnection, name: str) -> Room:
+    """The room this caller may watch, or AccessDenied."""
+    token = presented_token(conn)
+    if token:
+        room = lingting.rooms.by_token(token)
+        if room is None:
+            raise AccessDenied(401, ErrorCode.UNAUTHORIZED, "unknown viewer token (a token ends with its stream)")
+        if name not in (room.name, room.session_id):
+            raise AccessDenied(403, ErrorCode.UNAUTHORIZED, "this viewer token is for another room")
+        return room
+    room = lingting.rooms.find(tenant_of(lingting, conn), name)
+    if room is None:
+        raise AccessDenied(404, ErrorCode.NOT_FOUND, f"no live room {name!r}: it has not started, or has ended")
+    return room
+
+
+def admit_viewer(lingting) -> None:
+    limit = lingting.settings.limits.max_viewers
+    if lingting.shutting_down:
+        raise AccessDenied(503, ErrorCode.SHUTTING_DOWN, "server is shutting down", retry_after=10)
+    if lingting.viewers >= limit:
+        raise AccessDenied(503, ErrorCode.OVERLOADED, f"server is at its limit of {limit} viewers; retry later",
+                           retry_after=5)
+
+
+async def room_events(websocket: WebSocket) -> None:
+    lingting = websocket.app.state.lingting
+    try:
+        admit_viewer(lingting)
+        room = viewer_room(lingting, websocket, websocket.path_params["room"])
+    except AccessDenied as exc:
+        lingting.metrics.connections.labels(exc.code).inc()
+        await websocket.send_denial_response(denied(exc))
+        return
+    viewer = lingting.rooms.viewer()
+    room.joined(viewer)
+    await _serve(websocket, viewer)
+
+
+async def board_events(websocket: WebSocket) -> None:
+    lingting = websocket.app.state.lingting
+    try:
+        admit_viewer(lingting)
+        tenant = tenant_of(lingting, websocket)
+    except AccessDenied as exc:
+        lingting.metrics.connections.labels(exc.code).inc()
+        await websocket.send_denial_response(denied(exc))
+        return
+    await _serve(websocket, lingting.rooms.watch_all(tenant))
+
+
+async def _serve(websocket: WebSocket, viewer: Viewer) -> None:
+    """Send the viewer's queue until it ends or the viewer leaves; what a viewer sends is ignored."""
+    lingting = websocket.app.state.lingting
+    offered = websocket.scope.get("subprotocols") or []
+    subprotocol = next((p for p in SUBPROTOCOLS if p in offered), None)
+    pack = subprotocol == SUBPROTOCOL_MSGPACK
+    lingting.viewers += 1
+    lingting.metrics.viewers.inc()
+    lingting.metrics.connections.labels("viewer").inc()
+    reader = None
+    try:
+        await websocket.accept(subprotocol)
+        reader = asyncio.get_running_loop().create_task(_until_gone(websocket))
+        while True:
+            sending = asyncio.ensure_future(viewer.next())
+            await asyncio.wait({sending, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done():        # the viewer left
+                sending.cancel()
+                return
+            wire = sending.result()
+            if wire is None:
+                await websocket.close(1000, "room closed")
+                return
+            if pack:
+                await websocket.send_bytes(msgpack.packb(wire, use_bin_type=True))
+            else:
+                await websocket.send_text(json.dumps(wire, ensure_ascii=False, separators=(",", ":")))
+            if viewer.ended and not viewer.queue and wire.get("type") == "error":
+                await websocket.close(1008, wire["code"])
+                return
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        if reader is not None:
+            reader.cancel()
+        lingting.rooms.leave(viewer)
+        lingting.viewers -= 1
+        lingting.metrics.viewers.dec()
+        lingting.metrics.viewer_partials_dropped.inc(viewer.dropped_partials)
+
+
+async def _until_gone(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def list_rooms(request: Request) -> Response:
+    lingting = request.app.state.lingting
+    try:
+        tenant = tenant_of(lingting, request)
+    except AccessDenied as exc:
+        return denied(exc)
+    return JSON({"rooms": [room.summary() for room in lingting.rooms.listed(tenant)]})
+
+
+routes = [
+    WebSocketRoute("/v1/rooms/{room:str}/events", room_events),
+    WebSocketRoute("/v1/rooms", board_events),
+    Route("/v1/rooms", list_rooms),
+]

@@ -1,0 +1,131 @@
+"""Rooms and their viewers' queues, and the outputs' parsing and signing:
+small synthetic events, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lingting_server.errors import ProtocolError
+from lingting_server.outputs import parse_captions, parse_webhooks, sign, verify
+from lingting_server.protocol import parse_start
+from lingting_server.rooms import Rooms, Viewer
+from lingting_server.streaming import events
+
+
+def partial(utterance: int, text: str) -> events.Partial:
+    return events.Partial(utterance, 0, 100, text, "", "en")
+
+
+def final(utterance: int, text: str) -> events.Final:
+    return events.Final(utterance, 0, 100, "silence", text, text, "en")
+
+
+def drain(viewer: Viewer) -> list[dict]:
+    out = list(viewer.queue)
+    viewer.queue.clear()
+    return out
+
+
+def test_a_late_joiner_gets_the_room_then_the_finals_so_far_then_live():
+    rooms = Rooms()
+    room = rooms.open("s1", "acme", "town-hall", {"mode": "stream"})
+    rooms.publish(room, partial(0, "good"))
+    rooms.publish(room, final(0, "good morning"))
+    rooms.publish(room, events.SpeechStarted(1, 1000))        # the speaker's own traffic: not shared
+    rooms.publish(room, final(1, "welcome"))
+    late = rooms.viewer()
+    room.joined(late)
+    rooms.publish(room, partial(2, "to the"))
+    got = drain(late)
+    assert [g["type"] for g in got] == ["room", "final", "final", "partial"]
+    assert got[0]["room"] == "town-hall" and got[0]["backlog"] == 2 and not got[0]["backlog_truncated"]
+    assert [g["text"] for g in got[1:]] == ["good morning", "welcome", "to the"]
+    rooms.close(room, "stopped")
+    assert drain(late) == [{"type": "room_closed", "room": "town-hall", "session_id": "s1", "reason": "stopped",
+                            "finals": 2}]
+    assert rooms.find("acme", "town-hall") is None
+
+
+def test_a_slow_viewer_loses_old_partials_never_finals():
+    viewer = Viewer(limit=4)
+    viewer.offer(final(0, "a").to_wire())
+    for n in range(3):
+        viewer.offer(partial(1, "b" * (n + 1)).to_wire())     # a newer partial of a line replaces the last
+    assert [w.get("text") for w in viewer.queue] == ["a", "bbb"]
+    viewer.offer(final(1, "b!").to_wire())
+    viewer.offer(partial(2, "c").to_wire())
+    viewer.offer(final(2, "c!").to_wire())                     # full: the oldest partial goes
+    assert [w["text"] for w in viewer.queue] == ["a", "b!", "c", "c!"]
+    viewer.offer(final(3, "d").to_wire())                      # full of finals: a partial makes room first
+    assert [w["text"] for w in viewer.queue if w["type"] == "final"] == ["a", "b!", "c!", "d"]
+    viewer.offer(final(4, "e").to_wire())                      # nothing to drop: this viewer cannot keep up
+    assert viewer.ended and viewer.queue[-1]["code"] == "too_slow"
+    assert [w["text"] for w in list(viewer.queue)[:-1]] == ["a", "b!", "c!", "d"]
+
+
+def test_rooms_are_per_tenant_and_a_token_opens_one_room():
+    rooms = Rooms()
+    a = rooms.open("s1", "acme", "support", {})
+    with pytest.raises(ProtocolError) as taken:
+        rooms.check_free("acme", "support")
+    assert taken.value.code == "room_taken"
+    b = rooms.open("s2", "globex", "support", {})             # another tenant may use the same name
+    assert rooms.find("acme", "support") is a and rooms.find("globex", "support") is b
+    assert rooms.find("acme", "s2") is None                   # another tenant's session id: not found
+    assert rooms.find(None, "s2") is b                        # an admin sees it
+    assert rooms.by_token(a.token) is a and rooms.by_token(b.token) is b and rooms.by_token("x" * 32) is None
+    assert [r.session_id for r in rooms.listed("acme")] == ["s1"]
+
+
+def test_a_board_sees_its_tenants_rooms_only():
+    rooms = Rooms()
+    board = rooms.watch_all("acme")
+    mine = rooms.open("s1", "acme", None, {})
+    theirs = rooms.open("s2", "globex", None, {})
+    rooms.publish(mine, events.Alert("a1", "confirmed", "hold", "hold hold", None, 0, 500))
+    rooms.publish(theirs, final(0, "secret"))
+    got = drain(board)
+    assert [g["type"] for g in got] == ["rooms", "room_opened", "alert"]
+    assert got[2]["room"] == "s1" and "secret" not in str(got)
+
+
+async def test_a_viewer_waits_for_its_next_event():
+    viewer = Viewer()
+    waiting = asyncio.ensure_future(viewer.next())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    viewer.offer(final(0, "x").to_wire())
+    assert (await waiting)["text"] == "x"
+    viewer.end({"type": "room_closed"})
+    assert (await viewer.next())["type"] == "room_closed" and await viewer.next() is None
+
+
+def test_start_takes_room_webhooks_and_captions_and_refuses_bad_ones():
+    config = parse_start({"type": "start", "room": "launch-1",
+                          "webhooks": [{"url": "https://hooks.example.com/x", "secret": "s" * 16, "events": ["alert"]}],
+                          "captions": [{"type": "zoom", "url": "https://wmcc.zoom.us/closedcaption?id=1&signature=z"},
+                                       {"type": "obs", "url": "ws://obs.example.com:4455", "password": "pw"}]})
+    assert config.room == "launch-1" and config.webhooks[0].events == {"alert"}
+    assert config.captions[0].lang == "en-US"
+    summary = config.summary()     # what history keeps: no secrets, no token-bearing query
+    assert "s" * 16 not in str(summary) and "pw" not in str(summary) and "signature" not in str(summary)
+    for bad in ({"room": "no spaces"}, {"room": ""}, {"webhooks": [{"url": "https://x.example"}]},
+                {"webhooks": [{"url": "ftp://x", "secret": "s" * 16}]},
+                {"captions": [{"type": "teletext", "url": "https://x.example"}]},
+                {"captions": [{"type": "obs", "url": "https://x.example"}]},
+                {"captions": [{"type": "youtube", "url": "https://user:pw@x.example"}]}):
+        with pytest.raises(ProtocolError):
+            parse_start({"type": "start", **bad})
+    assert parse_webhooks([]) == () and parse_captions([]) == ()
+
+
+def test_signatures_verify_and_expire():
+    body = b'{"type":"final"}'
+    header = sign("k" * 16, body, timestamp=1_000_000)
+    assert verify("k" * 16, header, body, now=1_000_100)
+    assert not verify("k" * 16, header, body + b" ", now=1_000_100)      # changed body
+    assert not verify("j" * 16, header, body, now=1_000_100)             # another secret
+    assert not verify("k" * 16, header, body, now=1_000_000 + 301)       # replayed later
+    assert not verify("k" * 16, "nonsense", body)
