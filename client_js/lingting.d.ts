@@ -9,6 +9,8 @@ export interface LingtingOptions {
   watch?: Array<string | { phrase: string; sounds_like?: boolean | number; steer?: boolean }>;
   /** countdown events: a launch-style clock tracked from what is said. */
   countdown?: boolean;
+  /** The name viewers watch this stream by (/watch/ROOM); ready.viewer_token lets a viewer in without a key. */
+  room?: string;
   reconnect?: boolean;
   maxRetries?: number;
   backoffMs?: number;

@@ -226,6 +226,7 @@ export class LingtingClient extends EventTarget {
         type: "start", sample_rate: this._audio ? this._audio.ctx.sampleRate : 16000, encoding: "pcm_s16le",
         language: o.language, partials: o.partials, itn: o.itn, hotwords: o.hotwords, watch: o.watch,
         ...(o.countdown ? { countdown: true } : {}),
+        ...(o.room ? { room: o.room } : {}),
       }));
     };
     ws.onmessage = (event) => this._onMessage(event.data);

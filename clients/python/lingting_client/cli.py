@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .audio import decode_file
-from .client import DEFAULT_URL, FileOptions, LingtingClient, LingtingError, StreamOptions
+from .client import DEFAULT_URL, FileOptions, LingtingClient, LingtingError, StreamOptions, http_base
 
 EXPORT_FORMATS = ("txt", "json", "srt", "vtt")
 
@@ -40,7 +40,7 @@ async def _stream(args) -> int:
     endpointing = int(args.endpointing) if args.endpointing and args.endpointing.isdigit() else args.endpointing
     watch = [{"phrase": w, "sounds_like": True} if args.sounds_like else w for w in args.watch or []]
     options = StreamOptions(language=args.language, speed=args.speed, partials=not args.no_partials,
-                            endpointing=endpointing, watch=watch, countdown=args.countdown)
+                            endpointing=endpointing, watch=watch, countdown=args.countdown, room=args.room)
     client = LingtingClient(args.url, use_msgpack=args.msgpack, api_key=args.api_key)
     tty = sys.stdout.isatty() and not args.json
     partial_shown = False
@@ -66,9 +66,37 @@ async def _stream(args) -> int:
                 print(_callout_line(event), flush=True)
             if kind == "error":
                 print(f"lingting: server error {event['code']}: {event['message']}", file=sys.stderr)
+            elif kind == "ready" and event.get("room") and args.room:
+                page = f"{http_base(args.url)}/watch/{event['room']}#token={event['viewer_token']}"
+                print(f"lingting: viewers: {page}  (or: lingting watch {event['room']} --token "
+                      f"{event['viewer_token']})", file=sys.stderr)
     except LingtingError as exc:
         if partial_shown:
             sys.stdout.write("\n")
+        print(f"lingting: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _watch(args) -> int:
+    """A live room's finals (and alerts) as they come, the finals so far first."""
+    client = LingtingClient(args.url, api_key=args.api_key)
+    try:
+        async for event in client.watch(args.room, args.token):
+            event.pop("received_at", None)
+            kind = event["type"]
+            if args.json:
+                print(json.dumps(event, ensure_ascii=False), flush=True)
+            elif kind == "room":
+                print(f"lingting: watching {event['room']} ({event['backlog']} finals so far)", file=sys.stderr)
+            elif kind == "final" and event["text"]:
+                who = f"{event['speaker']}: " if event.get("speaker") else ""
+                print(f"[{_clock(event['start_ms'])}] {who}{event['text']}", flush=True)
+            elif kind in ("alert", "countdown") and event.get("status") != "detected":
+                print(_callout_line(event), flush=True)
+            elif kind == "room_closed":
+                print(f"lingting: the stream ended ({event['reason']})", file=sys.stderr)
+    except LingtingError as exc:
         print(f"lingting: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -181,7 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alert on a phrase, e.g. --watch hold --watch 'T minus <number>' (repeat for more)")
     s.add_argument("--sounds-like", action="store_true", help="watch phrases also match words that sound like them")
     s.add_argument("--countdown", action="store_true", help="track a launch countdown and print its clock")
+    s.add_argument("--room", default=None, help="a room name others can watch the stream by (prints their link)")
     s.add_argument("--msgpack", action="store_true", help="use the msgpack subprotocol")
+    w = sub.add_parser("watch", help="follow a live room's captions (as a viewer)")
+    w.add_argument("room", help="the room's name or session id")
+    w.add_argument("--token", default=None, help="the room's viewer token (else the API key is used)")
+    w.add_argument("--url", default=DEFAULT_URL, help=f"server stream URL (default: {DEFAULT_URL})")
+    w.add_argument("--api-key", default=None, help="the server's API key (default: $LINGTING_API_KEY)")
+    w.add_argument("--json", action="store_true", help="print every event as one JSON object per line")
     t = sub.add_parser("transcribe", help="transcribe whole files as fast as the server can, with progress")
     t.add_argument("files", nargs="+", metavar="FILE", help="media files FFmpeg can read (the server decodes them)")
     t.add_argument("--url", default=DEFAULT_URL, help=f"server stream URL (default: {DEFAULT_URL})")
@@ -205,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print("lingting: --parallel must be 1 or more", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_stream(args) if args.command == "stream" else _transcribe(args))
+        run = {"stream": _stream, "transcribe": _transcribe, "watch": _watch}[args.command]
+        return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 130
 

@@ -50,6 +50,9 @@ class StreamOptions:
     countdown: bool = False       # countdown events: a launch-style clock tracked from what is said
     partial_interval_ms: int | None = None
     itn: bool | None = None
+    room: str | None = None       # the name viewers watch this stream by (ready.viewer_token lets one in)
+    webhooks: list = field(default_factory=list)  # [{"url", "secret", "events"}]: signed POSTs of finals...
+    captions: list = field(default_factory=list)  # [{"type": "youtube" | "zoom" | "obs", "url", ...}]
 
     def start_message(self) -> dict:
         msg = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
@@ -68,6 +71,9 @@ class StreamOptions:
             msg["partial_interval_ms"] = self.partial_interval_ms
         if self.itn is not None:
             msg["itn"] = self.itn
+        for name in ("room", "webhooks", "captions"):
+            if getattr(self, name):
+                msg[name] = getattr(self, name)
         return msg
 
 
@@ -151,20 +157,46 @@ class LingtingClient:
         except OSError as exc:
             raise LingtingError(f"export failed: {exc}") from None
 
-    async def _session(self, start: dict, sender) -> AsyncIterator[dict]:
+    async def watch(self, room: str, token: str | None = None) -> AsyncIterator[dict]:
+        """A room's events as a viewer: `room`, the finals so far, then live
+        partial/final/alert/countdown events, ending with `room_closed`.
+        token: the speaker's ready.viewer_token (else the API key is used)."""
+        base = urllib.parse.urlsplit(self.url)
+        url = urllib.parse.urlunsplit((base.scheme, base.netloc, f"/v1/rooms/{urllib.parse.quote(room)}/events",
+                                       "", ""))
+        extra = [f"lingting.token.{token}"] if token else []
+        ws = await self._connect(url, extra, {} if token else self._auth())
+        async with ws:
+            try:
+                async for frame in ws:
+                    event = self._decode(frame)
+                    event["received_at"] = time.monotonic()
+                    yield event
+                    if event.get("type") == "error" and event.get("fatal"):
+                        raise LingtingError(f"server error {event.get('code')}: {event.get('message')}",
+                                            event.get("code"))
+            except websockets.ConnectionClosedError as exc:
+                raise LingtingError(f"connection lost: {exc}") from None
+
+    async def _connect(self, url: str, extra_subprotocols=(), headers=None):
         protocol = "lingting.v1.msgpack" if self.use_msgpack else "lingting.v1.json"
         try:
-            ws = await websockets.connect(self.url, subprotocols=[protocol], open_timeout=self.open_timeout,
-                                          max_size=None, additional_headers=self._auth(), ssl=self.ssl)
+            return await websockets.connect(url, subprotocols=[protocol, *extra_subprotocols],
+                                            open_timeout=self.open_timeout, max_size=None,
+                                            additional_headers=self._auth() if headers is None else headers,
+                                            ssl=self.ssl)
         except websockets.InvalidStatus as exc:
             try:
                 detail = json.loads(exc.response.body).get("message", "")
             except (ValueError, AttributeError, TypeError):
                 detail = ""
-            raise LingtingError(f"cannot connect to {self.url}: HTTP {exc.response.status_code} {detail}".strip(),
+            raise LingtingError(f"cannot connect to {url}: HTTP {exc.response.status_code} {detail}".strip(),
                                 f"http_{exc.response.status_code}") from None
         except (OSError, websockets.InvalidHandshake, asyncio.TimeoutError) as exc:
-            raise LingtingError(f"cannot connect to {self.url}: {exc}") from None
+            raise LingtingError(f"cannot connect to {url}: {exc}") from None
+
+    async def _session(self, start: dict, sender) -> AsyncIterator[dict]:
+        ws = await self._connect(self.url)
         async with ws:
             await ws.send(self._encode(start))
             sender = asyncio.create_task(sender(ws))
