@@ -299,3 +299,74 @@ def test_countdown_clock_and_alerts_in_the_page(browser, server, artifacts, tmp_
     assert seconds(later) < seconds(first)
     assert held == still == "T−00:05:00"
     assert any(a.startswith("T minus <number>") for a in alerts), alerts
+
+
+def test_the_watch_page_and_the_live_board(browser, server, shared_audio, artifacts):
+    """A stream of real speech into a room with a watch phrase; an audience's
+    /watch page (phone-sized, dark, larger text, by viewer token) and the
+    supervisor's /live board show it; an alert stays on the board until
+    acknowledged; the OBS overlay shows the last line on a transparent page."""
+    import asyncio
+    import threading
+
+    from lingting_client import LingtingClient, StreamOptions
+    from lingting_testkit.streams import wav_pcm
+
+    pcm = wav_pcm(shared_audio / "en" / "jfk.wav")
+    ready: dict = {}
+    done = threading.Event()
+
+    async def speak():
+        client = LingtingClient(server.url)
+        options = StreamOptions(language="en", room="briefing", watch=["country"])
+        async for event in client.stream(pcm + bytes(64000), options):
+            if event["type"] == "ready":
+                ready.update(event)
+        done.set()
+
+    chromium = launch(browser)
+    try:
+        board = chromium.new_context(viewport={"width": 1000, "height": 700}).new_page()
+        board.goto(server.http + "/live")
+        wait_until(board, "document.getElementById('status').textContent === 'live'")
+        speaker = threading.Thread(target=lambda: asyncio.run(speak()), daemon=True)
+        speaker.start()
+        deadline = time.monotonic() + 20
+        while not ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.get("room") == "briefing", ready
+        phone = chromium.new_context(viewport={"width": 390, "height": 760}, is_mobile=True).new_page()
+        blocked = []
+        for page in (board, phone):
+            page.on("console", lambda m: "Content Security Policy" in m.text and blocked.append(m.text))
+        phone.goto(f"{server.http}/watch/briefing#token={ready['viewer_token']}")
+        overlay = chromium.new_context(viewport={"width": 1280, "height": 720}).new_page()
+        overlay.goto(f"{server.http}/watch/briefing?overlay=1#token={ready['viewer_token']}")
+        phone.click("#theme")                                   # dark
+        phone.click("#larger")
+        wait_until(phone, "document.getElementById('finals').textContent.toLowerCase().includes('country')",
+                   timeout=60000)
+        wait_until(board, "document.querySelectorAll('#board-alerts li').length > 0", timeout=30000)
+        wait_until(board, "[...document.querySelectorAll('#rooms .line')].some(l => l.textContent)")
+        board.screenshot(path=str(artifacts / "live_board.png"), full_page=True)
+        alert_text = board.inner_text("#board-alerts li")
+        assert "briefing" in alert_text and "country" in alert_text.lower()
+        assert board.inner_text("#rooms strong") == "briefing"
+        first = board.get_attribute("#board-alerts li", "data-id")
+        board.click("#board-alerts li button")                 # acknowledged: it leaves the top, for good
+        board.wait_for_timeout(1500)                           # (its confirmation may come meanwhile)
+        assert first not in board.evaluate("[...document.querySelectorAll('#board-alerts li')].map(l => l.dataset.id)")
+        wait_until(overlay, "document.getElementById('finals').children.length > 0", timeout=30000)
+        overlay.screenshot(path=str(artifacts / "watch_overlay.png"))
+        for element in ("document.documentElement", "document.body"):       # see-through in OBS
+            assert overlay.evaluate(f"getComputedStyle({element}).backgroundColor") == "rgba(0, 0, 0, 0)"
+        assert done.wait(60)
+        wait_until(phone, "document.getElementById('status').textContent === 'ended'", timeout=30000)
+        phone.screenshot(path=str(artifacts / "watch_phone.png"), full_page=True)
+        assert phone.evaluate("document.body.classList.contains('dark')")
+        assert phone.evaluate("getComputedStyle(document.getElementById('captions')).fontSize") == "28.8px"  # 1.8rem
+        assert "ask not what your country" in phone.inner_text("#finals").lower()
+        wait_until(board, "document.querySelectorAll('#rooms li').length === 0")   # the stream left the board
+        assert not blocked, blocked
+    finally:
+        chromium.close()

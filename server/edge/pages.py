@@ -45,6 +45,14 @@ async def history_page(request: Request) -> Response:
     return _file(request, "web", "history.html")
 
 
+async def watch_page(request: Request) -> Response:
+    return _file(request, "web", "watch.html")
+
+
+async def board_page(request: Request) -> Response:
+    return _file(request, "web", "live.html")
+
+
 async def web_file(request: Request) -> Response:
     return _file(request, "web", request.path_params["name"])
 
@@ -56,6 +64,8 @@ async def client_file(request: Request) -> Response:
 routes = [
     Route("/", live_page),
     Route("/history", history_page),
+    Route("/live", board_page),
+    Route("/watch/{room:str}", watch_page),
     Route("/web/{name:str}", web_file),
     Route("/client_js/{name:str}", client_file),
 ]

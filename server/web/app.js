@@ -4,7 +4,10 @@ import { apiKey, clock, streamUrl } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-if (params.get("overlay") === "1") document.body.classList.add("overlay");
+if (params.get("overlay") === "1") {
+  document.documentElement.classList.add("overlay");
+  document.body.classList.add("overlay");
+}
 
 const KEY = apiKey();   // read (and hidden from the address bar) at load
 let client = null;
@@ -87,7 +90,8 @@ async function start() {
   const hotwords = list("hotwords");
   const watch = $("sounds-like").checked ? list("watch").map((phrase) => ({ phrase, sounds_like: true })) : list("watch");
   client = new LingtingClient(streamUrl, { language: $("language").value, itn: $("itn").checked, hotwords, watch,
-                                          countdown: $("countdown-on").checked, apiKey: KEY });
+                                          countdown: $("countdown-on").checked, apiKey: KEY,
+                                          room: $("room").value.trim() || undefined });
   const record = (type) => client.addEventListener(type, (e) => log.push({ type, at: performance.now(), ...e.detail }));
   ["audio_started", "state", "ready", "speech_started", "partial", "final", "alert", "countdown", "error", "stopped", "disconnected", "reconnecting"].forEach(record);
   client.addEventListener("partial", (e) => renderPartial(e.detail));
@@ -107,7 +111,15 @@ async function start() {
   });
   client.addEventListener("reconnecting", (e) =>
     showMessage(`Connection lost — reconnecting (attempt ${e.detail.attempt}) …`));
-  client.addEventListener("ready", () => showMessage(""));
+  client.addEventListener("ready", (e) => {
+    showMessage("");
+    if (e.detail.room) {      // a link for viewers: the token in the fragment stays out of server logs
+      const link = `${location.origin}/watch/${encodeURIComponent(e.detail.room)}#token=${e.detail.viewer_token}`;
+      $("share-link").href = link;
+      $("share-link").textContent = link;
+      $("share").hidden = false;
+    }
+  });
   client.addEventListener("disconnected", (e) => {
     if (!e.detail.willRetry) showMessage(`Connection to the server lost (code ${e.detail.code}). Press Start to try again.`);
   });
