@@ -14,6 +14,7 @@ from .access import AccessPolicy, load_keys
 from .batching import BatchCollector
 from .edge.app import EdgeServer, Lingting
 from .edge.telephony import audiosocket_setup
+from .edge.webhooks import server_targets
 from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine, plan_workers
 from .history import AsyncHistory, HistoryStore, Retention, default_path
@@ -52,6 +53,11 @@ async def run(settings: Settings) -> None:
     if bool(network.tls_cert) != bool(network.tls_key):
         raise ValueError("--tls-cert and --tls-key go together")
     access, host = access_policy(settings)
+    outputs = settings.outputs
+    if server_targets(outputs.webhooks, outputs.webhook_secret, outputs.webhook_events) and \
+            settings.history.db == "off":     # its mistakes surface before the model loads
+        raise ValueError("--webhook needs the history database (its outbox keeps what is not yet delivered); "
+                         "drop --history-db off")
     if settings.telephony.audiosocket_port is not None:
         audiosocket_setup(settings.telephony, access)     # its mistakes surface before the model loads
     settings = dataclasses.replace(settings, network=dataclasses.replace(network, host=host))

@@ -48,12 +48,12 @@ class HistoryRecorder:
             wire = event.to_wire()
             outbox = self._deliveries("final", {"room": self.room, "event": wire})
             await self._write(self.history.add_utterance(session.id, wire, list(event.hotwords), outbox))
-            self._sent(outbox)
+            self._stored(bool(outbox))
         elif isinstance(event, events.Alert) and self.recorded:
             outbox = self._deliveries("alert", {"room": self.room, "event": event.to_wire()})
             if outbox:
                 await self._write(self.history.add_deliveries(outbox))
-                self._sent(outbox)
+                self._stored(True)
         elif isinstance(event, (events.Dtmf, events.Mark)) and self.recorded:
             await self._write(self.history.add_signal(session.id, event.to_wire()))
         elif isinstance(event, events.Stopped) and self.recorded:
@@ -68,7 +68,7 @@ class HistoryRecorder:
             if any("session_end" in t.events for t in self.targets):
                 await self._write(self.history.add_session_end(self.session.id, lambda transcript: self._deliveries(
                     "session_end", session_end_payload(self.room, status, audio_ms, transcript))))
-                self._sent([True])
+                self._stored(True)
             await self._write(self.history.close_session(self.session.id, status, audio_ms))
 
     # ---- webhooks: stored here, with what they carry; sent by the WebhookSender
@@ -85,8 +85,9 @@ class HistoryRecorder:
     def _deliveries(self, kind: str, payload: dict) -> list[dict]:
         return deliveries(self.targets, kind, self.session.id, {"owner": self.owner, **payload}) if self.targets else []
 
-    def _sent(self, outbox: list) -> None:
-        if outbox and self.webhook_sender is not None:
+    def _stored(self, deliveries: bool) -> None:
+        """New deliveries are in the outbox: the sender goes now, not at its next look."""
+        if deliveries and self.webhook_sender is not None:
             self.webhook_sender.stored()
 
     async def _write(self, operation) -> bool:

@@ -161,6 +161,15 @@ async function openSession(id) {
       item.append(u.text);
       return item;
     }));
+    // Where its finals were pushed, and how that went (kept until retention removes the session).
+    $("deliveries").hidden = !s.webhooks?.length;
+    $("deliveries").querySelector("ul").replaceChildren(...(s.webhooks || []).map((d) => {
+      const item = document.createElement("li");
+      item.dataset.status = d.status;
+      item.textContent = `${d.event} → ${d.url}: ${d.status}` + (d.attempts > 1 ? ` after ${d.attempts} attempts` : "") +
+        (d.status !== "delivered" && d.last_error ? ` (${d.last_error})` : "");
+      return item;
+    }));
     $("detail").scrollIntoView({ behavior: "smooth" });
   } catch (error) {
     showMessage(`Could not open the session: ${error.message}`);
