@@ -54,6 +54,7 @@ class Received:
     youtube: list = field(default_factory=list)         # (seq, timestamp, text)
     zoom: list = field(default_factory=list)            # (seq, lang, text)
     refused: list = field(default_factory=list)         # (service, why)
+    arrivals: list = field(default_factory=list)        # (service, time.monotonic()) of each accepted request
 
 
 class Receivers:
@@ -105,6 +106,7 @@ class Receivers:
         if not key or request.headers.get("Content-Type") != "application/json":
             return self._refuse("webhook", "no idempotency key or not JSON")
         self.got.webhooks.append((key, dict(request.headers), json.loads(body)))
+        self.got.arrivals.append(("webhook", time.monotonic()))
         return Response(status_code=204)
 
     async def youtube(self, request: Request) -> Response:
@@ -119,6 +121,7 @@ class Receivers:
             return self._refuse("youtube", f"body must be timestamp/text line pairs: {lines!r}")
         for stamp, text in zip(lines[0::2], lines[1::2]):
             self.got.youtube.append((int(seq), stamp, text))
+        self.got.arrivals.append(("youtube", time.monotonic()))
         return PlainTextResponse(lines[0] + "\n")
 
     def _zoom_signed(self, request: Request) -> bool:

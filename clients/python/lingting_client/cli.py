@@ -79,27 +79,38 @@ async def _stream(args) -> int:
 
 
 async def _watch(args) -> int:
-    """A live room's finals (and alerts) as they come, the finals so far first."""
+    """A live room's finals (and alerts) as they come, the finals so far first.
+    Waits for a room that is not live yet, and for a speaker who dropped."""
     client = LingtingClient(args.url, api_key=args.api_key)
-    try:
-        async for event in client.watch(args.room, args.token):
-            event.pop("received_at", None)
-            kind = event["type"]
-            if args.json:
-                print(json.dumps(event, ensure_ascii=False), flush=True)
-            elif kind == "room":
-                print(f"lingting: watching {event['room']} ({event['backlog']} finals so far)", file=sys.stderr)
-            elif kind == "final" and event["text"]:
-                who = f"{event['speaker']}: " if event.get("speaker") else ""
-                print(f"[{_clock(event['start_ms'])}] {who}{event['text']}", flush=True)
-            elif kind in ("alert", "countdown") and event.get("status") != "detected":
-                print(_callout_line(event), flush=True)
-            elif kind == "room_closed":
-                print(f"lingting: the stream ended ({event['reason']})", file=sys.stderr)
-    except LingtingError as exc:
-        print(f"lingting: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    waiting = ({"http_404", "http_401"} if args.token else {"http_404"})  # a token's room may not be live yet
+    said_waiting = False
+    while True:
+        try:
+            async for event in client.watch(args.room, args.token):
+                event.pop("received_at", None)
+                kind = event["type"]
+                if args.json:
+                    print(json.dumps(event, ensure_ascii=False), flush=True)
+                elif kind == "room":
+                    print(f"lingting: watching {event['room']} ({event['backlog']} finals so far)", file=sys.stderr)
+                elif kind == "final" and event["text"]:
+                    who = f"{event['speaker']}: " if event.get("speaker") else ""
+                    print(f"[{_clock(event['start_ms'])}] {who}{event['text']}", flush=True)
+                elif kind in ("alert", "countdown") and event.get("status") != "detected":
+                    print(_callout_line(event), flush=True)
+                elif kind == "room_closed":
+                    print(f"lingting: the stream ended ({event['reason']})", file=sys.stderr)
+                    if event["reason"] != "disconnected":
+                        return 0
+                said_waiting = False
+        except LingtingError as exc:
+            if exc.code not in waiting:
+                print(f"lingting: {exc}", file=sys.stderr)
+                return 1
+            if not said_waiting:
+                print(f"lingting: waiting for room {args.room} to go live (Ctrl+C to stop)", file=sys.stderr)
+                said_waiting = True
+        await asyncio.sleep(2)
 
 
 class _Progress:
