@@ -23,6 +23,15 @@ $(FUNASR_STAMP): $(STAMP)
 
 funasr: $(FUNASR_STAMP)
 
+# Speaker labels (start.diarize): resemblyzer and torch; the tests use them.
+DIARIZE_STAMP := $(VENV)/.diarize-installed
+$(DIARIZE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[diarize]'
+	$(BIN)/python -m pip install --quiet --no-deps resemblyzer==0.1.4
+	touch $(DIARIZE_STAMP)
+
+diarize: $(DIARIZE_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/lingting-server $(ARGS)
 
@@ -38,10 +47,10 @@ alert-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } || \
 		echo "espeak-ng could not be installed: the callout tests will be skipped"
 
-test: $(STAMP) $(FUNASR_STAMP) browser-deps alert-deps
+test: $(STAMP) $(FUNASR_STAMP) $(DIARIZE_STAMP) browser-deps alert-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream_bench $(ARGS)
 
-.PHONY: install funasr serve test bench browser-deps alert-deps
+.PHONY: install funasr diarize serve test bench browser-deps alert-deps

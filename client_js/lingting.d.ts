@@ -11,6 +11,8 @@ export interface LingtingOptions {
   countdown?: boolean;
   /** The name viewers watch this stream by (/watch/ROOM); ready.viewer_token lets a viewer in without a key. */
   room?: string;
+  /** Label who speaks (S1, S2...) from the voice: finals get `speaker`, and `turns` when the speaker changed part-way. */
+  diarize?: boolean;
   reconnect?: boolean;
   maxRetries?: number;
   backoffMs?: number;
@@ -27,6 +29,9 @@ export interface PartialEvent {
 export interface FinalEvent {
   type: "final"; utterance: number; start_ms: number; end_ms: number; reason: string;
   text: string; raw_text: string; language: string | null; words: Word[] | null; error?: string;
+  /** diarize (or labelled channels): who said it; turns when the speaker changed part-way. */
+  speaker?: string;
+  turns?: Array<{ speaker: string; start_ms: number; end_ms: number; text: string }>;
 }
 
 export interface AlertEvent {

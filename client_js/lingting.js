@@ -227,6 +227,7 @@ export class LingtingClient extends EventTarget {
         language: o.language, partials: o.partials, itn: o.itn, hotwords: o.hotwords, watch: o.watch,
         ...(o.countdown ? { countdown: true } : {}),
         ...(o.room ? { room: o.room } : {}),
+        ...(o.diarize ? { diarize: true } : {}),
       }));
     };
     ws.onmessage = (event) => this._onMessage(event.data);

@@ -67,6 +67,7 @@ async def run(settings: Settings) -> None:
                        "log_level": settings.log.level, "log_format": settings.log.format,
                        "engine": model.engine, "online_model": model.online_model, "hub": model.model_hub,
                        "model_language": model.model_language, "vad_model": model.vad_model,
+                       "speaker_model": model.speaker_model,
                        "cpu_threads": threads}
     metrics = Metrics()
     # The model loads in its worker processes (started from threads at once)

@@ -12,14 +12,22 @@ FORMATS = {"json": "application/json", "txt": "text/plain; charset=utf-8",
 
 
 def _line(utterance: dict) -> str:
-    """The text, after its speaker's label when the stream had labelled channels."""
+    """The text, after its speaker's label (or the name a user gave it) when it has one."""
     speaker = utterance.get("speaker")
     return f"{speaker}: {utterance['text']}" if speaker else utterance["text"]
 
 
 def _spoken(session: dict) -> list[dict]:
-    """Utterances with text, in time order across channels."""
-    return sorted((u for u in session["utterances"] if u["text"].strip()), key=lambda u: (u["start_ms"], u.get("idx", 0)))
+    """Utterances with text, in time order across channels; one that changed
+    speaker part-way (diarize) as its turns; speakers by their given names."""
+    names = session.get("speaker_names") or {}
+    lines = []
+    for u in session["utterances"]:
+        for part in (u.get("turns") or [u]):
+            if part["text"].strip():
+                speaker = part.get("speaker")
+                lines.append({**u, **part, "speaker": names.get(speaker, speaker)})
+    return sorted(lines, key=lambda u: (u["start_ms"], u.get("idx", 0)))
 
 
 def _cues(session: dict) -> list[srt.Subtitle]:

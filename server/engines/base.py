@@ -22,6 +22,7 @@ class DecodeRequest:
     hotwords: tuple[str, ...] = ()     # phrases to bias toward, most important first
     word_timestamps: bool = False
     stream: str | None = None          # which stream and utterance: engines with per-stream state key on it
+    speaker_embedding: bool = False    # finals of diarized streams: who spoke (engines/speakers.py)
 
 
 @dataclass

@@ -35,7 +35,8 @@ def plan_workers(engine: str, device: str, asked: int) -> tuple[int, int]:
 def load_engine(model: str | None, device: str = "auto", compute_type: str | None = None,
                 final_beam_size: int = 5, window: str = "fit", log_level: str = "INFO", log_format: str = "text",
                 engine: str = "whisper", online_model: str | None = None, hub: str = "ms",
-                model_language: str = "zh", vad_model: str | None = None, cpu_threads: int = 0):
+                model_language: str = "zh", vad_model: str | None = None, cpu_threads: int = 0,
+                speaker_model: str = "auto"):
     """The asked engine on the asked device, falling back to the CPU when the
     device cannot take it, optionally behind the FSMN-VAD check of finals;
     warmed up with one decode."""
@@ -49,6 +50,10 @@ def load_engine(model: str | None, device: str = "auto", compute_type: str | Non
     if vad_model:
         from .vad_stage import VadCheckedEngine
         loaded = VadCheckedEngine(loaded, vad_model)
+    from . import speakers
+    if speaker_model == "resemblyzer" or (speaker_model == "auto" and speakers.available()):
+        device = loaded.device
+        loaded = speakers.SpeakerEmbeddingEngine(loaded, lambda: speakers.ResemblyzerEncoder(device))
     # One decode up front, so the first client does not pay for warm-up.
     languages = loaded.languages or ("en",)
     loaded.decode([DecodeRequest(np.zeros(MODEL_RATE, np.float32), "partial", "en" if "en" in languages else languages[0])])

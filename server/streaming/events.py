@@ -143,10 +143,15 @@ class Final(Event):
     error: str | None = None           # the decode failed: the final is empty
     channel: int | None = None
     speaker: str | None = None
+    turns: tuple[dict, ...] | None = None   # diarize: the final holds a speaker change: who said which part
 
     def to_wire(self) -> dict:
         wire = super().to_wire()
         wire["words"] = [asdict(w) for w in self.words] if self.words else None
+        if self.turns is None:
+            del wire["turns"]
+        else:
+            wire["turns"] = [dict(t) for t in self.turns]
         if self.hotwords:
             wire["hotwords"] = list(self.hotwords)
         else:
@@ -183,6 +188,19 @@ class Countdown(Event):
     audio_ms: int
     channel: int | None = None
     speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class Speakers(Event):
+    """A file's speakers, clustered over the whole file once its last final is
+    out: the labels every utterance (and turn) keeps; they replace those its
+    final carried."""
+    type: ClassVar[str] = "speakers"
+    count: int
+    segments: tuple[dict, ...]         # {utterance, start_ms, end_ms, speaker}, in time order
+
+    def to_wire(self) -> dict:
+        return {"type": self.type, "count": self.count, "segments": [dict(s) for s in self.segments]}
 
 
 @dataclass(frozen=True)
@@ -249,6 +267,6 @@ class Error(Event):
 
 
 # What one stream may send, in the grammar tests check against.
-ALL = (Ready, Updated, SpeechStarted, SpeechEnded, UtteranceEnd, Cleared, Partial, Final, Alert, Countdown, Dtmf, Mark, Pong, UploadProgress,
+ALL = (Ready, Updated, SpeechStarted, SpeechEnded, UtteranceEnd, Cleared, Partial, Final, Alert, Countdown, Speakers, Dtmf, Mark, Pong, UploadProgress,
        TranscribeProgress, Stopped, Error)
 TYPES = frozenset(e.type for e in ALL)

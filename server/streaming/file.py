@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..errors import ErrorCode, ProtocolError
 from ..protocol import StartConfig
+from ..speakers import cluster
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import Decode, Output, Store
@@ -62,6 +63,16 @@ class FileTranscription(Utterances):
                 language = None if self.config.language == "auto" else self.config.language
                 out.add(Decode(self.final_job(segment, language)))
         return out
+
+    def relabelled(self) -> list[events.Event]:
+        """diarize: the whole file's speakers, clustered once every final is out."""
+        if self.speakers is None or not self.voices:
+            return []
+        voices = sorted(self.voices, key=lambda v: (v[1], v[0]))    # in time order: S1 spoke first
+        labels = cluster([v[3] for v in voices], self.config.max_speakers)
+        segments = tuple({"utterance": u, "start_ms": start, "end_ms": end, "speaker": speaker}
+                         for (u, start, end, _), speaker in zip(voices, labels))
+        return [events.Speakers(len(set(labels)), segments)]
 
     def progress(self, done: bool = False) -> events.TranscribeProgress:
         """How far transcription has got; done_ms: every utterance before it has its final delivered."""

@@ -233,7 +233,7 @@ class Session:
             return Output()
         out = Output()
         if self.offline:
-            out.send(self.stream.progress(done=True))
+            out.send(*self.stream.relabelled(), self.stream.progress(done=True))
         out.send(events.Stopped(self.stream.utterances, ms(self.stream.audio_samples)))
         self.outcome = self.outcome or "stopped"
         why = self.ending

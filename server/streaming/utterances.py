@@ -14,10 +14,12 @@ from ..errors import ErrorCode, ProtocolError
 from ..hotwords import prompt_order
 from ..postprocess import Recognized, TextWork
 from ..protocol import LIVE_ONLY, StartConfig, Update, endpointing_summary, parse_endpointing
+from ..speakers import OnlineSpeakers, turns
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
 from .segmenter import Paused, Segmenter, SpeechEnded, UtteranceNumbers
+from .text import join_units
 
 
 class Utterances:
@@ -35,6 +37,8 @@ class Utterances:
         self.watch = config.watch
         self.alerts = AlertTracker()
         self.countdown = CountdownTracker() if config.countdown else None
+        self.speakers = OnlineSpeakers(config.max_speakers) if config.diarize else None
+        self.voices: list[tuple[int, int, int, object]] = []   # diarize: (utterance, start_ms, end_ms, embedding)
         self.audio_samples = 0                 # audio heard so far: the stream's clock
         self.utterances = 0
         self._seq = 0
@@ -94,8 +98,10 @@ class Utterances:
     def request(self, kind: str, audio, language: str | None, stream: str | None) -> DecodeRequest:
         # Watch phrases steer the decode as hotwords do; only hotwords correct the text.
         steering = tuple(dict.fromkeys(prompt_order(self.hotwords) + prompt_terms(self.watch)))
+        final = kind == "final"
         return DecodeRequest(audio=audio, kind=kind, language=language, hotwords=steering,
-                             word_timestamps=kind == "final" and self.config.word_timestamps, stream=stream)
+                             word_timestamps=final and (self.config.word_timestamps or self.config.diarize),
+                             stream=stream, speaker_embedding=final and self.config.diarize)
 
     def text_work(self) -> TextWork:
         return TextWork(self.hotwords, self.watch, self.config.itn, self.config.itn_partials, self.config.redact)
@@ -134,12 +140,38 @@ class Utterances:
                              raw_text=recognized.raw_text if recognized else "",
                              language=result.language if result else None, words=words,
                              hotwords=prompt_order(job.text.hotwords), error=error)
+        if self.speakers is not None and result is not None and "speaker" in result.extra:
+            final = self._who_spoke(final, result.extra["speaker"], offset)
         out = Output()
         if error:
             out.send(events.Error(ErrorCode.DECODE_FAILED, f"utterance {job.utterance} could not be decoded: {error}"))
         found = recognized.occurrences if recognized else ()
         self._finals_ready[job.utterance] = [*self.alerts.on_final(found, job.utterance, ms(job.end_sample)), final]
         return self._release(out)
+
+    def _who_spoke(self, final: events.Final, voice: dict, offset_ms: int) -> events.Final:
+        """The final's speaker; where its voice changes part-way, its turns
+        (split between words), each labelled."""
+        duration = len(voice["windows"]) and voice["windows"][-1][1]
+        parts = turns(voice["windows"], voice["embedding"], max(duration, final.end_ms - offset_ms))
+        words = final.words or ()
+        labelled = []
+        for n, part in enumerate(parts):
+            start, end = offset_ms + part.start_ms, offset_ms + part.end_ms
+            mine = [w for w in words if start <= (w.start_ms + w.end_ms) // 2 < end or (n == len(parts) - 1 and
+                                                                                      (w.start_ms + w.end_ms) // 2 >= end)]
+            if len(parts) > 1 and not mine:
+                continue          # a side without words says nothing: no turn
+            speaker = self.speakers.assign(part.embedding, (part.end_ms - part.start_ms) / 1000)
+            self.voices.append((final.utterance, start, end, part.embedding))
+            labelled.append({"speaker": speaker, "start_ms": max(start, final.start_ms) if n else final.start_ms,
+                             "end_ms": end if n < len(parts) - 1 else final.end_ms,
+                             "text": join_units([w.word.strip() for w in mine])})
+        if not labelled:
+            return final
+        if len(labelled) == 1 or len({t["speaker"] for t in labelled}) == 1:
+            return dataclasses.replace(final, speaker=labelled[0]["speaker"])
+        return dataclasses.replace(final, speaker=labelled[0]["speaker"], turns=tuple(labelled))
 
     def skip(self, utterance: int) -> Output:
         """An utterance that will have no final (cleared): later ones need not wait for it."""

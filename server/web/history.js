@@ -17,7 +17,7 @@ function showMessage(text) {
 }
 
 async function api(path, options = {}) {
-  const response = await fetch(API + path, { ...options, headers: KEY ? { "X-API-Key": KEY } : {} });
+  const response = await fetch(API + path, { ...options, headers: { ...(options.headers || {}), ...(KEY ? { "X-API-Key": KEY } : {}) } });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new Error(body.message || `${response.status} ${response.statusText}`);
@@ -147,20 +147,7 @@ async function openSession(id) {
       link.download = `lingting-${id}.${link.dataset.format}`;
       link.onclick = KEY ? (e) => { e.preventDefault(); download(link); } : null;
     }
-    $("utterances").replaceChildren(...s.utterances.filter((u) => u.text.trim()).map((u) => {
-      const item = document.createElement("li");
-      const time = document.createElement("time");
-      time.textContent = clock(u.start_ms);
-      item.append(time, " ");
-      if (u.speaker) {   // a stream of several channels: who said it
-        const speaker = document.createElement("b");
-        speaker.className = "speaker";
-        speaker.textContent = `${u.speaker}:`;
-        item.append(speaker, " ");
-      }
-      item.append(u.text);
-      return item;
-    }));
+    renderUtterances(s);
     // Where its finals were pushed, and how that went (kept until retention removes the session).
     $("deliveries").hidden = !s.webhooks?.length;
     $("deliveries").querySelector("ul").replaceChildren(...(s.webhooks || []).map((d) => {
@@ -174,6 +161,49 @@ async function openSession(id) {
   } catch (error) {
     showMessage(`Could not open the session: ${error.message}`);
   }
+}
+
+// Utterances (as their speakers' turns when one changed part-way), with the
+// names given to speaker labels; a field per label renames it.
+function renderUtterances(s) {
+  const names = s.speaker_names || {};
+  const lines = s.utterances.flatMap((u) => (u.turns || [u]).map((t) => ({ ...u, ...t })))
+    .filter((u) => u.text.trim());
+  $("utterances").replaceChildren(...lines.map((u) => {
+    const item = document.createElement("li");
+    const time = document.createElement("time");
+    time.textContent = clock(u.start_ms);
+    item.append(time, " ");
+    if (u.speaker) {   // labelled channels, or diarize: who said it
+      const speaker = document.createElement("b");
+      speaker.className = "speaker";
+      speaker.textContent = `${names[u.speaker] || u.speaker}:`;
+      item.append(speaker, " ");
+    }
+    item.append(u.text);
+    return item;
+  }));
+  const labels = [...new Set(lines.map((u) => u.speaker).filter(Boolean))];
+  $("speakers").hidden = !labels.length;
+  $("speakers").querySelector("div").replaceChildren(...labels.map((label) => {
+    const field = document.createElement("label");
+    const input = document.createElement("input");
+    input.value = names[label] || "";
+    input.placeholder = label;
+    input.dataset.label = label;
+    input.addEventListener("change", async () => {
+      try {
+        const updated = await api(`/sessions/${encodeURIComponent(s.id)}`, {
+          method: "PATCH", body: JSON.stringify({ speaker_names: { [label]: input.value.trim() } }),
+          headers: { "Content-Type": "application/json" } });
+        renderUtterances(updated);
+      } catch (error) {
+        showMessage(`Could not rename ${label}: ${error.message}`);
+      }
+    });
+    field.append(`${label} `, input);
+    return field;
+  }));
 }
 
 // A plain link cannot carry the API key header: fetch, then save the blob.

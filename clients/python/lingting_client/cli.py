@@ -40,7 +40,8 @@ async def _stream(args) -> int:
     endpointing = int(args.endpointing) if args.endpointing and args.endpointing.isdigit() else args.endpointing
     watch = [{"phrase": w, "sounds_like": True} if args.sounds_like else w for w in args.watch or []]
     options = StreamOptions(language=args.language, speed=args.speed, partials=not args.no_partials,
-                            endpointing=endpointing, watch=watch, countdown=args.countdown, room=args.room)
+                            endpointing=endpointing, watch=watch, countdown=args.countdown, room=args.room,
+                            diarize=args.diarize)
     client = LingtingClient(args.url, use_msgpack=args.msgpack, api_key=args.api_key)
     tty = sys.stdout.isatty() and not args.json
     partial_shown = False
@@ -58,7 +59,9 @@ async def _stream(args) -> int:
                 if partial_shown:
                     sys.stdout.write("\r\033[K")
                     partial_shown = False
-                print(f"[{_clock(event['start_ms'])} -> {_clock(event['end_ms'])}] {event['text']}", flush=True)
+                for part in event.get("turns") or [event]:
+                    who = f"{part['speaker']}: " if part.get("speaker") else ""
+                    print(f"[{_clock(part['start_ms'])} -> {_clock(part['end_ms'])}] {who}{part['text']}", flush=True)
             elif kind in ("alert", "countdown") and event.get("status") != "detected":
                 if partial_shown:
                     sys.stdout.write("\r\033[K")
@@ -149,7 +152,7 @@ async def _transcribe_one(client: LingtingClient, path: str, args, progress: _Pr
     """Returns an error message, or None when the output was written."""
     bar = progress.file_bar(path, position)
     options = FileOptions(language=args.language, hotwords=args.hotword or [],
-                          itn=False if args.no_itn else None)
+                          itn=False if args.no_itn else None, diarize=args.diarize, speakers=args.speakers)
     session_id = None
     try:
         async for event in client.transcribe(path, options):
@@ -220,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alert on a phrase, e.g. --watch hold --watch 'T minus <number>' (repeat for more)")
     s.add_argument("--sounds-like", action="store_true", help="watch phrases also match words that sound like them")
     s.add_argument("--countdown", action="store_true", help="track a launch countdown and print its clock")
+    s.add_argument("--diarize", action="store_true", help="label who speaks (S1, S2...) from the voice")
     s.add_argument("--room", default=None, help="a room name others can watch the stream by (prints their link)")
     s.add_argument("--msgpack", action="store_true", help="use the msgpack subprotocol")
     w = sub.add_parser("watch", help="follow a live room's captions (as a viewer)")
@@ -237,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language", default="auto", help="auto, en, zh or ja (default: auto)")
     t.add_argument("--hotword", action="append", help="a phrase to favour; repeat for more")
     t.add_argument("--no-itn", action="store_true", help="keep numbers and dates as spoken words")
+    t.add_argument("--diarize", action="store_true", help="label who speaks (S1, S2...), clustered over each file")
+    t.add_argument("--speakers", type=int, default=None, help="with --diarize: how many speakers (default: estimated)")
     t.add_argument("--parallel", type=int, default=2, help="files in flight at once (default: 2)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     return p

@@ -53,6 +53,8 @@ class StreamOptions:
     room: str | None = None       # the name viewers watch this stream by (ready.viewer_token lets one in)
     webhooks: list = field(default_factory=list)  # [{"url", "secret", "events"}]: signed POSTs of finals...
     captions: list = field(default_factory=list)  # [{"type": "youtube" | "zoom" | "obs", "url", ...}]
+    diarize: bool = False         # finals get a speaker label (S1, S2...) from the voice
+    max_speakers: int | None = None
 
     def start_message(self) -> dict:
         msg = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding,
@@ -71,7 +73,7 @@ class StreamOptions:
             msg["partial_interval_ms"] = self.partial_interval_ms
         if self.itn is not None:
             msg["itn"] = self.itn
-        for name in ("room", "webhooks", "captions"):
+        for name in ("room", "webhooks", "captions", "diarize", "max_speakers"):
             if getattr(self, name):
                 msg[name] = getattr(self, name)
         return msg
@@ -85,6 +87,8 @@ class FileOptions:
     hotwords: list = field(default_factory=list)
     itn: bool | None = None
     chunk_bytes: int = 256 * 1024
+    diarize: bool = False         # speaker labels, clustered over the whole file (a `speakers` event at the end)
+    speakers: int | None = None   # diarize: exactly this many speakers (default: estimated)
 
     def start_message(self, path: str) -> dict:
         msg = {"type": "start", "mode": "offline", "filename": os.path.basename(path)[:255],
@@ -94,6 +98,10 @@ class FileOptions:
             msg["hotwords"] = self.hotwords
         if self.itn is not None:
             msg["itn"] = self.itn
+        if self.diarize:
+            msg["diarize"] = True
+            if self.speakers:
+                msg["max_speakers"] = self.speakers
         return msg
 
 
