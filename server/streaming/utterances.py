@@ -38,7 +38,7 @@ class Utterances:
         self.alerts = AlertTracker()
         self.countdown = CountdownTracker() if config.countdown else None
         self.speakers = OnlineSpeakers(config.max_speakers) if config.diarize else None
-        self.voices: list[tuple[int, int, int, object]] = []   # diarize: (utterance, start_ms, end_ms, embedding)
+        self.voices: list[tuple[int, int, int, object]] = []   # diarized files: (utterance, start_ms, end_ms, embedding)
         self.audio_samples = 0                 # audio heard so far: the stream's clock
         self.utterances = 0
         self._seq = 0
@@ -163,7 +163,8 @@ class Utterances:
             if len(parts) > 1 and not mine:
                 continue          # a side without words says nothing: no turn
             speaker = self.speakers.assign(part.embedding, (part.end_ms - part.start_ms) / 1000)
-            self.voices.append((final.utterance, start, end, part.embedding))
+            if self.background:      # a file: kept for clustering the whole file at its end
+                self.voices.append((final.utterance, start, end, part.embedding))
             labelled.append({"speaker": speaker, "start_ms": max(start, final.start_ms) if n else final.start_ms,
                              "end_ms": end if n < len(parts) - 1 else final.end_ms,
                              "text": join_units([w.word.strip() for w in mine])})
