@@ -86,3 +86,16 @@ async def test_diarize_is_refused_by_a_server_without_a_speaker_model():
             await ws.send(json.dumps({"type": "start", "diarize": True}))
             answer = json.loads(await ws.recv())
     assert answer["code"] == "unsupported" and "diarize" in answer["message"]
+
+
+def test_only_the_sessions_tenant_renames_its_speakers(tmp_path):
+    from lingting_server.history import HistoryStore
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    store.open_session("s1", "file", owner="acme")
+    store.add_utterance("s1", {"utterance": 0, "start_ms": 0, "end_ms": 900, "text": "hi", "speaker": "S1"})
+    assert not store.rename_speakers("s1", {"S1": "Mallory"}, tenant="globex")
+    assert store.rename_speakers("s1", {"S1": "Dr. Chen"}, tenant="acme")
+    assert store.rename_speakers("s1", {"S2": "Bob"}, tenant=None)            # an admin
+    assert store.get_session("s1")["speaker_names"] == {"S1": "Dr. Chen", "S2": "Bob"}
+    assert store.rename_speakers("s1", {"S2": ""}, tenant="acme")            # an empty name removes it
+    assert store.get_session("s1", "acme")["speaker_names"] == {"S1": "Dr. Chen"}
