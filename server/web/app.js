@@ -1,6 +1,6 @@
 // The live-caption page: wires LingtingClient events to the DOM.
 import { LingtingClient } from "/client_js/lingting.js";
-import { apiKey, clock, streamUrl } from "/web/common.js";
+import { apiKey, clock, setStatus, showMessage, streamUrl } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -14,8 +14,6 @@ let client = null;
 // What happened when, for people debugging and for the browser test.
 const log = (window.lingtingLog = []);
 
-function setStatus(text) { $("status").textContent = text; }
-function showMessage(text) { $("message").textContent = text; $("message").hidden = !text; }
 
 function renderPartial(detail) {
   const p = $("partial");

@@ -18,3 +18,11 @@ export function clock(ms) {
   const s = Math.floor(ms / 1000);
   return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
 }
+
+// The pages' status line and message box (#status, #message).
+export function setStatus(text) { document.getElementById("status").textContent = text; }
+export function showMessage(text) {
+  const box = document.getElementById("message");
+  box.textContent = text;
+  box.hidden = !text;
+}

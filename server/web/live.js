@@ -1,7 +1,7 @@
 // /live: a supervisor's board of the tenant's live streams (WebSocket
 // /v1/rooms): each stream's latest line; alerts kept at the top until
 // acknowledged (acknowledgements stay in this browser).
-import { apiKey } from "/web/common.js";
+import { apiKey, setStatus, showMessage } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const KEY = apiKey();
@@ -9,8 +9,6 @@ const rooms = new Map();           // session id -> its card
 const acked = new Set(JSON.parse(localStorage.getItem("lingting.acked") || "[]"));
 let retry = 0;
 
-function setStatus(text) { $("status").textContent = text; }
-function showMessage(text) { $("message").textContent = text; $("message").hidden = !text; }
 function counts() {
   $("room-count").textContent = `(${rooms.size})`;
   const open = $("board-alerts").children.length;

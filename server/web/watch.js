@@ -2,7 +2,7 @@
 // screens, dark or light, adjustable text) or, with ?overlay=1, for an OBS
 // browser source. The viewer token comes in the link's #token=... (a fragment
 // never reaches server logs); an API key works too (?key=..., see common.js).
-import { apiKey } from "/web/common.js";
+import { apiKey, setStatus, showMessage } from "/web/common.js";
 
 const $ = (id) => document.getElementById(id);
 const room = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
@@ -32,8 +32,6 @@ $("larger").addEventListener("click", () => { prefs.size = Math.min(4, (prefs.si
 $("theme").addEventListener("click", () => { prefs.dark = !document.body.classList.contains("dark"); applyPrefs(); });
 applyPrefs();
 
-function setStatus(text) { $("status").textContent = text; }
-function showMessage(text) { $("message").textContent = text; $("message").hidden = !text; }
 
 function speakerOf(e) { return e.speaker ? `${e.speaker}: ` : ""; }
 

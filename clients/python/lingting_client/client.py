@@ -175,16 +175,21 @@ class LingtingClient:
         extra = [f"lingting.token.{token}"] if token else []
         ws = await self._connect(url, extra, {} if token else self._auth())
         async with ws:
-            try:
-                async for frame in ws:
-                    event = self._decode(frame)
-                    event["received_at"] = time.monotonic()
-                    yield event
-                    if event.get("type") == "error" and event.get("fatal"):
-                        raise LingtingError(f"server error {event.get('code')}: {event.get('message')}",
-                                            event.get("code"))
-            except websockets.ConnectionClosedError as exc:
-                raise LingtingError(f"connection lost: {exc}") from None
+            async for event in self._events(ws):
+                yield event
+
+    async def _events(self, ws) -> AsyncIterator[dict]:
+        """The server's events, each with `received_at`; a fatal error or a lost connection raises."""
+        try:
+            async for frame in ws:
+                event = self._decode(frame)
+                event["received_at"] = time.monotonic()
+                yield event
+                if event.get("type") == "error" and event.get("fatal"):
+                    raise LingtingError(f"server error {event.get('code')}: {event.get('message')}",
+                                        event.get("code"))
+        except websockets.ConnectionClosedError as exc:
+            raise LingtingError(f"connection lost: {exc}") from None
 
     async def _connect(self, url: str, extra_subprotocols=(), headers=None):
         protocol = "lingting.v1.msgpack" if self.use_msgpack else "lingting.v1.json"
@@ -209,17 +214,10 @@ class LingtingClient:
             await ws.send(self._encode(start))
             sender = asyncio.create_task(sender(ws))
             try:
-                async for frame in ws:
-                    event = self._decode(frame)
-                    event["received_at"] = time.monotonic()
+                async for event in self._events(ws):
                     yield event
-                    if event.get("type") == "error" and event.get("fatal"):
-                        raise LingtingError(f"server error {event.get('code')}: {event.get('message')}",
-                                            event.get("code"))
                     if event.get("type") == "stopped":
                         return
-            except websockets.ConnectionClosedError as exc:
-                raise LingtingError(f"connection lost: {exc}") from None
             finally:
                 sender.cancel()
                 try:
