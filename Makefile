@@ -32,6 +32,14 @@ $(DIARIZE_STAMP): $(STAMP)
 
 diarize: $(DIARIZE_STAMP)
 
+# Ray Serve replicas and the PostgreSQL history (--engine ray, --history-db postgresql://); the tests use them.
+CLUSTER_STAMP := $(VENV)/.cluster-installed
+$(CLUSTER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[cluster]'
+	touch $(CLUSTER_STAMP)
+
+cluster: $(CLUSTER_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/lingting-server $(ARGS)
 
@@ -47,10 +55,16 @@ alert-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } || \
 		echo "espeak-ng could not be installed: the callout tests will be skipped"
 
-test: $(STAMP) $(FUNASR_STAMP) $(DIARIZE_STAMP) browser-deps alert-deps
+# The PostgreSQL history tests start Debian's server (its binaries only; the tests make their own cluster).
+postgres-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+		echo "postgresql could not be installed: the PostgreSQL tests will be skipped"
+
+test: $(STAMP) $(FUNASR_STAMP) $(DIARIZE_STAMP) $(CLUSTER_STAMP) browser-deps alert-deps postgres-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.stream_bench $(ARGS)
 
-.PHONY: install funasr diarize serve test bench browser-deps alert-deps
+.PHONY: install funasr diarize cluster serve test bench browser-deps alert-deps postgres-deps

@@ -17,7 +17,7 @@ from .edge.telephony import audiosocket_setup
 from .edge.webhooks import server_targets
 from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine, plan_workers
-from .history import AsyncHistory, HistoryStore, Retention, default_path
+from .history import AsyncHistory, Retention, default_path, open_store
 from .logs import setup_logging
 from .metrics import Metrics
 from .postprocess import TextThread
@@ -113,7 +113,7 @@ def open_history(settings: Settings) -> AsyncHistory | None:
     if history.db == "off":
         log.info("history is off: transcripts are not stored")
         return None
-    store = HistoryStore(history.db or default_path())
+    store = open_store(history.db or default_path())
     interrupted = store.mark_interrupted()
     log.info("history: %s%s", store.path,
              f" ({interrupted} session(s) left open by the last run marked interrupted)" if interrupted else "")
@@ -121,8 +121,8 @@ def open_history(settings: Settings) -> AsyncHistory | None:
 
 
 async def enforce_retention(history: AsyncHistory, every_s: float = 3600) -> None:
-    """Age and size limits, at start and then hourly."""
-    if not (history.retention.max_age_days or history.retention.max_mb):
+    """Age and size limits, at start and then hourly (and, with several edges, their dead ones' sessions)."""
+    if not (history.retention.max_age_days or history.retention.max_mb) and history.store.edge is None:
         return
     while True:
         try:

@@ -104,6 +104,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE utterances ADD COLUMN turns TEXT;          -- JSON list of {speaker, start_ms, end_ms, text} or NULL
     ALTER TABLE sessions ADD COLUMN speaker_names TEXT NOT NULL DEFAULT '{}';   -- JSON: label -> name
     """,
+    # Several edges on one database (PostgreSQL): which edge holds a session
+    # open, so a starting edge marks only a dead edge's sessions interrupted.
+    """
+    ALTER TABLE sessions ADD COLUMN edge TEXT;
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
@@ -139,6 +144,12 @@ def default_path() -> Path:
     return Path(base) / "lingting" / "history.sqlite3"
 
 
+def open_store(location: str | Path) -> "SqlHistory":
+    """A SQLite file's path, or a postgresql:// URL (several edges share it)."""
+    from .history_pg import PostgresHistory, is_postgres_url
+    return PostgresHistory(str(location)) if is_postgres_url(str(location)) else HistoryStore(location)
+
+
 def _row(columns, values) -> dict:
     row = dict(zip(columns, values))
     for key in _JSON_COLUMNS & row.keys():
@@ -147,7 +158,213 @@ def _row(columns, values) -> dict:
     return row
 
 
-class HistoryStore:
+class SqlHistory:
+    """What both backends share: every query here is plain SQL that SQLite and
+    PostgreSQL both run, with :named parameters. A subclass gives the
+    connection (one per thread), transactions, the schema and the few
+    dialect-specific parts (search, signals, retention, the webhook outbox)."""
+
+    path: object
+    edge: str | None = None            # the edge that opens sessions here (several share PostgreSQL)
+
+    # ---- the dialect ------------------------------------------------------
+    def _db(self): raise NotImplementedError
+
+    def _transaction(self): raise NotImplementedError
+
+    def _run(self, db, sql: str, params=()):
+        """Execute one statement; a cursor (rowcount, fetchone, fetchall, iteration)."""
+        return db.execute(sql, params)
+
+    def _run_many(self, db, sql: str, rows: list) -> None:
+        db.executemany(sql, rows)
+
+    def shared_secret(self, name: str) -> bytes | None:
+        """A secret all edges of this database share; None: one server has it alone."""
+        return None
+
+    def _one(self, sql: str, params=()):
+        return self._run(self._db(), sql, params).fetchone()
+
+    def _all(self, sql: str, params=()) -> list:
+        return self._run(self._db(), sql, params).fetchall()
+
+    # ---- writing --------------------------------------------------------
+    def open_session(self, session_id: str, kind: str, *, model: str | None = None,
+                     language: str | None = None, filename: str | None = None,
+                     client: dict | None = None, settings: dict | None = None,
+                     started_at: float | None = None, owner: str | None = None) -> None:
+        self._run(self._db(),
+                  "INSERT INTO sessions (id, kind, started_at, status, model, language, filename, client, settings,"
+                  " owner, edge) VALUES (:id, :kind, :started_at, 'open', :model, :language, :filename, :client,"
+                  " :settings, :owner, :edge)",
+                  {"id": session_id, "kind": kind, "started_at": started_at or time.time(), "model": model,
+                   "language": language, "filename": filename, "client": json.dumps(client or {}, ensure_ascii=False),
+                   "settings": json.dumps(settings or {}, ensure_ascii=False), "owner": owner, "edge": self.edge})
+
+    def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = (),
+                      deliveries: list[dict] = ()) -> None:
+        """Store one final event (as sent to the client), and the webhook
+        deliveries that carry it, in one transaction; committed on return."""
+        with self._transaction() as db:
+            self._run(db,
+                      "INSERT INTO utterances (session_id, idx, start_ms, end_ms, text, raw_text, language, words,"
+                      " hotwords, created_at, channel, speaker, turns) VALUES (:session_id, :idx, :start_ms, :end_ms,"
+                      " :text, :raw_text, :language, :words, :hotwords, :created_at, :channel, :speaker, :turns)"
+                      " ON CONFLICT (session_id, idx) DO NOTHING",
+                      {"session_id": session_id, "idx": final["utterance"], "start_ms": final["start_ms"],
+                       "end_ms": final["end_ms"], "text": final.get("text") or "",
+                       "raw_text": final.get("raw_text") or "", "language": final.get("language"),
+                       "words": json.dumps(final["words"], ensure_ascii=False) if final.get("words") else None,
+                       "hotwords": json.dumps(list(hotwords), ensure_ascii=False), "created_at": time.time(),
+                       "channel": final.get("channel"), "speaker": final.get("speaker"),
+                       "turns": json.dumps(final["turns"], ensure_ascii=False) if final.get("turns") else None})
+            self._add_deliveries(db, deliveries)
+
+    # ---- speakers ---------------------------------------------------------
+    def set_speakers(self, session_id: str, segments: list[dict]) -> None:
+        """A file's speakers after clustering: each utterance's label, and its turns where it has several."""
+        by_utterance: dict[int, list[dict]] = {}
+        for segment in segments:
+            by_utterance.setdefault(segment["utterance"], []).append(segment)
+        with self._transaction() as db:
+            for utterance, parts in by_utterance.items():
+                where = {"session_id": session_id, "idx": utterance}
+                turns = None
+                if len({p["speaker"] for p in parts}) > 1:
+                    old = self._run(db, "SELECT turns FROM utterances WHERE session_id=:session_id AND idx=:idx",
+                                    where).fetchone()
+                    texts = [t["text"] for t in json.loads(old[0])] if old and old[0] else [""] * len(parts)
+                    turns = json.dumps([{"speaker": p["speaker"], "start_ms": p["start_ms"], "end_ms": p["end_ms"],
+                                         "text": text} for p, text in zip(parts, texts)], ensure_ascii=False)
+                self._run(db, "UPDATE utterances SET speaker=:speaker, turns=:turns"
+                              " WHERE session_id=:session_id AND idx=:idx",
+                          {**where, "speaker": parts[0]["speaker"], "turns": turns})
+
+    def rename_speakers(self, session_id: str, names: dict[str, str], tenant: str | None = ALL_TENANTS) -> bool:
+        """names: label -> name (an empty name drops it); False: no such session for this tenant."""
+        with self._transaction() as db:
+            row = self._run(db, f"SELECT speaker_names FROM sessions s WHERE id=:id AND {_OWNED}",
+                            {"id": session_id, "tenant": tenant}).fetchone()
+            if row is None:
+                return False
+            merged = {**json.loads(row[0]), **names}
+            merged = {label: name for label, name in merged.items() if name}
+            self._run(db, "UPDATE sessions SET speaker_names=:names WHERE id=:id",
+                      {"names": json.dumps(merged, ensure_ascii=False), "id": session_id})
+            return True
+
+    # ---- the webhook outbox ---------------------------------------------
+    def _add_deliveries(self, db, deliveries) -> None:
+        if not deliveries:
+            return
+        now = time.time()
+        self._run_many(
+            db, "INSERT INTO webhook_deliveries (delivery_id, session_id, url, secret, event, body, next_at,"
+                " created_at) VALUES (:delivery_id, :session_id, :url, :secret, :event, :body, :now, :now)",
+            [{**d, "now": now} for d in deliveries])
+
+    def add_deliveries(self, deliveries: list[dict]) -> None:
+        with self._transaction() as db:
+            self._add_deliveries(db, deliveries)
+
+    def transcript(self, session_id: str) -> list[dict]:
+        """The session's finals so far, in order (a session_end webhook carries them)."""
+        return [_row(("utterance", "start_ms", "end_ms", "text", "channel", "speaker"), r) for r in self._all(
+            "SELECT idx, start_ms, end_ms, text, channel, speaker FROM utterances WHERE session_id=:id"
+            " ORDER BY start_ms, idx", {"id": session_id})]
+
+    def pending_heads(self, limit: int = 256) -> list[dict]:
+        """Per URL, its oldest pending delivery (with when it is due): one URL's events go in order."""
+        rows = self._all(
+            f"SELECT {', '.join(DUE_COLUMNS)} FROM webhook_deliveries WHERE id IN"
+            " (SELECT min(id) FROM webhook_deliveries WHERE status='pending' GROUP BY url)"
+            " ORDER BY next_at LIMIT :limit", {"limit": limit})
+        return [dict(zip(DUE_COLUMNS, r)) for r in rows]
+
+    def delivery_attempted(self, row_id: int, status: str, attempts: int, next_at: float,
+                           last_status: int | None, last_error: str | None) -> None:
+        self._run(self._db(),
+                  "UPDATE webhook_deliveries SET status=:status, attempts=:attempts, next_at=:next_at,"
+                  " last_status=:last_status, last_error=coalesce(:last_error, last_error),"   # the last failure's
+                  " delivered_at=CASE WHEN :status='delivered' THEN :now ELSE delivered_at END WHERE id=:id",
+                  {"status": status, "attempts": attempts, "next_at": next_at, "last_status": last_status,
+                   "last_error": last_error, "now": time.time(), "id": row_id})
+
+    def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
+        """Record the end. A stream that ended without one utterance leaves
+        nothing worth keeping (a file always stays: the user asked for it)."""
+        db = self._db()
+        self._run(db, "UPDATE sessions SET ended_at=:now, status=:status, audio_ms=:audio_ms WHERE id=:id",
+                  {"now": time.time(), "status": status, "audio_ms": audio_ms, "id": session_id})
+        self._run(db, "DELETE FROM sessions WHERE id=:id AND kind='stream'"
+                      " AND NOT EXISTS (SELECT 1 FROM utterances WHERE session_id=:id)", {"id": session_id})
+
+    def delete_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> bool:
+        """The session, its utterances and its webhook deliveries (pending ones are not sent)."""
+        with self._transaction() as db:
+            if not self._run(db, f"DELETE FROM sessions AS s WHERE id=:id AND {_OWNED}",
+                             {"id": session_id, "tenant": tenant}).rowcount:
+                return False
+            self._run(db, "DELETE FROM webhook_deliveries WHERE session_id=:id", {"id": session_id})
+            return True
+
+    # ---- reading (each scoped to a tenant) -------------------------------
+    def list_sessions(self, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
+        cols = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
+        rows = self._all(
+            f"SELECT {cols}, (SELECT count(*) FROM utterances u WHERE u.session_id = s.id),"
+            " (SELECT text FROM utterances u WHERE u.session_id = s.id ORDER BY idx LIMIT 1)"
+            f" FROM sessions s WHERE {_OWNED} ORDER BY s.started_at DESC LIMIT :limit OFFSET :offset",
+            {"tenant": tenant, "limit": limit, "offset": offset})
+        return [_row((*SESSION_COLUMNS, "utterances", "first_text"), r) for r in rows]
+
+    def count_sessions(self, tenant: str | None = ALL_TENANTS) -> int:
+        return self._one(f"SELECT count(*) FROM sessions s WHERE {_OWNED}", {"tenant": tenant})[0]
+
+    def get_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> dict | None:
+        row = self._one(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions s WHERE id=:id AND {_OWNED}",
+                        {"id": session_id, "tenant": tenant})
+        if row is None:
+            return None
+        session = _row(SESSION_COLUMNS, row)
+        session["utterances"] = [_row(UTTERANCE_COLUMNS, r) for r in self._all(
+            f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=:id ORDER BY start_ms, idx",
+            {"id": session_id})]
+        session["webhooks"] = [dict(zip(DELIVERY_COLUMNS, r)) for r in self._all(
+            f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM webhook_deliveries WHERE session_id=:id ORDER BY id",
+            {"id": session_id})]
+        return session
+
+    def search(self, query: str, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
+        """Utterances whose text (or raw text) contains `query`, newest first."""
+        query = query.strip()
+        if "\0" in query:   # SQLite ends strings at NUL (it would match everything); PostgreSQL refuses it
+            raise ValueError("the search text must not contain NUL characters")
+        if not query:
+            return []
+        cols = ", ".join(f"u.{c}" for c in UTTERANCE_COLUMNS)
+        rows = self._all(
+            f"SELECT u.session_id, s.started_at, s.kind, s.filename, {cols} FROM utterances u"
+            f" JOIN sessions s ON s.id = u.session_id WHERE {self._contains(query)} AND {_OWNED}"
+            " ORDER BY u.id DESC LIMIT :limit OFFSET :offset",
+            {"tenant": tenant, "limit": limit, "offset": offset, "phrase": query, "pattern": like_pattern(query)})
+        return [_row(("session_id", "session_started_at", "session_kind", "session_filename",
+                      *UTTERANCE_COLUMNS), r) for r in rows]
+
+    def _contains(self, query: str) -> str:
+        """The condition on u (an utterance) for a search: :phrase as given, :pattern for LIKE."""
+        raise NotImplementedError
+
+
+def like_pattern(query: str) -> str:
+    """query as a LIKE pattern that matches it anywhere, its wildcards escaped (ESCAPE '\\')."""
+    return "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class HistoryStore(SqlHistory):
+    """SQLite: one file, one server."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._local = threading.local()
@@ -199,25 +416,6 @@ class HistoryStore:
             db.close()
             self._local.db = None
 
-    # ---- writing --------------------------------------------------------
-    def open_session(self, session_id: str, kind: str, *, model: str | None = None,
-                     language: str | None = None, filename: str | None = None,
-                     client: dict | None = None, settings: dict | None = None,
-                     started_at: float | None = None, owner: str | None = None) -> None:
-        self._db().execute(
-            "INSERT INTO sessions (id, kind, started_at, status, model, language, filename, client, settings, owner)"
-            " VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
-            (session_id, kind, started_at or time.time(), model, language, filename,
-             json.dumps(client or {}, ensure_ascii=False), json.dumps(settings or {}, ensure_ascii=False), owner))
-
-    def add_utterance(self, session_id: str, final: dict, hotwords: list[str] = (),
-                      deliveries: list[dict] = ()) -> None:
-        """Store one final event (as sent to the client), and the webhook
-        deliveries that carry it, in one transaction; committed on return."""
-        with self._transaction() as db:
-            self._add_utterance(db, session_id, final, hotwords)
-            self._add_deliveries(db, deliveries)
-
     @contextlib.contextmanager
     def _transaction(self):
         db = self._db()
@@ -229,162 +427,21 @@ class HistoryStore:
             raise
         db.execute("COMMIT")
 
-    @staticmethod
-    def _add_utterance(db, session_id: str, final: dict, hotwords) -> None:
-        db.execute(
-            "INSERT OR IGNORE INTO utterances (session_id, idx, start_ms, end_ms, text, raw_text, language,"
-            " words, hotwords, created_at, channel, speaker, turns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, final["utterance"], final["start_ms"], final["end_ms"], final.get("text") or "",
-             final.get("raw_text") or "", final.get("language"),
-             json.dumps(final["words"], ensure_ascii=False) if final.get("words") else None,
-             json.dumps(list(hotwords), ensure_ascii=False), time.time(), final.get("channel"), final.get("speaker"),
-             json.dumps(final["turns"], ensure_ascii=False) if final.get("turns") else None))
-
-    # ---- speakers ---------------------------------------------------------
-    def set_speakers(self, session_id: str, segments: list[dict]) -> None:
-        """A file's speakers after clustering: each utterance's label, and its turns where it has several."""
-        by_utterance: dict[int, list[dict]] = {}
-        for segment in segments:
-            by_utterance.setdefault(segment["utterance"], []).append(segment)
-        with self._transaction() as db:
-            for utterance, parts in by_utterance.items():
-                turns = None
-                if len({p["speaker"] for p in parts}) > 1:
-                    old = db.execute("SELECT turns FROM utterances WHERE session_id=? AND idx=?",
-                                     (session_id, utterance)).fetchone()
-                    texts = [t["text"] for t in json.loads(old[0])] if old and old[0] else [""] * len(parts)
-                    turns = json.dumps([{"speaker": p["speaker"], "start_ms": p["start_ms"], "end_ms": p["end_ms"],
-                                         "text": text} for p, text in zip(parts, texts)], ensure_ascii=False)
-                db.execute("UPDATE utterances SET speaker=?, turns=? WHERE session_id=? AND idx=?",
-                           (parts[0]["speaker"], turns, session_id, utterance))
-
-    def rename_speakers(self, session_id: str, names: dict[str, str], tenant: str | None = ALL_TENANTS) -> bool:
-        """names: label -> name (an empty name drops it); False: no such session for this tenant."""
-        with self._transaction() as db:
-            row = db.execute(f"SELECT speaker_names FROM sessions s WHERE id=:id AND {_OWNED}",
-                             {"id": session_id, "tenant": tenant}).fetchone()
-            if row is None:
-                return False
-            merged = {**json.loads(row[0]), **names}
-            merged = {label: name for label, name in merged.items() if name}
-            db.execute("UPDATE sessions SET speaker_names=? WHERE id=?", (json.dumps(merged, ensure_ascii=False),
-                                                                          session_id))
-            return True
-
-    # ---- the webhook outbox ---------------------------------------------
-    @staticmethod
-    def _add_deliveries(db, deliveries) -> None:
-        now = time.time()
-        db.executemany(
-            "INSERT INTO webhook_deliveries (delivery_id, session_id, url, secret, event, body, next_at, created_at)"
-            " VALUES (:delivery_id, :session_id, :url, :secret, :event, :body, :now, :now)",
-            [{**d, "now": now} for d in deliveries])
-
-    def add_deliveries(self, deliveries: list[dict]) -> None:
-        with self._transaction() as db:
-            self._add_deliveries(db, deliveries)
-
-    def transcript(self, session_id: str) -> list[dict]:
-        """The session's finals so far, in order (a session_end webhook carries them)."""
-        return [_row(("utterance", "start_ms", "end_ms", "text", "channel", "speaker"), r) for r in self._db().execute(
-            "SELECT idx, start_ms, end_ms, text, channel, speaker FROM utterances WHERE session_id=?"
-            " ORDER BY start_ms, idx", (session_id,))]
-
-    def pending_heads(self, limit: int = 256) -> list[dict]:
-        """Per URL, its oldest pending delivery (with when it is due): one URL's events go in order."""
-        rows = self._db().execute(
-            f"SELECT {', '.join(DUE_COLUMNS)} FROM webhook_deliveries WHERE id IN"
-            " (SELECT min(id) FROM webhook_deliveries WHERE status='pending' GROUP BY url) ORDER BY next_at LIMIT ?",
-            (limit,)).fetchall()
-        return [dict(zip(DUE_COLUMNS, r)) for r in rows]
-
-    def delivery_attempted(self, row_id: int, status: str, attempts: int, next_at: float,
-                           last_status: int | None, last_error: str | None) -> None:
-        self._db().execute(
-            "UPDATE webhook_deliveries SET status=:status, attempts=:attempts, next_at=:next_at,"
-            " last_status=:last_status, last_error=coalesce(:last_error, last_error),"   # the last failure's, kept
-            " delivered_at=CASE WHEN :status='delivered' THEN :now ELSE delivered_at END WHERE id=:id",
-            {"status": status, "attempts": attempts, "next_at": next_at, "last_status": last_status,
-             "last_error": last_error, "now": time.time(), "id": row_id})
-
+    # ---- the dialect's parts ----------------------------------------------
     def add_signal(self, session_id: str, signal: dict) -> None:
         """A telephony event of the session (a DTMF key, a mark), as sent."""
         self._db().execute("UPDATE sessions SET signals = json_insert(signals, '$[#]', json(?)) WHERE id=?",
                            (json.dumps(signal, ensure_ascii=False), session_id))
 
-    def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
-        """Record the end. A stream that ended without one utterance leaves
-        nothing worth keeping (a file always stays: the user asked for it)."""
-        db = self._db()
-        db.execute("UPDATE sessions SET ended_at=?, status=?, audio_ms=? WHERE id=?",
-                   (time.time(), status, audio_ms, session_id))
-        db.execute("DELETE FROM sessions WHERE id=? AND kind='stream'"
-                   " AND NOT EXISTS (SELECT 1 FROM utterances WHERE session_id=?)", (session_id, session_id))
-
     def mark_interrupted(self) -> int:
         """Sessions left open by a server that died; their finals are kept."""
         return self._db().execute("UPDATE sessions SET status='interrupted' WHERE status='open'").rowcount
 
-    def delete_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> bool:
-        """The session, its utterances and its webhook deliveries (pending ones are not sent)."""
-        with self._transaction() as db:
-            if not db.execute(f"DELETE FROM sessions AS s WHERE id=:id AND {_OWNED}",
-                              {"id": session_id, "tenant": tenant}).rowcount:
-                return False
-            db.execute("DELETE FROM webhook_deliveries WHERE session_id=?", (session_id,))
-            return True
-
-    # ---- reading (each scoped to a tenant) -------------------------------
-    def list_sessions(self, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
-        cols = ", ".join(f"s.{c}" for c in SESSION_COLUMNS)
-        rows = self._db().execute(
-            f"SELECT {cols}, (SELECT count(*) FROM utterances u WHERE u.session_id = s.id),"
-            " (SELECT text FROM utterances u WHERE u.session_id = s.id ORDER BY idx LIMIT 1)"
-            f" FROM sessions s WHERE {_OWNED} ORDER BY s.started_at DESC LIMIT :limit OFFSET :offset",
-            {"tenant": tenant, "limit": limit, "offset": offset}).fetchall()
-        return [_row((*SESSION_COLUMNS, "utterances", "first_text"), r) for r in rows]
-
-    def count_sessions(self, tenant: str | None = ALL_TENANTS) -> int:
-        return self._db().execute(f"SELECT count(*) FROM sessions s WHERE {_OWNED}", {"tenant": tenant}).fetchone()[0]
-
-    def get_session(self, session_id: str, tenant: str | None = ALL_TENANTS) -> dict | None:
-        db = self._db()
-        row = db.execute(f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions s WHERE id=:id AND {_OWNED}",
-                         {"id": session_id, "tenant": tenant}).fetchone()
-        if row is None:
-            return None
-        session = _row(SESSION_COLUMNS, row)
-        session["utterances"] = [_row(UTTERANCE_COLUMNS, r) for r in db.execute(
-            f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=? ORDER BY start_ms, idx",
-            (session_id,))]
-        session["webhooks"] = [dict(zip(DELIVERY_COLUMNS, r)) for r in db.execute(
-            f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM webhook_deliveries WHERE session_id=? ORDER BY id",
-            (session_id,))]
-        return session
-
-    def search(self, query: str, limit: int = 50, offset: int = 0, tenant: str | None = ALL_TENANTS) -> list[dict]:
-        """Utterances whose text (or raw text) contains `query`, newest first."""
-        query = query.strip()
-        if "\0" in query:   # SQLite ends strings at NUL: "\0" would match everything
-            raise ValueError("the search text must not contain NUL characters")
-        if not query:
-            return []
-        cols = ", ".join(f"u.{c}" for c in UTTERANCE_COLUMNS)
-        select = (f"SELECT u.session_id, s.started_at, s.kind, s.filename, {cols} FROM utterances u"
-                  " JOIN sessions s ON s.id = u.session_id")
-        params = {"tenant": tenant, "limit": limit, "offset": offset}
-        if len(query) >= MIN_FTS_QUERY:
-            params["phrase"] = '"' + query.replace('"', '""') + '"'
-            rows = self._db().execute(
-                f"{select} WHERE u.id IN (SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH :phrase)"
-                f" AND {_OWNED} ORDER BY u.id DESC LIMIT :limit OFFSET :offset", params)
-        else:
-            params["pattern"] = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            rows = self._db().execute(
-                f"{select} WHERE (u.text LIKE :pattern ESCAPE '\\' OR u.raw_text LIKE :pattern ESCAPE '\\')"
-                f" AND {_OWNED} ORDER BY u.id DESC LIMIT :limit OFFSET :offset", params)
-        return [_row(("session_id", "session_started_at", "session_kind", "session_filename",
-                      *UTTERANCE_COLUMNS), r) for r in rows]
+    def _contains(self, query: str) -> str:
+        if len(query) >= MIN_FTS_QUERY:    # the trigram index; shorter queries scan
+            return ("u.id IN (SELECT rowid FROM utterances_fts WHERE utterances_fts MATCH"
+                    " '\"' || replace(:phrase, '\"', '\"\"') || '\"')")
+        return "(u.text LIKE :pattern ESCAPE '\\' OR u.raw_text LIKE :pattern ESCAPE '\\')"
 
     # ---- retention ------------------------------------------------------
     def size_bytes(self) -> int:
@@ -474,7 +531,13 @@ class AsyncHistory:
         return await self._write(lambda: self.store.delete_session(session_id, tenant))
 
     async def enforce_retention(self) -> int:
-        return await self._write(lambda: self.store.enforce(self.retention))
+        """The age and size limits; with several edges, also marks interrupted
+        the open sessions of edges that died since."""
+        def enforce():
+            if self.store.edge is not None:
+                self.store.mark_interrupted()
+            return self.store.enforce(self.retention)
+        return await self._write(enforce)
 
     # reads, each scoped to a tenant (None: all)
     async def list_sessions(self, limit: int, offset: int, tenant: str | None) -> tuple[list[dict], int]:

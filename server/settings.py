@@ -137,8 +137,9 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class HistorySettings:
-    db: str | None = option(None, "SQLite file of the transcript history, or 'off' (default: in the user's data "
-                                  "dir)", flag="--history-db")
+    db: str | None = option(None, "SQLite file of the transcript history, a postgresql:// URL (edges that share "
+                                  "one history), or 'off' (default: a SQLite file in the user's data dir)",
+                            flag="--history-db")
     max_age_days: float = option(0.0, "delete sessions older than this many days (0: keep forever)",
                                  flag="--history-max-age-days")
     max_mb: float = option(0.0, "delete the oldest sessions while the history is larger than this (0: no limit)",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.corpus import audio_dir
+from lingting_testkit.postgres import running_postgres
 from lingting_testkit.servers import start_server, stop_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +29,16 @@ def server():
     yield running
     stop_server(running)
     assert running.process.returncode is not None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's, installed by make test) in a temporary directory."""
+    try:
+        with running_postgres() as running:
+            yield running
+    except RuntimeError as exc:
+        pytest.skip(f"no PostgreSQL for the tests: {exc}")
 
 
 @pytest.fixture(scope="session")

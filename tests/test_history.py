@@ -1,4 +1,5 @@
-"""The SQLite history store and its exports, on real SQLite files."""
+"""The history store and its exports: one suite, run on both backends (real
+SQLite files, and a real PostgreSQL server in a temporary directory)."""
 
 import sqlite3
 import time
@@ -8,7 +9,7 @@ import srt
 import webvtt
 
 from lingting_server.export import render
-from lingting_server.history import MIGRATIONS, HistoryError, HistoryStore, Retention
+from lingting_server.history import MIGRATIONS, HistoryError, HistoryStore, Retention, open_store
 
 
 def final(idx, text, start, end, raw=None):
@@ -17,14 +18,23 @@ def final(idx, text, start, end, raw=None):
                                          "probability": 0.9}]}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a history lives: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "h" / "history.sqlite3"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = HistoryStore(tmp_path / "h" / "history.sqlite3")
+def store(location):
+    s = open_store(location)
     yield s
     s.close()
 
 
-def test_schema_is_versioned_and_in_wal_mode(store, tmp_path):
+def test_schema_is_versioned_and_in_wal_mode(tmp_path):
+    store = HistoryStore(tmp_path / "h" / "history.sqlite3")
     assert store.schema_version == len(MIGRATIONS)
     db = sqlite3.connect(store.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -34,6 +44,22 @@ def test_schema_is_versioned_and_in_wal_mode(store, tmp_path):
     store.close()
     with pytest.raises(HistoryError, match="newer than this Lingting knows"):
         HistoryStore(store.path)
+
+
+def test_postgres_schema_is_versioned_and_shared_by_edges(postgres):
+    import psycopg
+    url = postgres.new_database()
+    edges = [open_store(url) for _ in range(2)]             # the second finds the schema made
+    assert all(e.schema_version == len(MIGRATIONS) for e in edges)
+    assert edges[0].shared_secret("rooms") == edges[1].shared_secret("rooms") != edges[0].shared_secret("other")
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("UPDATE lingting_schema SET version = version + 1")
+    for e in edges:
+        e.close()
+    with pytest.raises(HistoryError, match="newer than this Lingting knows"):
+        open_store(url)
+    with pytest.raises(HistoryError, match=r"postgresql://lingting:\*\*\*@127.0.0.1:1/x.*--history-db"):
+        open_store("postgresql://lingting:hunter2@127.0.0.1:1/x")     # the password is not shown
 
 
 def test_sessions_utterances_and_search(store):
@@ -75,18 +101,26 @@ def test_sessions_utterances_and_search(store):
     assert store.search("country") == [] and store.get_session("a") is None
 
 
-def test_interrupted_sessions_and_retention(store):
+def test_interrupted_sessions_and_retention(store, location):
     now = time.time()
     store.open_session("old", "stream", started_at=now - 40 * 86400)
     store.add_utterance("old", final(0, "old words", 0, 1))
     store.close_session("old", "stopped")
-    store.open_session("open-old", "stream", started_at=now - 40 * 86400)   # still open: kept
+    gone = open_store(location)                        # an edge (or the last run) that dies with a session open
+    gone.open_session("open-old", "stream", started_at=now - 40 * 86400)   # still open: kept
+    gone.close()
+    several_edges = not isinstance(store, HistoryStore)     # SQLite: one server, which marks at its start
+    if several_edges:
+        store.open_session("live", "stream")           # a live edge's open session is not interrupted
     store.open_session("new", "stream")
     store.add_utterance("new", final(0, "new words", 0, 1))
     store.close_session("new", "stopped")
     assert store.enforce(Retention(max_age_days=30)) == 1
     assert store.get_session("old") is None and store.get_session("open-old")
     assert store.mark_interrupted() == 1 and store.get_session("open-old")["status"] == "interrupted"
+    if several_edges:
+        assert store.get_session("live")["status"] == "open"
+        store.close_session("live", "stopped")
 
     for n in range(60):
         store.open_session(f"s{n}", "stream", started_at=now + n)
@@ -94,9 +128,10 @@ def test_interrupted_sessions_and_retention(store):
             store.add_utterance(f"s{n}", final(i, f"utterance {i} of session {n} " + "words " * 40, i, i + 1))
         store.close_session(f"s{n}", "stopped")
     before = store.size_bytes()
-    assert before > 1 << 20
-    deleted = store.enforce(Retention(max_mb=0.5))
-    assert deleted > 0 and store.size_bytes() <= 0.5 * (1 << 20)
+    assert before > 1 << 19
+    limit_mb = before / 2 / (1 << 20)
+    deleted = store.enforce(Retention(max_mb=limit_mb))
+    assert 0 < deleted < 61 and store.size_bytes() <= limit_mb * (1 << 20)
     assert store.get_session("s59") is not None          # the newest stay
 
 
@@ -160,3 +195,52 @@ def test_a_history_that_cannot_be_opened_names_its_path(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(HistoryError, match=f"{tmp_path / 'file' / 'h.sqlite3'}"):
         HistoryStore(tmp_path / "file" / "h.sqlite3")
+
+
+def test_the_webhook_outbox_keeps_each_url_in_order(store):
+    store.open_session("a", "stream")
+    rows = [{"delivery_id": f"d{n}", "session_id": "a", "url": url, "secret": "s" * 16, "event": "final",
+             "body": "{}"} for n, url in enumerate(["https://a.example/h", "https://b.example/h",
+                                                    "https://a.example/h"])]
+    store.add_utterance("a", final(0, "hello", 0, 900), deliveries=rows[:2])
+    store.add_deliveries(rows[2:])
+    heads = store.pending_heads()
+    assert sorted(h["delivery_id"] for h in heads) == ["d0", "d1"]         # one per URL, the oldest
+    first = next(h for h in heads if h["delivery_id"] == "d0")
+    store.delivery_attempted(first["id"], "pending", 1, time.time() + 60, 503, "HTTP 503")
+    assert {h["delivery_id"] for h in store.pending_heads()} == {"d0", "d1"}   # a retry holds its URL back
+    store.delivery_attempted(first["id"], "delivered", 2, 0, 200, None)
+    assert {h["delivery_id"] for h in store.pending_heads()} == {"d1", "d2"}
+    webhooks = store.get_session("a")["webhooks"]
+    assert [(w["delivery_id"], w["status"], w["attempts"], w["last_error"]) for w in webhooks][0] == \
+        ("d0", "delivered", 2, "HTTP 503")                                  # the last failure is kept
+
+
+def test_telephony_signals_and_speaker_names(store):
+    store.open_session("call", "stream", owner="agents")
+    store.add_utterance("call", final(0, "hello", 0, 900))
+    store.add_signal("call", {"type": "dtmf", "digit": "5"})
+    store.add_signal("call", {"type": "mark", "name": "ivr"})
+    store.set_speakers("call", [{"utterance": 0, "speaker": "S1", "start_ms": 0, "end_ms": 400},
+                                {"utterance": 0, "speaker": "S2", "start_ms": 400, "end_ms": 900}])
+    assert not store.rename_speakers("call", {"S1": "Ann"}, tenant="others")
+    assert store.rename_speakers("call", {"S1": "Ann", "S2": "Bo"}, tenant="agents")
+    assert store.rename_speakers("call", {"S2": ""})                       # an empty name drops it
+    session = store.get_session("call")
+    assert session["signals"] == [{"type": "dtmf", "digit": "5"}, {"type": "mark", "name": "ivr"}]
+    assert session["speaker_names"] == {"S1": "Ann"}
+    assert [t["speaker"] for t in session["utterances"][0]["turns"]] == ["S1", "S2"]
+
+
+def test_edges_on_one_postgres_drain_each_url_once(postgres):
+    url = postgres.new_database()
+    a, b = open_store(url), open_store(url)
+    a.open_session("s", "stream")
+    a.add_deliveries([{"delivery_id": f"d{n}", "session_id": "s", "url": f"https://r{n % 2}.example/h",
+                       "secret": "s" * 16, "event": "final", "body": "{}"} for n in range(4)])
+    taken_a = {h["url"] for h in a.pending_heads()}
+    assert taken_a == {"https://r0.example/h", "https://r1.example/h"}
+    assert b.pending_heads() == []                       # a drains both URLs: b waits
+    a.close()                                            # a stops: its claims go with it
+    assert {h["delivery_id"] for h in b.pending_heads()} == {"d0", "d1"}
+    b.close()
