@@ -9,7 +9,12 @@ every room of the tenant.
 No I/O here: a viewer is a bounded queue that the edge drains into its
 socket. A slow viewer never slows the speaker or other viewers: when its
 queue is full the oldest partial goes (a newer one says more); finals are
-never dropped, so a viewer too slow even for those is told so and closed."""
+never dropped, so a viewer too slow even for those is told so and closed.
+
+Edges that share a PostgreSQL history share their rooms: `bus` (set by the
+edge, edge/room_bus.py) carries what happens to this edge's rooms to the
+others, and `apply` takes theirs; a room held on another edge is `remote`
+here, watched and listed like a local one."""
 
 from __future__ import annotations
 
@@ -93,8 +98,10 @@ def _same_line(a: dict, b: dict) -> bool:
 
 
 class Room:
-    def __init__(self, name: str, session_id: str, owner: str | None, details: dict, token: str):
+    def __init__(self, name: str, session_id: str, owner: str | None, details: dict, token: str,
+                 remote: bool = False):
         self.name = name
+        self.remote = remote                # its stream is on another edge
         self.session_id = session_id
         self.owner = owner                  # the tenant (key name); None on a server without keys
         self.token = token
@@ -122,27 +129,26 @@ class Room:
         viewer.room = self
         self.viewers.add(viewer)
 
-    def shared(self, event: events.Event) -> dict | None:
-        """The event as viewers get it (None: not theirs), kept for late joiners and the board."""
-        if not isinstance(event, SHARED):
-            return None
-        wire = event.to_wire()
-        if isinstance(event, events.Final):
+    def record(self, wire: dict) -> None:
+        """Keep what late joiners and the board need of an event viewers get."""
+        kind = wire["type"]
+        if kind == "final":
             self.backlog.append(wire)
             self.finals += 1
-        if isinstance(event, (events.Partial, events.Final)):
+        if kind in ("partial", "final"):
             self.last_line = wire
-        elif isinstance(event, events.Alert):
+        elif kind == "alert":
             self.alerts.append(wire)
-        return wire
 
 
 class Rooms:
     """The live rooms of this edge, and the boards watching them."""
 
-    def __init__(self, viewer_queue: int = VIEWER_QUEUE):
+    def __init__(self, viewer_queue: int = VIEWER_QUEUE, token_key: bytes | None = None):
         self.viewer_queue = viewer_queue
-        self._token_key = secrets.token_bytes(32)        # tokens last as long as this server
+        # Per process unless the edges share one (then a token works on every edge, across restarts).
+        self._token_key = token_key or secrets.token_bytes(32)
+        self.bus = None                                  # callable(message): tell the other edges
         self.by_session: dict[str, Room] = {}
         self.by_name: dict[tuple[str | None, str], Room] = {}
         self.boards: dict[Viewer, str | None] = {}       # board -> its tenant (None: all)
@@ -162,16 +168,26 @@ class Rooms:
     def open(self, session_id: str, owner: str | None, name: str | None, details: dict) -> Room:
         self.check_free(owner, name)
         room = Room(name or session_id, session_id, owner, details, self.token_for(owner, name or session_id))
-        self.by_session[session_id] = room
-        if name is not None:
-            self.by_name[(owner, name)] = room
-        self._to_boards(owner, {"type": "room_opened", **room.summary()})
+        self._add(room, name)
+        self._tell({"op": "open", "session_id": session_id, "owner": owner, "name": name, "details": details,
+                    "started_at": room.started_at})
         return room
 
+    def _add(self, room: Room, name: str | None) -> None:
+        self.by_session[room.session_id] = room
+        if name is not None:
+            self.by_name[(room.owner, name)] = room
+        self._to_boards(room.owner, {"type": "room_opened", **room.summary()})
+
     def publish(self, room: Room, event: events.Event) -> None:
-        wire = room.shared(event)
-        if wire is None:
-            return
+        """An event of this edge's stream: to the room's viewers, and the other edges'."""
+        if isinstance(event, SHARED):
+            wire = event.to_wire()
+            self._deliver(room, wire)
+            self._tell({"op": "event", "session_id": room.session_id, "event": wire})
+
+    def _deliver(self, room: Room, wire: dict) -> None:
+        room.record(wire)
         for viewer in room.viewers:
             viewer.offer(wire)
         if self.boards:
@@ -180,6 +196,8 @@ class Rooms:
     def close(self, room: Room, outcome: str | None) -> None:
         if room.closed:
             return
+        if not room.remote:
+            self._tell({"op": "close", "session_id": room.session_id, "outcome": outcome})
         room.closed = True
         self.by_session.pop(room.session_id, None)
         if self.by_name.get((room.owner, room.name)) is room:
@@ -195,6 +213,48 @@ class Rooms:
     def speaker_left(self, room: Room) -> None:
         """Its speaker is gone (its last finals may still be decoding): the name is free again."""
         room.speaker_left = True
+        if not room.remote:
+            self._tell({"op": "left", "session_id": room.session_id})
+
+    # ---- other edges' rooms -----------------------------------------------
+    def _tell(self, message: dict) -> None:
+        if self.bus is not None:
+            self.bus(message)
+
+    def announce(self) -> None:
+        """Tell the other edges of every room held here (an edge that just started asked)."""
+        for room in list(self.by_session.values()):
+            if not room.remote:
+                name = None if room.name == room.session_id else room.name
+                self._tell({"op": "open", "session_id": room.session_id, "owner": room.owner, "name": name,
+                            "details": room.details, "started_at": room.started_at})
+                if room.speaker_left:
+                    self._tell({"op": "left", "session_id": room.session_id})
+
+    def apply(self, message: dict) -> None:
+        """What happened to a room held by another edge (a message of its bus)."""
+        op, session_id = message.get("op"), message.get("session_id")
+        room = self.by_session.get(session_id)
+        if op == "open" and room is None:
+            owner, name = message.get("owner"), message.get("name")
+            room = Room(name or session_id, session_id, owner, message.get("details") or {},
+                        self.token_for(owner, name or session_id), remote=True)
+            room.started_at = message.get("started_at") or room.started_at
+            held = self.by_name.get((owner, name)) if name is not None else None
+            self._add(room, name if held is None or held.speaker_left else None)
+        elif room is None or not room.remote:
+            return
+        elif op == "event" and isinstance(message.get("event"), dict):
+            self._deliver(room, message["event"])
+        elif op == "left":
+            room.speaker_left = True
+        elif op == "close":
+            self.close(room, message.get("outcome"))
+
+    def drop_remote(self) -> None:
+        """The bus was lost: the other edges' rooms are no longer followed (they come back on reconnect)."""
+        for room in [r for r in self.by_session.values() if r.remote]:
+            self.close(room, "edge_unreachable")
 
     def find(self, tenant: str | None, name: str) -> Room | None:
         """A room by name or session id, as this tenant sees it (None: all tenants)."""

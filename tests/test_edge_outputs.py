@@ -238,3 +238,44 @@ async def test_the_stand_in_receivers_refuse_malformed_requests():
     finally:
         await receivers.down()
     assert len(receivers.got.refused) == 5
+
+
+async def test_edges_sharing_postgres_share_rooms_tokens_and_history(postgres):
+    """Two edges on one PostgreSQL history: a room streamed into A is watched
+    on B (live and on B's board), A's token opens it on B, its name is taken
+    on B too, and B's history has A's session; tenants stay apart."""
+    url = postgres.new_database()
+    async with edge_server(keys=KEYS, history_path=url) as a, edge_server(keys=KEYS, history_path=url) as b:
+        async with websockets.connect(b.ws + "/v1/rooms", additional_headers=auth(ACME)) as board, \
+                websockets.connect(a.ws + "/v1/stream", additional_headers=auth(ACME)) as speaker:
+            assert json.loads(await board.recv())["rooms"] == []
+            await speaker.send(json.dumps({"type": "start", "room": "hall", "itn": False}))
+            ready = json.loads(await speaker.recv())
+            opened = json.loads(await board.recv())
+            assert opened["type"] == "room_opened" and opened["room"] == "hall"
+            async with websockets.connect(b.ws + "/v1/stream", additional_headers=auth(ACME)) as rival:
+                await rival.send(json.dumps({"type": "start", "room": "hall"}))
+                assert json.loads(await rival.recv())["code"] == "room_taken"          # taken on every edge
+            rooms_b = b.ws + "/v1/rooms/hall/events"
+            assert await refused(rooms_b, additional_headers=auth(GLOBEX)) == 404    # another tenant's
+            viewer = await websockets.connect(f"{rooms_b}?token={ready['viewer_token']}")   # A's token, on B
+            assert json.loads(await viewer.recv())["session_id"] == ready["session_id"]
+            watching = asyncio.ensure_future(events_until_closed(viewer))
+            hearing = asyncio.ensure_future(events_until_closed(speaker))
+            await speak(speaker, 3)
+            await speaker.send(json.dumps({"type": "stop"}))
+            spoken = [e for e in await hearing if e["type"] == "final"]
+            seen = await asyncio.wait_for(watching, 10)
+            assert [e["text"] for e in seen if e["type"] == "final"] == [e["text"] for e in spoken]
+            assert [e["utterance"] for e in seen if e["type"] == "final"] == [0, 1, 2]
+            assert seen[-1]["type"] == "room_closed" and seen[-1]["finals"] == 3
+            board_events = []
+            while not board_events or board_events[-1]["type"] != "room_closed":
+                board_events.append(json.loads(await asyncio.wait_for(board.recv(), 10)))
+            assert [e["utterance"] for e in board_events if e["type"] == "final"] == [0, 1, 2]
+        async with httpx.AsyncClient(base_url=b.http) as http:
+            listed = (await http.get("/v1/history/sessions", headers=auth(ACME))).json()
+            assert [s["id"] for s in listed["sessions"]] == [ready["session_id"]]
+            assert (await http.get("/v1/history/sessions", headers=auth(GLOBEX))).json()["sessions"] == []
+            found = (await http.get("/v1/history/search", params={"q": "hello"}, headers=auth(ACME))).json()
+            assert {r["session_id"] for r in found["results"]} == {ready["session_id"]}

@@ -36,6 +36,7 @@ from ..settings import Settings
 from ..streaming.session import End, Session
 from ..uploads import SpoolBudget
 from . import files, health, history_api, openai_api, pages, rooms_api, streams, telephony
+from .room_bus import RoomBus
 from .webhooks import WebhookSender, server_targets
 from .guard import HostGuard
 from .pages import content_security_policy
@@ -66,7 +67,10 @@ class Lingting:
         self.content_security_policy = content_security_policy(settings.access.frame_ancestors)
         self.spool = SpoolBudget(settings.limits.max_spool_bytes)
         self.streams: dict = {}          # open streams (runners) by session id
-        self.rooms = Rooms(settings.limits.viewer_queue)
+        # Edges sharing a PostgreSQL history share room tokens and room events.
+        shared = history is not None and history.store.edge is not None
+        self.rooms = Rooms(settings.limits.viewer_queue, history.store.shared_secret("room_tokens") if shared else None)
+        self.room_bus = RoomBus(history.store.url, self.rooms) if shared else None
         self.viewers = 0                 # connected viewers of rooms and boards
         outputs = settings.outputs
         self.webhook_targets = server_targets(outputs.webhooks, outputs.webhook_secret, outputs.webhook_events)
@@ -78,6 +82,19 @@ class Lingting:
         self.started_at = time.time()        # wall clock, for what reports a creation time
         self.ready = False
         self.shutting_down = False
+
+    async def start_services(self) -> None:
+        """What runs beside the streams: the webhook sender, the room bus."""
+        if self.webhook_sender:
+            self.webhook_sender.start()
+        if self.room_bus:
+            await self.room_bus.start()
+
+    async def stop_services(self) -> None:
+        if self.room_bus:
+            await self.room_bus.close()
+        if self.webhook_sender:
+            await self.webhook_sender.close()     # what is undelivered stays in the outbox for the next start
 
     def health(self) -> dict:
         return {"status": "ok" if self.ready else "loading", **self.engine.describe(),
@@ -236,8 +253,7 @@ class EdgeServer:
                 await self._task        # startup failed: its error
                 raise RuntimeError("server stopped while starting")
             await asyncio.sleep(0.01)
-        if self.lingting.webhook_sender:
-            self.lingting.webhook_sender.start()
+        await self.lingting.start_services()
         if self.audiosocket:
             await self.audiosocket.start()
             log.info("AudioSocket calls: tcp://%s:%d", self.lingting.settings.telephony.audiosocket_host,
@@ -273,5 +289,4 @@ class EdgeServer:
         lingting.rooms.shutdown()       # boards (room viewers heard room_closed with their stream)
         self.server.should_exit = True
         await self._task
-        if lingting.webhook_sender:
-            await lingting.webhook_sender.close()     # what is undelivered stays in the outbox for the next start
+        await lingting.stop_services()

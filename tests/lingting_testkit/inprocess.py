@@ -11,7 +11,7 @@ from lingting_server.access import AccessPolicy, ApiKey
 from lingting_server.batching import BatchCollector
 from lingting_server.edge.app import EdgeServer, Lingting
 from lingting_server.engines.base import DecodeResult, Word
-from lingting_server.history import AsyncHistory, HistoryStore
+from lingting_server.history import AsyncHistory, open_store
 from lingting_server.metrics import Metrics
 from lingting_server.settings import LimitSettings, NetworkSettings, OutputSettings, Settings
 
@@ -64,7 +64,7 @@ async def edge_server(engine: RecordingEngine | None = None, keys: tuple[ApiKey,
     metrics = Metrics()
     collector = BatchCollector(engine, max_wait_ms=0, metrics=metrics)
     collector.start()
-    history = AsyncHistory(HistoryStore(history_path)) if history_path else None
+    history = AsyncHistory(open_store(history_path)) if history_path else None
     settings = Settings(network=NetworkSettings(port=0, **(network or {})),
                         limits=LimitSettings(**{"max_connections_per_ip": 1000, **limits}),
                         outputs=OutputSettings(**(outputs or {})))
