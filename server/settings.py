@@ -6,7 +6,7 @@ argument groups are built from them, and so are the other sources:
                        <  LINGTING_* environment variables  <  the command line
 
 A TOML file has a table per concern ([network], [access], [limits], [model],
-[history], [log], [telephony], [outputs]) with the field names below; a variable is LINGTING_ and the
+[history], [log], [telephony], [outputs], [cluster]) with the field names below; a variable is LINGTING_ and the
 flag's name (--max-connections: LINGTING_MAX_CONNECTIONS; lists comma-separated).
 `lingting-server --print-config` shows the effective values as such a file."""
 
@@ -51,6 +51,8 @@ class NetworkSettings:
                                               "within this many seconds")
     ping_interval_s: float = option(20.0, "WebSocket ping interval; a peer that does not answer within it is dropped")
     shutdown_grace_s: float = option(30.0, "on SIGTERM/SIGINT, time to finish open utterances before closing")
+    drain_s: float = option(0.0, "on SIGTERM/SIGINT, first drain for up to this many seconds: no new streams "
+                                 "(503, /health says draining), open ones go on until they end (rolling updates)")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class LimitSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     engine: str = option("whisper", "whisper: the embedded Whisper models (CTranslate2); funasr: FunASR 2pass models "
-                                    "through torch, needs the funasr extra", choices=ENGINES)
+                                    "through torch, needs the funasr extra; ray: Whisper on Ray Serve recognizer "
+                                    "replicas (see --cluster), needs the cluster extra", choices=(*ENGINES, "ray"))
     model: str | None = option(None, "whisper: catalog name (whisper-base, whisper-tiny.en) or a CTranslate2 Whisper "
                                      "model dir (default: whisper-base); funasr: the model of finals, a FunASR model "
                                      "dir or id (paraformer-zh, SenseVoiceSmall...)")
@@ -180,6 +183,17 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    address: str | None = option(None, "the Ray cluster of the recognizer replicas (ray://HOST:10001, HOST:6379, or "
+                                       "'auto'); implies --engine ray. Without one, --engine ray starts a local Ray",
+                                 flag="--cluster")
+    replicas: int = option(1, "recognizer replicas to deploy when none runs yet (an existing deployment is used "
+                              "as it is: scale it with deploy/serve.yaml)")
+    replica_cpus: float = option(1.0, "CPUs each recognizer replica reserves")
+    replica_gpus: float = option(0.0, "GPUs each recognizer replica reserves (fractions share one)")
+
+
+@dataclass(frozen=True)
 class Settings:
     network: NetworkSettings = NetworkSettings()
     access: AccessSettings = AccessSettings()
@@ -189,11 +203,12 @@ class Settings:
     log: LogSettings = LogSettings()
     telephony: TelephonySettings = TelephonySettings()
     outputs: OutputSettings = OutputSettings()
+    cluster: ClusterSettings = ClusterSettings()
 
 
 _SECTION_TYPES = {"network": NetworkSettings, "access": AccessSettings, "limits": LimitSettings,
                   "model": ModelSettings, "history": HistorySettings, "log": LogSettings,
-                  "telephony": TelephonySettings, "outputs": OutputSettings}
+                  "telephony": TelephonySettings, "outputs": OutputSettings, "cluster": ClusterSettings}
 
 
 def _flag(f: dataclasses.Field) -> str:

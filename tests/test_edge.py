@@ -118,6 +118,27 @@ async def test_shutdown_delivers_the_open_utterance_then_goes_away():
         assert events[-1]["type"] == "stopped"
 
 
+async def test_a_draining_edge_refuses_new_streams_while_open_ones_go_on_to_their_end():
+    async with edge_server() as edge:
+        async with websockets.connect(edge.ws + "/v1/stream") as ws, httpx.AsyncClient(base_url=edge.http) as http:
+            await ws.send(json.dumps({"type": "start", "language": "en", "partials": False}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            draining = asyncio.create_task(edge.server.shutdown(grace_s=5, drain_s=30))
+            await asyncio.sleep(0.2)
+            health = await http.get("/health")
+            assert health.status_code == 503 and health.json()["status"] == "draining"
+            with pytest.raises(websockets.InvalidStatus) as info:      # a load balancer sends it elsewhere
+                await websockets.connect(edge.ws + "/v1/stream")
+            assert info.value.response.status_code == 503 and info.value.response.headers["Retry-After"]
+            for _ in range(2):                                     # the open stream goes on as before
+                await send_audio(ws, UTTERANCE)
+            await ws.send(json.dumps({"type": "stop"}))
+            events = await events_until_closed(ws)
+            assert [e["reason"] for e in events if e["type"] == "final"] == ["silence", "silence"]   # not shutdown
+            assert events[-1]["type"] == "stopped" and ws.close_code == 1000
+            await asyncio.wait_for(draining, 10)                   # the drain ends with its last stream
+
+
 async def test_a_reader_slower_than_its_events_is_closed():
     # One frame holding many utterances queues their events at once: more than the outbox holds.
     many = to_s16(np.concatenate([np.concatenate([voice(0.7), silence(0.8)]) for _ in range(8)]))

@@ -129,3 +129,41 @@ def test_signatures_verify_and_expire():
     assert not verify("j" * 16, header, body, now=1_000_100)             # another secret
     assert not verify("k" * 16, header, body, now=1_000_000 + 301)       # replayed later
     assert not verify("k" * 16, "nonsense", body)
+
+
+def test_two_edges_share_rooms_through_their_bus_messages():
+    """What one edge's Rooms tells its bus, applied by another's (as edge/room_bus.py carries it)."""
+    from lingting_server.edge.room_bus import encode
+    key = b"k" * 32
+    a, b = Rooms(token_key=key), Rooms(token_key=key)
+    a.bus = lambda message: b.apply(message)
+    board = b.watch_all("acme")
+    room = a.open("s1", "acme", "hall", {"mode": "stream"})
+    remote = b.find("acme", "hall")
+    assert remote is not None and remote.remote and b.find("globex", "hall") is None
+    assert b.by_token(room.token) is remote                       # a token works on every edge
+    with pytest.raises(ProtocolError, match="in use"):
+        b.check_free("acme", "hall")                              # the name is taken on every edge
+    viewer = b.viewer()
+    remote.joined(viewer)
+    a.publish(room, final(0, "good morning"))
+    a.publish(room, partial(1, "wel"))
+    a.speaker_left(room)
+    b.check_free("acme", "hall")                                  # its speaker left: free again
+    a.close(room, "stopped")
+    assert [w["type"] for w in drain(viewer)] == ["room", "final", "partial", "room_closed"]
+    assert [w["type"] for w in drain(board)] == ["rooms", "room_opened", "final", "partial", "room_closed"]
+    assert b.find("acme", "hall") is None
+    # A late edge asks (hello): the others announce their rooms; a lost bus closes them.
+    c = Rooms(token_key=key)
+    room2 = a.open("s2", "acme", None, {})
+    a.bus = c.apply
+    a.announce()
+    assert c.find("acme", "s2").remote and c.find(None, "s2").token == room2.token
+    c.drop_remote()
+    assert c.find("acme", "s2") is None
+    # A notification holds 8000 bytes: a big final goes without its words, a bigger one not at all.
+    words = [{"word": "w", "start_ms": i, "end_ms": i + 1, "probability": 0.9} for i in range(400)]
+    big = encode({"op": "event", "session_id": "s", "event": {"type": "final", "text": "x", "words": words}})
+    assert big is not None and "words" not in big
+    assert encode({"op": "event", "session_id": "s", "event": {"type": "final", "text": "x" * 9000}}) is None

@@ -97,7 +97,8 @@ class Lingting:
             await self.webhook_sender.close()     # what is undelivered stays in the outbox for the next start
 
     def health(self) -> dict:
-        return {"status": "ok" if self.ready else "loading", **self.engine.describe(),
+        status = "ok" if self.ready else "draining" if self.shutting_down else "loading"
+        return {"status": status, **self.engine.describe(),
                 "model_workers": len(self.collector.engines), "worker_restarts": self.collector.worker_restarts,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "streams": len(self.streams), "max_streams": self.settings.limits.max_connections,
@@ -175,6 +176,22 @@ def build_app(lingting: Lingting) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception, Exception: _internal_error})
     app.state.lingting = lingting
     return HostGuard(app, lingting.access, lambda code: lingting.metrics.connections.labels(code).inc())
+
+
+async def finish_streams(lingting: Lingting, grace_s: float) -> None:
+    """Finish every open stream's utterance (its final is sent), then close it with 1001."""
+    # Audio the clients sent before the signal may still sit in socket
+    # buffers: read it, so the last words make it into the finals.
+    await asyncio.sleep(LAST_FRAMES_S)
+    for runner in list(lingting.streams.values()):
+        runner.end(End.SHUTDOWN)
+    deadline = time.monotonic() + grace_s
+    while lingting.streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if lingting.streams:
+        log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(lingting.streams), grace_s)
+        for runner in list(lingting.streams.values()):
+            runner.abort_now()
 
 
 class _H11WithHandshakeTimeout(H11Protocol):
@@ -264,28 +281,25 @@ class EdgeServer:
     def port(self) -> int:
         return self.socket.getsockname()[1]
 
-    async def shutdown(self, grace_s: float = 30.0) -> None:
+    async def shutdown(self, grace_s: float = 30.0, drain_s: float = 0.0) -> None:
         """Stop taking streams, finish the open utterances (their finals are
-        sent), then close every stream with 1001 (going away)."""
+        sent), then close every stream with 1001 (going away). drain_s: first
+        let open streams go on until they end, for up to that long (new ones
+        are refused with 503 and /health says draining, so a load balancer
+        sends them to another edge)."""
         lingting = self.lingting
         lingting.shutting_down = True
         lingting.ready = False
+        if drain_s > 0 and lingting.streams:
+            log.info("draining: %d open stream(s) may go on for up to %.0f s", len(lingting.streams), drain_s)
+            deadline = time.monotonic() + drain_s
+            while lingting.streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
         for server in self.server.servers:     # no new connections; open ones go on
             server.close()
         if self.audiosocket:
             self.audiosocket.close()
-        # Audio the clients sent before the signal may still sit in socket
-        # buffers: read it, so the last words make it into the finals.
-        await asyncio.sleep(LAST_FRAMES_S)
-        for runner in list(lingting.streams.values()):
-            runner.end(End.SHUTDOWN)
-        deadline = time.monotonic() + grace_s
-        while lingting.streams and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if lingting.streams:
-            log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(lingting.streams), grace_s)
-            for runner in list(lingting.streams.values()):
-                runner.abort_now()
+        await finish_streams(lingting, grace_s)
         lingting.rooms.shutdown()       # boards (room viewers heard room_closed with their stream)
         self.server.should_exit = True
         await self._task
