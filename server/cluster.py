@@ -21,7 +21,7 @@ import shlex
 import ray
 from ray import serve
 
-from .assembly import access_policy, assemble, worker_settings
+from .assembly import access_policy, assemble, enforce_retention, worker_settings
 from .edge.app import build_app, finish_streams
 from .engines.ray_engine import APP_NAME, DEPLOYMENT, RayEngine, Recognizer
 from .logs import setup_logging
@@ -33,20 +33,22 @@ log = logging.getLogger("lingting.cluster")
 NAMESPACE = "lingting"
 
 
-def recognizer_app(settings: Settings, replicas: int | None = None):
-    """The recognizer application: replicas of the model the settings name."""
+def recognizer_app(settings: Settings, replicas: int | None):
+    """The recognizer application: replicas of the model the settings name
+    (None: as many as the Serve config says, or its autoscaling)."""
     cluster = settings.cluster
     if settings.model.engine == "funasr":
         raise ValueError("the recognizer replicas run Whisper: funasr keeps each stream's cache in one process")
-    return Recognizer.options(
-        num_replicas=replicas or cluster.replicas,
-        ray_actor_options={"num_cpus": cluster.replica_cpus, "num_gpus": cluster.replica_gpus},
-    ).bind(worker_settings(settings, cpu_threads=max(1, int(cluster.replica_cpus))))
+    options = {"ray_actor_options": {"num_cpus": cluster.replica_cpus, "num_gpus": cluster.replica_gpus}}
+    if replicas is not None:
+        options["num_replicas"] = replicas
+    return Recognizer.options(**options).bind(worker_settings(settings, cpu_threads=max(1, int(cluster.replica_cpus))))
 
 
-def lanes(settings: Settings, replicas: int) -> int:
-    """Batches an edge keeps in flight: one per replica (or --model-workers)."""
-    return max(1, settings.model.model_workers or replicas)
+def lanes(settings: Settings, replicas: int | None) -> int:
+    """Batches an edge keeps in flight: --model-workers, else one per replica
+    (4 when autoscaling decides the count)."""
+    return max(1, settings.model.model_workers or replicas or 4)
 
 
 def cluster_engines(settings: Settings) -> list[RayEngine]:
@@ -67,7 +69,7 @@ def cluster_engines(settings: Settings) -> list[RayEngine]:
         replicas = settings.cluster.replicas
         log.info("deploying the recognizer application %r: %d replica(s)", APP_NAME, replicas)
         serve.start(proxy_location="Disabled")     # plain edges need no Serve proxy
-        handle = serve.run(recognizer_app(settings), name=APP_NAME, route_prefix=None)
+        handle = serve.run(recognizer_app(settings, replicas), name=APP_NAME, route_prefix=None)
     return [RayEngine(handle, settings.model.decode_timeout_s) for _ in range(lanes(settings, replicas))]
 
 
@@ -94,7 +96,7 @@ class Edge:
     first takes it out of routing and waits for its open streams to end
     (graceful_shutdown_timeout_s), then the rest are finished as on SIGTERM."""
 
-    async def __init__(self, recognizer, flags: list[str], replicas: int = 1):
+    async def __init__(self, recognizer, flags: list[str], replicas: int | None = None):
         settings = load_settings(build_parser().parse_args(flags))
         setup_logging(settings.log.level, settings.log.format)
         access, _ = access_policy(settings)
@@ -105,6 +107,8 @@ class Edge:
         await text.warm_up()
         self.lingting = assemble(settings, engines, text, access, Metrics())
         await self.lingting.start_services()
+        history = self.lingting.history
+        self.retention = loop.create_task(enforce_retention(history)) if history else None
         self.lingting.ready = True
 
     def __serve_build_asgi_app__(self):
@@ -117,6 +121,8 @@ class Edge:
         lingting.rooms.shutdown()
         await lingting.stop_services()
         await lingting.collector.close()
+        if self.retention:
+            self.retention.cancel()
         if lingting.history:
             lingting.history.close()
 
@@ -124,9 +130,10 @@ class Edge:
 def build(args: dict):
     """The Serve application (import path lingting_server.cluster:build). args:
     flags: lingting-server flags for the edges (a list, or one string);
-    replicas: recognizer replicas (the config's deployments can override it)."""
+    replicas: a fixed number of recognizer replicas (leave it out when the
+    config's Recognizer deployment sets num_replicas or autoscaling_config)."""
     flags = args.get("flags", [])
     flags = shlex.split(flags) if isinstance(flags, str) else [str(f) for f in flags]
     settings = load_settings(build_parser().parse_args(flags))
-    replicas = int(args.get("replicas", settings.cluster.replicas))
+    replicas = int(args["replicas"]) if args.get("replicas") is not None else None
     return Edge.bind(recognizer_app(settings, replicas), flags, replicas)

@@ -160,7 +160,7 @@ class PostgresHistory(SqlHistory):
 
     def _db(self):
         db = getattr(self._local, "db", None)
-        if db is None or db.closed:
+        if db is None or db.closed or db.broken:     # a lost connection is replaced at the next call
             db = self._local.db = self._connect()
         return db
 

@@ -45,6 +45,12 @@ class Recognizer:
         self.engine = load_engine(**settings)
         self.decoding = threading.Lock()
         self.batches = 0
+        # Exported by Ray's metrics agent on each node, tagged with the deployment and replica.
+        from ray.serve import metrics
+        self.decode_seconds = metrics.Histogram(
+            "lingting_replica_decode_seconds", "time of one merged decode on this replica",
+            boundaries=[0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10])
+        self.decoded = metrics.Counter("lingting_replica_requests", "decode requests (utterance pieces) decoded")
 
     async def decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         return await self._merged(requests)
@@ -63,7 +69,11 @@ class Recognizer:
     def _decode(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         with self.decoding:
             self.batches += 1
-            return self.engine.decode(requests)
+            started = time.monotonic()
+            results = self.engine.decode(requests)
+        self.decode_seconds.observe(time.monotonic() - started)
+        self.decoded.inc(len(requests))
+        return results
 
     def describe(self) -> dict:
         context = serve.get_replica_context()

@@ -73,16 +73,16 @@ def running_ray_cluster(cpus_per_node: int = 2):
 
 def serve_config(port: int, flags: list[str], recognizers: int, edges: int = 1) -> dict:
     """deploy/serve.yaml as shipped, for this machine: one proxy on 127.0.0.1:port,
-    a fixed number of replicas (one recognizer per node), the tests' flags."""
+    the recognizers' autoscaling held at a count (one per node), the tests' flags."""
     config = yaml.safe_load((REPO / "deploy" / "serve.yaml").read_text())
     config["proxy_location"] = "HeadOnly"          # both nodes are this host: one proxy, one port
     config["http_options"].update(host="127.0.0.1", port=port)
     app = config["applications"][0]
-    app["args"] = {"flags": flags, "replicas": recognizers}
+    app["args"] = {"flags": flags}
     for deployment in app["deployments"]:
-        if deployment["name"] == "Recognizer":
-            deployment.pop("autoscaling_config", None)
-            deployment.update(num_replicas=recognizers, max_replicas_per_node=1)
+        if deployment["name"] == "Recognizer":      # its autoscaling, held at this count
+            deployment["autoscaling_config"].update(min_replicas=recognizers, max_replicas=recognizers)
+            deployment["max_replicas_per_node"] = 1
         else:
             deployment.update(num_replicas=edges)
             deployment["ray_actor_options"]["num_cpus"] = 0.1
