@@ -14,6 +14,7 @@ Needs the `cluster` or `postgres` extra (psycopg 3)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import threading
@@ -218,7 +219,6 @@ class PostgresHistory(SqlHistory):
 
     # ---- the dialect's parts ----------------------------------------------
     def add_signal(self, session_id: str, signal: dict) -> None:
-        import json
         self._run(self._db(), "UPDATE sessions SET signals = (CAST(signals AS jsonb) ||"
                               " jsonb_build_array(CAST(:signal AS jsonb)))::text WHERE id = :id",
                   {"signal": json.dumps(signal, ensure_ascii=False), "id": session_id})
