@@ -14,6 +14,7 @@ Needs the `cluster` or `postgres` extra (psycopg 3)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import secrets
@@ -109,6 +110,12 @@ assert len(PG_MIGRATIONS) == len(MIGRATIONS), "each SQLite migration has its Pos
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
+@functools.lru_cache(maxsize=256)
+def _pyformat(sql: str) -> str:
+    """SQL with :named parameters as psycopg's %(named)s (the queries are few: translated once each)."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
 def is_postgres_url(location: str) -> bool:
     return str(location).startswith(("postgresql://", "postgres://"))
 
@@ -166,12 +173,10 @@ class PostgresHistory(SqlHistory):
         return db
 
     def _run(self, db, sql: str, params=()):
-        if isinstance(params, dict):
-            sql = _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-        return db.execute(sql, params)
+        return db.execute(_pyformat(sql) if isinstance(params, dict) else sql, params)
 
     def _run_many(self, db, sql: str, rows: list) -> None:
-        db.cursor().executemany(_NAMED.sub(r"%(\1)s", sql.replace("%", "%%")), rows)
+        db.cursor().executemany(_pyformat(sql), rows)
 
     @contextlib.contextmanager
     def _transaction(self):

@@ -23,8 +23,8 @@ import websockets
 from bench.corpus import read_wav
 from lingting_client import StreamOptions
 from lingting_server.history import open_store
-from lingting_testkit.ray_cluster import ENV, free_port, running_ray_cluster, serve_config, serve_run
-from lingting_testkit.servers import start_server, stop_server
+from lingting_testkit.ray_cluster import ENV, running_ray_cluster, serve_config, serve_run
+from lingting_testkit.servers import free_port, start_server, stop_server
 from lingting_testkit.streams import check_event_grammar, stream_events
 
 pytestmark = pytest.mark.e2e

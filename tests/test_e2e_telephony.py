@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import sqlite3
 import struct
 import time
@@ -24,7 +23,7 @@ import websockets
 
 from bench.corpus import error_rate, load_manifest
 from lingting_testkit.phone import interleaved, leg, mulaw_packets, packets, s16
-from lingting_testkit.servers import start_server, stop_server
+from lingting_testkit.servers import free_port, start_server, stop_server
 from lingting_testkit.streams import drain
 
 pytestmark = pytest.mark.e2e
@@ -38,12 +37,6 @@ MAX_WER = 0.15
 
 def clip(name: str):
     return next(c for c in load_manifest() if c.file == name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

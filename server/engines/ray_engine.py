@@ -19,8 +19,10 @@ import os
 import threading
 import time
 
+import ray
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.serve import metrics
 
 from .base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
 
@@ -40,13 +42,12 @@ class Recognizer:
     def __init__(self, worker_settings: dict):
         from .loader import load_engine
         settings = dict(worker_settings)
-        if settings.get("device", "auto") == "auto" and not _has_gpu():
+        if settings.get("device", "auto") == "auto" and not ray.get_gpu_ids():     # no GPU reserved
             settings["device"] = "cpu"
         self.engine = load_engine(**settings)
         self.decoding = threading.Lock()
         self.batches = 0
         # Exported by Ray's metrics agent on each node, tagged with the deployment and replica.
-        from ray.serve import metrics
         self.decode_seconds = metrics.Histogram(
             "lingting_replica_decode_seconds", "time of one merged decode on this replica",
             boundaries=[0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10])
@@ -81,15 +82,6 @@ class Recognizer:
                 "languages": list(getattr(self.engine, "languages", ()) or ()), "replica": context.replica_tag,
                 "pid": os.getpid(), "batches": self.batches}
 
-    def check_health(self) -> None:
-        """Serve calls this; a replica whose model is gone is replaced."""
-        if self.engine is None:
-            raise RuntimeError("the model is not loaded")
-
-
-def _has_gpu() -> bool:
-    import ray
-    return bool(ray.get_gpu_ids())
 
 
 class RayEngine:

@@ -9,24 +9,19 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from contextlib import contextmanager
 
+from .servers import free_port
+
 
 def binaries() -> str | None:
     """The folder of initdb and postgres, or None (not installed)."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return os.path.dirname(found[-1]) if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Postgres:
@@ -59,7 +54,7 @@ def running_postgres():
         os.chown(folder, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     data = os.path.join(folder, "data")
-    port = _free_port()
+    port = free_port()
     subprocess.run([*run_as, f"{bin_dir}/initdb", "-D", data, "-U", "lingting", "--auth=trust", "-E", "UTF8",
                     "--locale=C.UTF-8", "--no-sync"], check=True, capture_output=True)
     log = os.path.join(folder, "postgres.log")

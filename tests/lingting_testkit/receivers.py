@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from .servers import free_port
+
 YOUTUBE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}")
 
 
@@ -39,12 +40,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):      # the test process keeps its own signal handling
         yield
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

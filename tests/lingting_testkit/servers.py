@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,13 @@ class RunningServer:
 
     def log_text(self) -> str:
         return "\n".join(self.log)
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free now (for a server the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_server(*args: str, timeout: float = 180, env: dict | None = None) -> RunningServer:
