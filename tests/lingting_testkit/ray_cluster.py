@@ -22,7 +22,9 @@ from .servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
+# RAY_AUTH_MODE: Ray turns token auth on by itself when ~/.ray/auth_token exists (any
+# earlier local `ray.init` makes one); this loopback-only test cluster does without.
+ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled",
        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
 OBJECT_STORE = str(150 * 1024 * 1024)   # the default (30 % of memory per node) is far more than tests need
 
