@@ -137,7 +137,7 @@ def test_two_edges_share_rooms_through_their_bus_messages():
     key = b"k" * 32
     a, b = Rooms(token_key=key), Rooms(token_key=key)
     a.bus = lambda message: b.apply(message)
-    board = b.watch_all("acme")
+    board, other_board = b.watch_all("acme"), b.watch_all("globex")
     room = a.open("s1", "acme", "hall", {"mode": "stream"})
     remote = b.find("acme", "hall")
     assert remote is not None and remote.remote and b.find("globex", "hall") is None
@@ -153,6 +153,7 @@ def test_two_edges_share_rooms_through_their_bus_messages():
     a.close(room, "stopped")
     assert [w["type"] for w in drain(viewer)] == ["room", "final", "partial", "room_closed"]
     assert [w["type"] for w in drain(board)] == ["rooms", "room_opened", "final", "partial", "room_closed"]
+    assert [w["type"] for w in drain(other_board)] == ["rooms"]      # another tenant's board hears nothing
     assert b.find("acme", "hall") is None
     # A late edge asks (hello): the others announce their rooms; a lost bus closes them.
     c = Rooms(token_key=key)
