@@ -279,3 +279,24 @@ async def test_edges_sharing_postgres_share_rooms_tokens_and_history(postgres):
             assert (await http.get("/v1/history/sessions", headers=auth(GLOBEX))).json()["sessions"] == []
             found = (await http.get("/v1/history/search", params={"q": "hello"}, headers=auth(ACME))).json()
             assert {r["session_id"] for r in found["results"]} == {ready["session_id"]}
+
+
+# IPv6 forms that carry an IPv4 address reach that IPv4 host (a dual stack, a NAT64 gateway, a 6to4 or
+# Teredo relay): each is judged by the address it carries (issue 34.13).
+CARRYING_PRIVATE = ("::127.0.0.1", "::10.0.0.1", "::ffff:127.0.0.1", "::ffff:0:127.0.0.1", "::ffff:0:169.254.169.254",
+                    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::7f00:1", "64:ff9b:1:7f00:1::",
+                    "2002:7f00:1::", "2002:a00:1::1", "2002:a9fe:a9fe:1::1",
+                    "2001:0:4136:e378:8000:63bf:80ff:fffe",     # Teredo, client 127.0.0.1
+                    "2001:0:a00:1:8000:63bf:f7f7:f7f7")        # Teredo, server 10.0.0.1
+CARRYING_PUBLIC = ("::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "::ffff:0:8.8.8.8")
+
+
+@pytest.mark.parametrize("address", CARRYING_PRIVATE)
+def test_ipv6_forms_of_private_ipv4_addresses_are_refused(address):
+    assert not outbound.is_public(address)
+    assert outbound.literal_refusal(f"http://[{address}]:8080/hook", allow_private=False).code == "output_refused"
+
+
+@pytest.mark.parametrize("address", (*CARRYING_PUBLIC, "2001:4860:4860::8888", "8.8.8.8"))
+def test_ipv6_forms_of_public_ipv4_addresses_and_plain_public_ones_pass(address):
+    assert outbound.is_public(address)

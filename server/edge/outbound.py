@@ -33,10 +33,37 @@ class Resolved:
     address: str         # the checked address to connect to
 
 
+# IPv6 forms that carry an IPv4 address in their last 32 bits; traffic to them reaches that IPv4 host
+# (through the dual stack, or a NAT64 gateway), so they are judged by it.
+LOW32_IPV4 = tuple(ipaddress.ip_network(n) for n in (
+    "::/96",                # IPv4-compatible ::a.b.c.d (deprecated; also :: and ::1)
+    "::ffff:0:0/96",        # IPv4-mapped ::ffff:a.b.c.d
+    "::ffff:0:0:0/96",      # IPv4-translated ::ffff:0:a.b.c.d (SIIT)
+    "64:ff9b::/96"))        # NAT64, the well-known prefix
+# NAT64's local-use prefix: where the IPv4 address sits depends on the site's prefix length, so it is refused.
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def carried_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...] | None:
+    """The IPv4 addresses an IPv6 address leads to (6to4 and Teredo through a
+    relay: Teredo's server and client both); None when it carries none."""
+    if any(ip in net for net in LOW32_IPV4):
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    return None
+
+
 def is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if ip.version == 6:
+        if ip in NAT64_LOCAL:
+            return False
+        carried = carried_ipv4(ip)
+        if carried is not None:
+            return all(is_public(str(v4)) for v4 in carried)
     return ip.is_global and not ip.is_multicast
 
 
