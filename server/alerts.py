@@ -14,7 +14,7 @@ recall, and only the user knows which one costs more."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 
 from .errors import ErrorCode, ProtocolError, require
@@ -59,12 +59,59 @@ def parse_number(text: str) -> int | None:
     return None
 
 
+_T_DASH = re.compile(r"(?<![\w])([a-z]) ?[-‐–—−](?=\d)")
+_DASH = re.compile(r"[-‐–—]")
+_PUNCT = re.compile(r"[^\w\s]")
+_SPACES = re.compile(r"\s+")
+
+
 def normalize_for_matching(text: str) -> str:
     # "T-5" (or "T -5") is how Whisper writes "T minus five".
-    text = re.sub(r"(?<![\w])([a-z]) ?[-‐–—−](?=\d)", r"\1 minus ", text.lower())
-    text = re.sub(r"[-‐–—]", " ", text)
-    text = re.sub(r"[^\w\s]", " ", text)
+    text = _T_DASH.sub(r"\1 minus ", text.lower())
+    text = _PUNCT.sub(" ", _DASH.sub(" ", text))
     return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class _Normalized:
+    """Text as phrases are matched in it, and where each of its characters came from
+    in the text it was made of (start and end there), so a match can be traced back."""
+    text: str
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+
+def _normalized(text: str) -> _Normalized:
+    """normalize_for_matching(), keeping track of sources (slower: only redaction needs them)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        chars, starts, ends = list(lowered), list(range(len(text))), list(range(1, len(text) + 1))
+    else:           # a character whose lower case is longer ("İ"): map each piece to it
+        chars, starts, ends = [], [], []
+        for i, ch in enumerate(text):
+            for piece in ch.lower():
+                chars.append(piece), starts.append(i), ends.append(i + 1)
+    for pattern, replacement in ((_T_DASH, r"\1 minus "), (_DASH, " "), (_PUNCT, " "), (_SPACES, " ")):
+        chars, starts, ends = _substitute(pattern, replacement, chars, starts, ends)
+    text = "".join(chars)
+    left, right = len(text) - len(text.lstrip(" ")), len(text.rstrip(" "))
+    return _Normalized(text[left:right], tuple(starts[left:right]), tuple(ends[left:right]))
+
+
+def _substitute(pattern: re.Pattern, replacement: str, chars: list[str], starts: list[int], ends: list[int]):
+    """re.sub over characters with their sources: what replaces a match comes from all of it."""
+    text = "".join(chars)
+    out_chars, out_starts, out_ends, at = [], [], [], 0
+    for m in pattern.finditer(text):
+        out_chars += chars[at:m.start()]
+        out_starts += starts[at:m.start()]
+        out_ends += ends[at:m.start()]
+        new = m.expand(replacement)
+        out_chars += new
+        out_starts += [starts[m.start()]] * len(new)
+        out_ends += [ends[m.end() - 1]] * len(new)
+        at = m.end()
+    return out_chars + chars[at:], out_starts + starts[at:], out_ends + ends[at:]
 
 
 SOUNDS_LIKE = 0.85     # the similarity `sounds_like: true` asks for (tuned on bench/alert_bench.py)
@@ -167,6 +214,7 @@ class Occurrence:
     text: str
     number: int | None
     confidence: float = 1.0            # below 1: it sounds like the phrase
+    span: tuple[int, int] | None = field(default=None, compare=False)   # where, in the searched text as matched
 
 
 def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurrence]:
@@ -175,11 +223,41 @@ def find_occurrences(text: str, watch: tuple[WatchPhrase, ...]) -> list[Occurren
     for w in watch:
         for m in w.pattern.finditer(normalized):
             number = next((parse_number(g) for g in m.groups() if g is not None), None)
-            found.append((m.start(), Occurrence(w.phrase, m.group(0), number)))
+            found.append((m.start(), Occurrence(w.phrase, m.group(0), number, span=(m.start(), m.end()))))
             taken.append((m.start(), m.end()))
     if any(w.sounds_like for w in watch):
         found += _sound_alikes(normalized, [w for w in watch if w.sounds_like], taken)
     return [o for _, o in sorted(found, key=lambda pair: pair[0])]
+
+
+def mask_occurrences(text: str, found: tuple[Occurrence, ...],
+                     masked: list[tuple[int, int, str]]) -> tuple[Occurrence, ...]:
+    """Occurrences found in `text` as redaction leaves them: where one overlaps a
+    masked span (start, end, tag) of the text, its text shows the tag there and
+    it has no number. What was masked must not leave in an alert either, and an
+    occurrence's own text is too short to redact alone (four digits of a card)."""
+    if not masked:
+        return found
+    normalized = _normalized(text)
+    if normalized.text != normalize_for_matching(text):    # lower() changed with context (final sigma): mask all
+        return tuple(replace(o, text=masked[0][2], number=None) for o in found)
+    out = []
+    for o in found:
+        if o.span is None or not any(a < normalized.ends[o.span[1] - 1] and normalized.starts[o.span[0]] < b
+                                     for a, b, _ in masked):
+            out.append(o)
+            continue
+        pieces, last = [], None
+        for i in range(*o.span):       # each character masked by the span it came from
+            source = (normalized.starts[i], normalized.ends[i])
+            hit = next((k for k, (a, b, _) in enumerate(masked) if a < source[1] and source[0] < b), None)
+            if hit is None:
+                pieces.append(normalized.text[i])
+            elif hit != last:
+                pieces.append(masked[hit][2])
+            last = hit
+        out.append(replace(o, text="".join(pieces), number=None))
+    return tuple(out)
 
 
 def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, int]]) -> list[tuple[int, Occurrence]]:
@@ -195,7 +273,7 @@ def _sound_alikes(text: str, watch: list[WatchPhrase], taken: list[tuple[int, in
                 end, number, confidence = match
                 start, stop = units[i][0], units[end - 1][1]
                 candidates.append((confidence, start, stop, Occurrence(w.phrase, text[start:stop], number,
-                                                                       round(confidence, 2))))
+                                                                       round(confidence, 2), (start, stop))))
     out = []
     for confidence, start, stop, occurrence in sorted(candidates, key=lambda c: (-c[0], c[1])):
         if all(stop <= a or start >= b for a, b in taken):

@@ -13,11 +13,11 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from .alerts import Occurrence, WatchPhrase, find_occurrences
+from .alerts import Occurrence, WatchPhrase, find_occurrences, mask_occurrences
 from .engines.base import DecodeResult
 from .hotwords import Hotword, apply_hotwords
 from .itn import inverse_normalize, warm_up as warm_up_itn
-from .redaction import redact, redact_words
+from .redaction import redact, redact_words, spans
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,12 @@ def postprocess(work: TextWork, kind: str, result: DecodeResult) -> Recognized:
         itn_text = inverse_normalize(raw, result.language) if work.itn and work.itn_partials and raw else None
     found = tuple(find_occurrences(raw, work.watch)) if work.watch and raw else ()
     if work.redact:     # alerts were found on what was said; nothing below keeps it
-        partial = kind == "partial"
+        partial, said = kind == "partial", raw
         result = replace(result, text=redact(result.text, work.redact, partial),
                          words=redact_words(result.words, work.redact))
         raw, text = redact(raw, work.redact, partial), redact(text, work.redact, partial)
         itn_text = redact(itn_text, work.redact, partial)
-        found = tuple(replace(o, text=redact(o.text, work.redact)) for o in found)
+        found = mask_occurrences(said, found, spans(said, work.redact, partial))
     return Recognized(result, raw, text, itn_text, found)
 
 

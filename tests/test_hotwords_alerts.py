@@ -1,6 +1,8 @@
 import pytest
 
 from lingting_server.alerts import AlertTracker, WatchPhrase, find_occurrences, parse_number
+from lingting_server.engines.base import DecodeResult
+from lingting_server.postprocess import TextWork, postprocess
 from lingting_server.hotwords import Hotword, apply_hotwords
 
 HOTWORDS = (Hotword("ComfyUI"), Hotword("Lingting"), Hotword("hold"), Hotword("达摩院"))
@@ -81,3 +83,34 @@ def test_repeated_number_slots_do_not_backtrack_over_a_long_digit_run():
     found = find_occurrences("倒1 2 3 4 5 6 7", watch)     # still matched where the numbers are separate
     assert sorted(o.phrase for o in found) == ["<number> " * 7, "倒" + "<number>" * 7]
     assert {o.number for o in found} == {1}
+
+
+REDACT = frozenset({"numbers", "pci", "phone", "ssn"})
+
+
+@pytest.mark.parametrize("kind", ["partial", "final"])
+@pytest.mark.parametrize("said, secrets", [
+    ("one zero zero zero one, nine oh two one oh, zero one eight zero three", ["10001", "90210", "1803", "9021"]),
+    ("T minus 4111 1111 1111 1111", ["4111", "1111"]),
+    ("call 555-123-4567 now", ["555", "123", "4567"]),
+])
+def test_an_alert_never_carries_a_masked_number(said, secrets, kind):
+    watch = (WatchPhrase.compile("<number>"), WatchPhrase.compile("T minus <number>"), WatchPhrase.compile("call"))
+    got = postprocess(TextWork(watch=watch, itn=False, redact=REDACT), kind, DecodeResult(said, "en"))
+    assert got.occurrences, "alerts still fire on what was said"
+    tracker = AlertTracker()
+    alerts = (tracker.on_partial if kind == "partial" else tracker.on_final)(got.occurrences, 0, 1000)
+    assert alerts
+    for alert in alerts:
+        assert alert.number is None or alert.phrase == "call", alert
+        assert not any(secret in repr(alert) for secret in secrets), alert
+
+
+def test_a_number_outside_every_masked_span_is_kept():
+    watch = (WatchPhrase.compile("T minus <number>"),)
+    got = postprocess(TextWork(watch=watch, itn=False, redact=frozenset({"pci"})), "final",
+                      DecodeResult("T-minus 10 and counting, card 4111 1111 1111 1111", "en"))
+    assert [(o.text, o.number) for o in got.occurrences] == [("t minus 10", 10)]
+    masked = postprocess(TextWork(watch=(WatchPhrase.compile("card <number>"),), itn=False, redact=frozenset({"pci"})),
+                         "final", DecodeResult("card 4111 1111 1111 1111", "en"))
+    assert [(o.text, o.number) for o in masked.occurrences] == [("card [card]", None)]

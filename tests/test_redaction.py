@@ -2,9 +2,10 @@
 
 import pytest
 
-from lingting_server.engines.base import Word
+from lingting_server.engines.base import DecodeResult, Word
 from lingting_server.errors import ProtocolError
-from lingting_server.redaction import luhn_valid, parse_redact, redact, redact_words
+from lingting_server.postprocess import TextWork, postprocess
+from lingting_server.redaction import parse_redact, redact, redact_words
 
 ALL = frozenset({"pci", "ssn", "phone", "email"})
 
@@ -17,8 +18,8 @@ ALL = frozenset({"pci", "ssn", "phone", "email"})
     ("Four, one, one, one, one, one, one, one, one, one, one, one, one, one, one, one.", "[card]."),
     ("card 5500 0000 0000 0004 and amex 3782 822463 10005", "card [card] and amex [card]"),
     ("卡号是四一一一一一一一一一一一一一一一", "卡号是[card]"),
-    # Not Luhn-valid: a 16-digit order number stays.
-    ("order 4111 1111 1111 1112 shipped", "order 4111 1111 1111 1112 shipped"),
+    # Not Luhn-valid (one digit misheard): still 16 digits in a row, masked.
+    ("order 4111 1111 1111 1112 shipped", "order [card] shipped"),
     ("SSN 123-45-6789.", "SSN [ssn]."),
     ("one two three four five six seven eight nine", "[ssn]"),
     ("not an SSN: 000-12-3456", "not an SSN: 000-12-3456"),
@@ -61,10 +62,49 @@ def test_words_of_a_masked_stretch_become_one_tagged_word():
                                                               (" thanks", 500, 600)]
 
 
-def test_luhn_and_parse():
-    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+def test_parse():
     assert parse_redact("pci") == {"pci"} and parse_redact(["ssn", "email"]) == {"ssn", "email"}
     with pytest.raises(ProtocolError):
         parse_redact(["cards"])
     with pytest.raises(ProtocolError):
         parse_redact(3)
+
+
+PCI = frozenset({"pci"})
+
+
+@pytest.mark.parametrize("text", [
+    "forty one eleven eleven eleven eleven eleven eleven eleven",          # pairs, as ITN reads them
+    "forty-one eleven, eleven eleven, eleven eleven, eleven eleven",
+    "four one one one one one one one one one one one one one one two",    # fails Luhn: one digit misheard
+    "4111 1111 1111 1112",
+    "4111 1111, uh, 1111 1111",                                             # a filler inside the run
+    "four one one one, um, one one one one, uh, one one one one one one one one",
+    "4111 1111 1111 1111 1111 11",                                          # 22 digits: a card and more
+    "thirty seven eighty two eight hundred twenty two four sixty three one thousand five",
+])
+def test_pci_masks_long_runs_however_they_are_said(text):
+    assert redact(f"the card is {text}, thanks", PCI) == "the card is [card], thanks"
+    assert redact(f"the card is {text}", PCI, partial=True) == "the card is [card]"
+
+
+def test_pci_leaves_short_numbers_and_words_that_are_not_fillers():
+    assert redact("call me at ten, uh, 4111 1111 tomorrow", PCI) == "call me at ten, uh, 4111 1111 tomorrow"
+    assert redact("4111 1111 and then 1111 1111", PCI) == "4111 1111 and then 1111 1111"
+
+
+def test_numbers_masks_tens_and_teens_as_itn_would_write_them():
+    kinds = frozenset({"numbers"})
+    assert redact("wait ten minutes, I was twenty one then, one moment", kinds) == \
+        "wait [number] minutes, I was [number] then, one moment"
+
+
+def test_every_field_of_a_recognized_card_is_masked():
+    said = "my card is forty one eleven eleven eleven eleven eleven eleven eleven thanks"
+    words = [Word(f" {w}", 100 * i, 100 * i + 90, 0.9) for i, w in enumerate(said.split())]
+    for kind in ("final", "partial"):
+        got = postprocess(TextWork(redact=PCI), kind, DecodeResult(said, "en", words))
+        fields = [got.text, got.raw_text, got.result.text, " ".join(w.word for w in got.result.words)]
+        for field in fields:
+            assert "[card]" in field and "eleven" not in field and "1111" not in field, (kind, field)
+        assert [w.word for w in got.result.words] == [" my", " card", " is", " [card]", " thanks"]
