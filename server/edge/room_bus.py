@@ -4,6 +4,16 @@ its rooms (opened, an event, the speaker left, closed) and applies theirs
 (rooms.Rooms.apply), so a viewer or board on any edge follows a stream on
 any other.
 
+Any role that can connect to the database may LISTEN and NOTIFY on any
+channel (PostgreSQL has no privilege for either), so every message is
+sealed with a key only the edges hold: the bus's shared secret in the
+edges' `lingting_secrets` table. Sealed means encrypted (an intruder hears
+ciphertext) and authenticated (what it sends is dropped), and stamped with
+its edge's sequence number and time (a replay is dropped too). The stdlib
+suffices: SHAKE-256 keyed with the encryption key and a random nonce is the
+key stream, HMAC-SHA256 over nonce and ciphertext (encrypt-then-MAC, a
+second key) the tag.
+
 A notification holds at most 8000 bytes: a final too large for one travels
 without its word timings, and one still too large is not sent (logged).
 An edge that starts asks the others to announce their rooms; the finals
@@ -14,24 +24,39 @@ closed here with reason `edge_unreachable`."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
+import secrets
+import time
 import uuid
+from dataclasses import dataclass, field
+from typing import Callable
 
 from ..rooms import Rooms
 
 log = logging.getLogger("lingting.rooms")
 CHANNEL = "lingting_rooms"
+SECRET_NAME = "room_bus"      # its row in lingting_secrets
 MAX_PAYLOAD = 7900            # PostgreSQL's limit is 8000 bytes
+VERSION = "1."                # sealed payloads start with it
+NONCE, TAG = 16, 32
+# The JSON a sealed payload of MAX_PAYLOAD holds (base64: 3 bytes in 4 characters).
+MAX_PLAIN = (MAX_PAYLOAD - len(VERSION)) // 4 * 3 - NONCE - TAG
+MAX_AGE_S = 120.0             # older (or further ahead: clock skew) messages are refused as replays
 MAX_WAITING = 10000           # messages held while the database is away; partials go first
 RECONNECT_S = 2.0
+WARN_EVERY_S = 60.0           # refused messages: one warning a minute, with their count
 
 
 def encode(message: dict) -> str | None:
-    """The message as a notification payload; None when it cannot fit."""
+    """The message as JSON that still fits a notification once sealed; None when it cannot."""
     payload = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-    if len(payload.encode()) <= MAX_PAYLOAD:
+    if len(payload.encode()) <= MAX_PLAIN:
         return payload
     event = message.get("event")
     if isinstance(event, dict) and "words" in event:
@@ -39,11 +64,83 @@ def encode(message: dict) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class BusKey:
+    encrypt: bytes
+    authenticate: bytes
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> BusKey:
+        """Two independent keys from the edges' shared secret (one per use)."""
+        def derive(label: bytes) -> bytes:
+            return hmac.new(secret, b"lingting room bus v1: " + label, hashlib.sha256).digest()
+        return cls(derive(b"encrypt"), derive(b"authenticate"))
+
+
+def _stream(key: BusKey, nonce: bytes, data: bytes) -> bytes:
+    """data XOR the key stream of this nonce (a nonce is never used twice: 128 random bits)."""
+    pad = hashlib.shake_256(key.encrypt + nonce).digest(len(data))
+    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(len(data), "big")
+
+
+def _tag(key: BusKey, nonce: bytes, ciphertext: bytes) -> bytes:
+    return hmac.new(key.authenticate, VERSION.encode() + nonce + ciphertext, hashlib.sha256).digest()
+
+
+def seal(key: BusKey, plaintext: bytes) -> str:
+    nonce = secrets.token_bytes(NONCE)
+    ciphertext = _stream(key, nonce, plaintext)
+    return VERSION + base64.b64encode(nonce + ciphertext + _tag(key, nonce, ciphertext)).decode("ascii")
+
+
+def open_sealed(key: BusKey, payload: str) -> bytes | None:
+    """The plaintext; None unless sealed with this key and unchanged."""
+    if not payload.startswith(VERSION):
+        return None
+    try:
+        raw = base64.b64decode(payload[len(VERSION):], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) < NONCE + TAG:
+        return None
+    nonce, ciphertext, tag = raw[:NONCE], raw[NONCE:-TAG], raw[-TAG:]
+    if not hmac.compare_digest(tag, _tag(key, nonce, ciphertext)):
+        return None
+    return _stream(key, nonce, ciphertext)
+
+
+@dataclass
+class Freshness:
+    """Refuses replays: each edge's sequence numbers only go up, and a message
+    older than the window (an edge not heard from since) is refused anyway."""
+    max_age_s: float = MAX_AGE_S
+    last: dict[str, tuple[int, float]] = field(default_factory=dict)    # edge -> (its last seq, when heard)
+
+    def accept(self, edge, seq, sent_at, now: float) -> bool:
+        if not isinstance(edge, str) or type(seq) is not int or not isinstance(sent_at, (int, float)):
+            return False
+        if abs(now - sent_at) > self.max_age_s:
+            return False
+        previous = self.last.get(edge)
+        if previous is not None and seq <= previous[0]:
+            return False
+        self.last[edge] = (seq, now)
+        if len(self.last) > 256:      # edges gone for longer than the window: their replays fail the age check
+            self.last = {e: v for e, v in self.last.items() if now - v[1] <= self.max_age_s}
+        return True
+
+
 class RoomBus:
-    def __init__(self, url: str, rooms: Rooms):
+    def __init__(self, url: str, rooms: Rooms, clock: Callable[[], float] = time.time):
         self.url = url
         self.rooms = rooms
+        self.clock = clock
         self.edge = uuid.uuid4().hex[:12]
+        self.key: BusKey | None = None       # read from the database at the first connection
+        self._seq = 0
+        self._fresh = Freshness()
+        self._refused = 0
+        self._warned_at = -WARN_EVERY_S
         self._waiting: asyncio.Queue[dict] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self.connected = asyncio.Event()
@@ -75,7 +172,14 @@ class RoomBus:
 
     async def _connect(self):
         import psycopg
-        return await psycopg.AsyncConnection.connect(self.url, autocommit=True, application_name="lingting-rooms")
+        db = await psycopg.AsyncConnection.connect(self.url, autocommit=True, application_name="lingting-rooms")
+        if self.key is None:
+            try:
+                self.key = BusKey.from_secret(await _shared_secret(db))
+            except BaseException:
+                await db.close()
+                raise
+        return db
 
     async def _listen(self) -> None:
         while True:
@@ -96,16 +200,39 @@ class RoomBus:
             await asyncio.sleep(RECONNECT_S)
 
     def _received(self, payload: str) -> None:
+        plaintext = open_sealed(self.key, payload) if self.key else None
         try:
-            message = json.loads(payload)
-            if message.get("edge") == self.edge:
-                return
+            message = json.loads(plaintext) if plaintext is not None else None
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            return self._refuse("not sealed with the edges' key")
+        if message.get("edge") == self.edge:
+            return
+        if not self._fresh.accept(message.get("edge"), message.get("seq"), message.get("t"), self.clock()):
+            return self._refuse("replayed, or older than %g s" % MAX_AGE_S)
+        try:
             if message.get("op") == "hello":
                 self.rooms.announce()
             else:
                 self.rooms.apply(message)
-        except Exception:
-            log.exception("room bus: cannot apply %.200s", payload)
+        except Exception:       # the text of a room's events stays out of the log
+            log.exception("room bus: cannot apply a %s message of %s", message.get("op"), message.get("session_id"))
+
+    def _refuse(self, why: str) -> None:
+        """Dropped; said once a minute at most (a flood of forgeries must not flood the log)."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            log.warning("room bus: refused %d message(s) on channel %s (last: %s); another database role "
+                        "may be sending on it: see docs/cluster.md on locking the database down",
+                        self._refused, CHANNEL, why)
+            self._refused, self._warned_at = 0, now
+
+    def _sealed(self, message: dict) -> str | None:
+        self._seq += 1
+        payload = encode({**message, "seq": self._seq, "t": self.clock()})
+        return None if payload is None else seal(self.key, payload.encode())
 
     async def _send(self) -> None:
         message = None
@@ -115,7 +242,7 @@ class RoomBus:
                     while True:
                         if message is None:
                             message = await self._waiting.get()
-                        payload = encode(message)
+                        payload = self._sealed(message)
                         if payload is None:
                             log.warning("room bus: a %s message of %s is too large to send", message.get("op"),
                                         message.get("session_id"))
@@ -127,3 +254,13 @@ class RoomBus:
             except Exception as exc:
                 log.warning("room bus: cannot send (%s); reconnecting", exc)
             await asyncio.sleep(RECONNECT_S)
+
+
+async def _shared_secret(db) -> bytes:
+    """The bus's key material, made by the first edge that asks (as history_pg's
+    shared_secret, over this async connection): a role without access to the
+    edges' tables cannot read it."""
+    await db.execute("INSERT INTO lingting_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                     (SECRET_NAME, secrets.token_bytes(32)))
+    row = await (await db.execute("SELECT value FROM lingting_secrets WHERE name = %s", (SECRET_NAME,))).fetchone()
+    return bytes(row[0])
