@@ -32,6 +32,7 @@ class ErrorCode:
     UNAUTHORIZED = "unauthorized"        # 401
     FORBIDDEN_ORIGIN = "forbidden_origin"  # 403
     FORBIDDEN_HOST = "forbidden_host"    # 421: DNS rebinding guard
+    BAD_SIGNATURE = "bad_signature"      # 403: a platform's request signature (X-Twilio-Signature) does not match
     IP_LIMIT = "ip_limit"                # 429
     KEY_LIMIT = "key_limit"              # 429
     NOT_FOUND = "not_found"              # 404

@@ -78,6 +78,8 @@ class LimitSettings:
     max_connections_per_ip: int = option(16, "concurrent streams from one address before HTTP 429")
     max_frame_bytes: int = option(1 << 20, "largest message accepted, in bytes (1 MiB: ~32 s of 16 kHz audio)")
     max_errors: int = option(20, "protocol errors before a stream is closed")
+    max_signals: int = option(1000, "phone platforms' DTMF keys and marks kept per stream (sent and stored); "
+                                    "later ones are dropped after one error")
     send_queue: int = option(256, "events waiting for a slow reader before its stream is closed")
     max_messages_per_s: int = option(400, "messages read per second per stream; a flood is slowed to this")
     max_audio_speed: float = option(4.0, "live audio accepted at most this many times real time, after "
@@ -85,6 +87,8 @@ class LimitSettings:
     audio_burst_s: float = option(30.0, "live audio that may come at once, before --max-audio-speed applies")
     idle_timeout_s: float = option(120.0, "close a stream that sends nothing for this long")
     max_file_mb: float = option(2048.0, "largest file accepted for offline transcription")
+    max_body_kb: int = option(64, "largest request body the server parses (a JSON body; a form's fields "
+                                  "besides its file), in KiB; past it HTTP 413")
     file_finals_in_flight: int = option(16, "an offline file's utterances queued for decoding at once")
     spool_dir: str | None = option(None, "where uploaded files wait to be transcribed, each in a private "
                                          "directory of its own (default: the system temp dir)")
@@ -92,6 +96,15 @@ class LimitSettings:
                                       "past it is refused")
     upload_idle_timeout_s: float = option(30.0, "close an offline upload that sends no file data for this long, "
                                                 "keepalives or not")
+    auth_timeout_s: float = option(5.0, "a stream whose key comes inside it (Twilio's <Parameter>) must present it "
+                                        "within this many seconds of connecting; keep-alives do not extend it")
+    max_unauthenticated: int = option(16, "streams still waiting for their in-stream key, all together (HTTP 503 "
+                                          "past it); they do not take --max-connections slots until authenticated")
+    max_unauthenticated_per_ip: int = option(4, "streams waiting for their in-stream key from one address "
+                                                "(HTTP 429 past it)")
+    unauthenticated_frame_bytes: int = option(16384, "largest message from a stream that has not presented its "
+                                                     "in-stream key yet")
+    unauthenticated_messages: int = option(8, "messages a stream may send before presenting its in-stream key")
     max_viewers: int = option(1000, "viewers of rooms and live boards connected at once, all rooms together")
     viewer_queue: int = option(256, "events waiting for one slow viewer; past it its oldest partials are dropped "
                                     "(finals never: a viewer that far behind on finals is closed)")
@@ -99,6 +112,10 @@ class LimitSettings:
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * (1 << 20))
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb << 10
 
     @property
     def max_spool_bytes(self) -> int:
@@ -163,6 +180,9 @@ class TelephonySettings:
                                                 "authentication: keep it on a private network)")
     audiosocket_key: str | None = option(None, "name of the API key whose tenant owns AudioSocket calls "
                                                "(required when API keys are configured)")
+    twilio_auth_token: str | None = option(None, "your Twilio account's auth token: /v1/twilio then takes only "
+                                                 "handshakes whose X-Twilio-Signature is valid (HMAC-SHA1 of the "
+                                                 "wss:// URL Twilio called); others get HTTP 403")
     audiosocket_options: str = option("{}", "start options for every AudioSocket call, as JSON: "
                                             '{"language": "en", "redact": ["pci"], "hotwords": [...]}')
 

@@ -321,3 +321,140 @@ async def test_keepalives_do_not_hold_an_upload_open(keyed):
     error = next(e for e in events if e["type"] == "error")
     assert (error["code"], error["fatal"]) == ("idle_timeout", True) and "file data" in error["message"]
     assert ws.close_code == 1008
+
+
+# ---- issue 34.1 and 34.12: sockets whose key comes in-stream, AudioSocket packets ----------
+TWILIO_TOKEN = "twilio-auth-token-" + "t" * 14
+
+
+@pytest.fixture(scope="module")
+def phones(tmp_path_factory):
+    """Keys, a Twilio auth token, an AudioSocket port; short deadlines so the tests are quick."""
+    from lingting_testkit.servers import free_port
+    audiosocket = free_port()
+    server = start_server("--model", "whisper-tiny.en", "--model-workers", "1", "--auth-timeout-s", "2",
+                          "--idle-timeout-s", "3", "--max-connections", "6", "--twilio-auth-token", TWILIO_TOKEN,
+                          "--audiosocket-port", str(audiosocket), "--audiosocket-key", "agents",
+                          env={"LINGTING_API_KEYS": f"agents:{AGENTS},others:{OTHERS}"})
+    server.audiosocket_port = audiosocket
+    yield server
+    stop_server(server)
+
+
+def twilio_signature(server, path="/v1/twilio") -> dict:
+    """The header Twilio sends: its own library's signature of the wss:// URL it called."""
+    from twilio.request_validator import RequestValidator
+    host = urllib.parse.urlsplit(server.http).netloc
+    return {"X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(f"wss://{host}{path}", {})}
+
+
+def twilio_url(server) -> str:
+    return server.url.replace("/v1/stream", "/v1/twilio")
+
+
+async def closed_within(ws, seconds: float, keepalive: str | None = None) -> float:
+    """Seconds until the server closes ws (sending keepalive every 0.5 s meanwhile); fails past `seconds`."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        while loop.time() - started < seconds:
+            if keepalive:
+                await ws.send(keepalive)
+            try:
+                await asyncio.wait_for(ws.recv(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+    except websockets.ConnectionClosed:
+        return loop.time() - started
+    raise AssertionError(f"still open after {seconds} s")
+
+
+async def test_a_twilio_handshake_needs_twilios_signature(phones):
+    with pytest.raises(websockets.InvalidStatus) as info:
+        async with websockets.connect(twilio_url(phones)):
+            pass
+    assert info.value.response.status_code == 403
+    assert b"X-Twilio-Signature" in info.value.response.body
+    with pytest.raises(websockets.InvalidStatus):
+        async with websockets.connect(twilio_url(phones), additional_headers={"X-Twilio-Signature": "AAAA"}):
+            pass
+    async with websockets.connect(twilio_url(phones), additional_headers=twilio_signature(phones)) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+
+
+async def test_keyless_twilio_sockets_cannot_take_the_servers_streams(phones):
+    connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    signed = twilio_signature(phones)
+    waiting = [await websockets.connect(twilio_url(phones), additional_headers=signed) for _ in range(4)]
+    # They wait in their own pool: no stream slot is taken, and a fifth from this address is refused.
+    assert health(phones)["streams"] == 0 and health(phones)["unauthenticated"] == 4
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(twilio_url(phones), additional_headers=signed)
+    assert info.value.response.status_code == 429
+    assert b"--max-unauthenticated-per-ip" in info.value.response.body
+    # A keyed stream is admitted meanwhile.
+    async with websockets.connect(phones.url, additional_headers={"Authorization": f"Bearer {AGENTS}"}) as ws:
+        await ws.send(json.dumps({"type": "start", "language": "en"}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+    # Keep-alives do not extend the deadline to present the key: each is closed after --auth-timeout-s (2 s).
+    times = await asyncio.gather(*(closed_within(ws, 6, keepalive=connected) for ws in waiting))
+    assert max(times) < 4, times
+    assert all(ws.close_code == 1008 for ws in waiting)
+    assert health(phones)["unauthenticated"] == 0
+
+
+async def test_an_unauthenticated_socket_has_a_small_frame_and_message_budget(phones):
+    signed = twilio_signature(phones)
+    # A 1 MB keep-alive (cheap on the wire with deflate) is refused at once, before it is parsed.
+    async with websockets.connect(twilio_url(phones), additional_headers=signed) as ws:
+        await ws.send(json.dumps({"event": "connected", "padding": "x" * (1 << 20)}))
+        await closed_within(ws, 1)
+        assert ws.close_code == 1009
+    # Nine messages without a key: closed at the ninth.
+    async with websockets.connect(twilio_url(phones), additional_headers=signed) as ws:
+        for _ in range(9):
+            await ws.send(json.dumps({"event": "connected"}))
+        await closed_within(ws, 1)
+        assert ws.close_code == 1008
+
+
+async def test_a_twilio_call_with_its_key_becomes_a_stream_of_its_tenant(phones):
+    async with websockets.connect(twilio_url(phones), additional_headers=twilio_signature(phones)) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ9", "start": {
+            "streamSid": "MZ9", "callSid": "CA9", "tracks": ["inbound"], "customParameters": {"api_key": OTHERS},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        for _ in range(50):
+            if health(phones)["streams"] == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert health(phones) | {} and health(phones)["streams"] == 1 and health(phones)["unauthenticated"] == 0
+        # Past the key's deadline it stays: the deadline was for the key only.
+        await asyncio.sleep(2.5)
+        await ws.send(json.dumps({"event": "media", "media": {"track": "inbound", "payload": "////"}}))
+        await ws.send(json.dumps({"event": "stop", "stop": {}}))
+        await closed_within(ws, 10)
+        assert ws.close_code == 1000
+
+
+async def test_an_audiosocket_packet_trickled_a_byte_at_a_time_is_idle(phones):
+    import struct
+    import uuid
+    reader, writer = await asyncio.open_connection("127.0.0.1", phones.audiosocket_port)
+    writer.write(struct.pack(">BH", 0x01, 16) + uuid.uuid4().bytes)
+    writer.write(struct.pack(">BH", 0x10, 65535))       # a packet claiming 64 KiB...
+    started = asyncio.get_running_loop().time()
+    try:
+        while asyncio.get_running_loop().time() - started < 10:
+            writer.write(b"\x00")                        # ...sent a byte a second
+            await writer.drain()
+            try:
+                if await asyncio.wait_for(reader.read(16), 1.0) == b"" or reader.at_eof():
+                    break
+            except asyncio.TimeoutError:
+                pass
+    except (ConnectionError, OSError):
+        pass
+    elapsed = asyncio.get_running_loop().time() - started
+    writer.close()
+    assert elapsed < 6, f"the call stayed open {elapsed:.1f} s against an idle timeout of 3 s"

@@ -164,3 +164,104 @@ def test_audiosocket_refusals():
 def test_call_options_from_platform_strings():
     assert call_options({"language": "zh-CN", "redact": "pci, ssn", "partials": "true", "other": 1}, "x") == \
         {"language": "zh", "redact": ["pci", "ssn"], "partials": True}
+
+
+# ---- issue 34: wrong field types, Twilio's signature, keys before audio ----------
+WRONG_TYPES = [None, 1, 1.5, True, "x", [], ["x"], {}, {"a": 1}]
+
+
+def with_field(message: dict, path: tuple, value) -> dict:
+    """A copy of a message with the field at path set to value."""
+    out = json.loads(json.dumps(message))
+    node = out
+    for name in path[:-1]:
+        node = node[name]
+    node[path[-1]] = value
+    return out
+
+
+def field_paths(message: dict, prefix: tuple = ()):
+    for name, value in message.items():
+        yield (*prefix, name)
+        if isinstance(value, dict):
+            yield from field_paths(value, (*prefix, name))
+
+
+def only_protocol_errors(decode, frames) -> None:
+    """Whatever the types, a codec answers with messages or a ProtocolError: never a TypeError."""
+    for frame in frames:
+        try:
+            decode(json.dumps(frame) if not isinstance(frame, bytes) else frame)
+        except ProtocolError:
+            pass
+
+
+def test_codecs_answer_wrong_field_types_with_protocol_errors():
+    twilio = json.loads(twilio_start())
+    media = {"event": "media", "media": {"track": "inbound", "payload": "AAAA"}}
+    for base in (twilio, media, {"event": "dtmf", "dtmf": {"track": "inbound", "digit": "1"}},
+                 {"event": "mark", "mark": {"name": "m"}}):
+        for path in field_paths(base):
+            for value in WRONG_TYPES:
+                codec = TwilioCodec()
+                only_protocol_errors(codec.decode, [] if base is twilio else [twilio])
+                only_protocol_errors(codec.decode, [with_field(base, path, value)])
+    opened = json.loads(audiohook("open", 1, media=[STEREO], customConfig={"language": "en"}))
+    dtmf = json.loads(audiohook("dtmf", 2, digit="1"))
+    for base in (opened, dtmf):
+        for path in [*field_paths(base), ("parameters", "media", 0)]:
+            for value in WRONG_TYPES:
+                codec = AudioHookCodec()
+                if base is dtmf:
+                    codec.decode(json.dumps(opened))
+                frame = with_field(base, path, value) if path[-1] != 0 else with_field(
+                    base, ("parameters", "media"), [value])
+                only_protocol_errors(codec.decode, [frame])
+    for name in ("sample_rate", "sampleRate", "channels", "mix_type", "language", "hotwords", "redact"):
+        for value in WRONG_TYPES:
+            only_protocol_errors(AudioForkCodec({}).decode, [{name: value}])
+            try:
+                AudioForkCodec({name: value}).decode(b"\x00\x00")
+            except ProtocolError:
+                pass
+
+
+def test_a_twilio_open_with_a_wrong_type_says_which_field():
+    with pytest.raises(ProtocolError) as info:
+        TwilioCodec().decode(twilio_start(mediaFormat={"encoding": ["audio/x-mulaw"], "sampleRate": 8000}))
+    assert info.value.fatal and "mediaFormat" in info.value.message
+    with pytest.raises(ProtocolError) as info:
+        AudioHookCodec().decode(audiohook("open", 1, media=[{**MONO, "format": ["PCMU"]}]))
+    assert info.value.fatal and info.value.code == ErrorCode.UNSUPPORTED
+    with pytest.raises(ProtocolError) as info:
+        AudioForkCodec({"sample_rate": ["8000"]}).decode(b"\x00\x00")
+    assert info.value.fatal and "sample_rate" in info.value.message
+
+
+def test_twilio_signature_is_the_documented_hmac_of_the_wss_url():
+    from twilio.request_validator import RequestValidator
+    from lingting_server.telephony.twilio import signed_by_twilio
+    token = "12345678901234567890123456789012"
+    url = "wss://lingting.example.com/v1/twilio"
+    sig = RequestValidator(token).compute_signature(url, {})       # what Twilio's own library computes
+    assert signed_by_twilio(token, "lingting.example.com", "/v1/twilio", sig)
+    assert signed_by_twilio(token, "lingting.example.com:443", "/v1/twilio", sig)
+    assert not signed_by_twilio(token, "lingting.example.com", "/v1/twilio", None)
+    assert not signed_by_twilio(token, "lingting.example.com", "/v1/other", sig)
+    assert not signed_by_twilio("another-token-000000000000000000", "lingting.example.com", "/v1/twilio", sig)
+
+
+def test_audiosocket_keys_before_the_first_audio_wait_for_its_rate():
+    codec = AudioSocketCodec({})
+    assert codec.decode(packet(0x01, uuid.uuid4().bytes) + packet(0x03, b"1") + packet(0x03, b"2")) == []
+    start, one, two, audio = codec.decode(packet(0x12, b"\x00\x00" * 160))
+    assert start.config.sample_rate == 16000 and (one, two) == (Dtmf("1"), Dtmf("2"))
+    assert audio == Audio(b"\x00\x00" * 160)
+    # A call keyed and hung up before any audio still gets its session, with its keys.
+    codec = AudioSocketCodec({})
+    start, key, stop = codec.decode(packet(0x01, uuid.uuid4().bytes) + packet(0x03, b"#") + packet(0x00))
+    assert isinstance(start, Start) and key == Dtmf("#") and stop == Stop(reason="hangup")
+    # Held keys are bounded.
+    codec = AudioSocketCodec({})
+    out = codec.decode(packet(0x01, uuid.uuid4().bytes) + packet(0x03, b"5") * 1000 + packet(0x10, b"\x00\x00"))
+    assert sum(isinstance(m, Dtmf) for m in out) == 32

@@ -67,6 +67,7 @@ class Lingting:
         self.content_security_policy = content_security_policy(settings.access.frame_ancestors)
         self.spool = SpoolBudget(settings.limits.max_spool_bytes)
         self.streams: dict = {}          # open streams (runners) by session id
+        self.unauthenticated: dict = {}  # streams still waiting for the key they bring in-stream (Twilio)
         # Edges sharing a PostgreSQL history share room tokens and room events.
         shared = history is not None and history.store.edge is not None
         self.rooms = Rooms(settings.limits.viewer_queue, history.store.shared_secret("room_tokens") if shared else None)
@@ -102,19 +103,43 @@ class Lingting:
                 "model_workers": len(self.collector.engines), "worker_restarts": self.collector.worker_restarts,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "streams": len(self.streams), "max_streams": self.settings.limits.max_connections,
+                "unauthenticated": len(self.unauthenticated),
                 "queue": self.collector.queue_depth, "batching": self.collector.stats.as_dict()}
 
     # ---- admission --------------------------------------------------------
     def admit(self, conn: HTTPConnection, key_in_stream: bool = False) -> tuple[ApiKey | None, str | None]:
         """May this connection open a stream? Its key and address, or AccessDenied.
         (HostGuard checked its Host and Origin.) key_in_stream: a platform that
-        cannot send headers presents its key in the stream; until then, none."""
-        presented = presented_key(str(conn.url), conn.headers, offered_subprotocols(conn.headers))
-        key = None if key_in_stream and not presented else self.access.authenticate(str(conn.url), conn.headers)
+        cannot send headers presents its key in the stream; until then the key
+        is None and the socket waits in a small pool of its own
+        (check_unauthenticated), not among the streams."""
         ip = client_ip(conn.client.host if conn.client else None, conn.headers,
                        frozenset(self.settings.network.trusted_proxies))
+        presented = presented_key(str(conn.url), conn.headers, offered_subprotocols(conn.headers))
+        if key_in_stream and not presented and not self.access.open:
+            self.check_unauthenticated(ip)
+            return None, ip
+        key = self.access.authenticate(str(conn.url), conn.headers)
         self.check_limits(ip, key)
         return key, ip
+
+    def owes_key(self, key: ApiKey | None) -> bool:
+        """A stream admitted without a key on a server that has keys: it must present one in-stream."""
+        return key is None and not self.access.open
+
+    def check_unauthenticated(self, ip: str | None) -> None:
+        """Sockets that have not shown a key yet take no stream slot, but their own
+        pool is small and shared out by address, so keyless ones cannot fill it."""
+        limits = self.settings.limits
+        if self.shutting_down:
+            raise AccessDenied(503, ErrorCode.SHUTTING_DOWN, "server is shutting down", retry_after=10)
+        if len(self.unauthenticated) >= limits.max_unauthenticated:
+            raise AccessDenied(503, ErrorCode.OVERLOADED, f"{limits.max_unauthenticated} streams are already waiting "
+                               "to present their key (--max-unauthenticated); retry later", retry_after=5)
+        per_ip = limits.max_unauthenticated_per_ip
+        if ip and sum(1 for s in self.unauthenticated.values() if s.ip == ip) >= per_ip:
+            raise AccessDenied(429, ErrorCode.IP_LIMIT, f"{ip} has {per_ip} streams waiting to present their key "
+                               "(--max-unauthenticated-per-ip)", retry_after=5)
 
     def check_limits(self, ip: str | None, key: ApiKey | None) -> None:
         limits = self.settings.limits
@@ -137,15 +162,30 @@ class Lingting:
                        {"max_frame_bytes": limits.max_frame_bytes, "max_file_bytes": limits.max_file_bytes,
                         "sample_rates": [8000, 48000]}, limits.max_errors)
 
-    def opened(self, runner) -> None:
-        self.streams[runner.session.id] = runner
-        self.access.opened(runner.key)
+    def opened(self, runner, unauthenticated: bool = False) -> None:
+        if unauthenticated:
+            self.unauthenticated[runner.session.id] = runner
+        else:
+            self.streams[runner.session.id] = runner
+            self.access.opened(runner.key)
         self.metrics.connections.labels("accepted").inc()
+
+    def authenticated(self, runner, key: ApiKey | None) -> None:
+        """A socket that brought its key in-stream showed it: it becomes one of the
+        streams, under the same limits as one that showed it in the handshake."""
+        self.check_limits(runner.ip, key)
+        del self.unauthenticated[runner.session.id]
+        self.streams[runner.session.id] = runner
+        self.access.opened(key)
 
     def closed(self, runner) -> None:
         if self.streams.pop(runner.session.id, None) is runner:
             self.access.closed(runner.key)
+        self.unauthenticated.pop(runner.session.id, None)
         self.collector.cancel_session(runner.session.id)
+
+    def open_runners(self) -> list:
+        return [*self.streams.values(), *self.unauthenticated.values()]
 
 
 async def _websocket_not_found(websocket: WebSocket) -> None:
@@ -183,14 +223,15 @@ async def finish_streams(lingting: Lingting, grace_s: float) -> None:
     # Audio the clients sent before the signal may still sit in socket
     # buffers: read it, so the last words make it into the finals.
     await asyncio.sleep(LAST_FRAMES_S)
-    for runner in list(lingting.streams.values()):
+    for runner in lingting.open_runners():
         runner.end(End.SHUTDOWN)
     deadline = time.monotonic() + grace_s
-    while lingting.streams and time.monotonic() < deadline:
+    while lingting.open_runners() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    if lingting.streams:
-        log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(lingting.streams), grace_s)
-        for runner in list(lingting.streams.values()):
+    if lingting.open_runners():
+        log.warning("shutdown: %d stream(s) still open after %.0f s; closing them", len(lingting.open_runners()),
+                    grace_s)
+        for runner in lingting.open_runners():
             runner.abort_now()
 
 

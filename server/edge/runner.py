@@ -98,6 +98,7 @@ class StreamRunner:
         self.metrics = MetricsObserver(lingting.metrics, session)
         self.file = FileFeed(self)                 # offline: the upload, and reading it back
         self.counted_samples = 0                   # audio already added to metrics and quota
+        self.key_due: float | None = None          # monotonic deadline of a key still owed in-stream
         self.log = logging.LoggerAdapter(log, {"session": session.id})
         self.writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -156,14 +157,13 @@ class StreamRunner:
     def authenticate(self, secret: str | None) -> None:
         """A key presented inside the stream (Twilio's customParameters), before
         its start: the stream becomes that tenant's, under its limits."""
-        access = self.lingting.access
         try:
-            key = access.key_for(secret)
-            access.admit(key)
+            key = self.lingting.access.key_for(secret)
+            self.lingting.authenticated(self, key)
         except AccessDenied as exc:
             raise ProtocolError(exc.code, exc.message, fatal=True) from None
         self.key = key
-        access.opened(key)
+        self.key_due = None
         self.recorder.owner = key.name if key else None
 
     def end(self, why: End, error: ProtocolError | None = None) -> None:

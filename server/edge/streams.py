@@ -18,7 +18,7 @@ from ..funasr_compat import SUBPROTOCOL as FUNASR_SUBPROTOCOL, FunasrCodec
 from ..protocol import SUBPROTOCOLS, Codec, Start
 from ..settings import LimitSettings
 from ..streaming.audio import MODEL_RATE
-from ..streaming.commands import TOO_BIG
+from ..streaming.commands import POLICY, TOO_BIG
 from ..streaming.events import Event
 from ..streaming.session import End, State
 from .responses import denied
@@ -94,7 +94,10 @@ async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) ->
         return
     runner = StreamRunner(lingting, session, WebSocketTransport(websocket, codec), key,
                           client_details(websocket, ip, codec.subprotocol))
-    lingting.opened(runner)
+    needs_key = lingting.owes_key(key)
+    if needs_key:
+        runner.key_due = time.monotonic() + lingting.settings.limits.auth_timeout_s
+    lingting.opened(runner, unauthenticated=needs_key)
     runner.log.debug("session %s: WebSocket %s?%s from %s, subprotocols offered %s", session.id, websocket.url.path,
                      websocket.url.query, ip, offered)
     left = True
@@ -103,7 +106,6 @@ async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) ->
         if await _greeted(websocket, codec):
             if lingting.shutting_down:      # the signal came during the handshake
                 runner.end(End.SHUTDOWN)
-            needs_key = key is None and not lingting.access.open
             left = await read_frames(runner, lambda: _frame(websocket), decoder(codec, runner, needs_key),
                                      lingting.settings.limits)
     finally:
@@ -148,23 +150,48 @@ async def read_frames(runner: StreamRunner, receive, decode, limits: LimitSettin
     session until it closes; True when the client left first."""
     throttle = Throttler(limits.max_messages_per_s, 1.0)
     speed = SpeedLimit(limits)
+    before_key = 0              # messages read while the stream still owes its key
     while not runner.closing:
+        owes_key = runner.key_due is not None
         try:
-            frame = await asyncio.wait_for(receive(), idle_timeout(runner, limits))
+            frame = await asyncio.wait_for(receive(), key_timeout(runner) if owes_key else idle_timeout(runner, limits))
         except asyncio.TimeoutError:
-            runner.end(End.IDLE, idle_error(runner, limits))
+            if owes_key:
+                runner.abort(no_key_error(limits), POLICY, "no API key")
+            else:
+                runner.end(End.IDLE, idle_error(runner, limits))
             continue
         if frame is None:
             return True
         size = message_bytes(frame)
-        if size > limits.max_frame_bytes:
+        max_bytes = limits.unauthenticated_frame_bytes if owes_key else limits.max_frame_bytes
+        if size > max_bytes:
             runner.abort(ProtocolError(ErrorCode.TOO_LARGE, f"a message of {size} bytes is over this server's "
-                                       f"limit of {limits.max_frame_bytes}", fatal=True), TOO_BIG, "message too big")
+                                       f"limit of {max_bytes}" + (" before the stream presents its API key"
+                                                                  if owes_key else ""), fatal=True),
+                         TOO_BIG, "message too big")
             continue
+        if owes_key:
+            before_key += 1
+            if before_key > limits.unauthenticated_messages:
+                runner.abort(no_key_error(limits), POLICY, "no API key")
+                continue
         async with throttle:        # a flood is read at this pace, not faster
             runner.receive_frame(decode, frame)
         await speed.hold(runner)
     return False
+
+
+def key_timeout(runner: StreamRunner) -> float:
+    """Until its key is shown, a stream has a fixed deadline: messages (a
+    platform's keep-alives included) do not move it."""
+    return max(0.0, runner.key_due - time.monotonic())
+
+
+def no_key_error(limits: LimitSettings) -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAUTHORIZED, f"no API key within {limits.auth_timeout_s:g} s or "
+                         f"{limits.unauthenticated_messages} messages: Twilio sends it in its start event, as "
+                         '<Parameter name="api_key" value="KEY"/>', fatal=True)
 
 
 def uploading(runner: StreamRunner) -> bool:

@@ -15,15 +15,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from ..access import AccessDenied
-from ..errors import ProtocolError
+from ..errors import ErrorCode, ProtocolError
 from ..settings import SettingsError, TelephonySettings
 from ..streaming.events import Event
 from ..telephony.audio_fork import SUBPROTOCOL as AUDIO_FORK_SUBPROTOCOL, AudioForkCodec
 from ..telephony.audiohook import AudioHookCodec
-from ..telephony.audiosocket import HANGUP_PACKET, AudioSocketCodec
+from ..telephony.audiosocket import HANGUP_PACKET, HEADER, AudioSocketCodec
 from ..telephony.options import call_config
-from ..telephony.twilio import TwilioCodec
-from .responses import upgrade_required
+from ..telephony.twilio import SIGNATURE_HEADER, TwilioCodec, signed_by_twilio
+from .responses import error, upgrade_required
 from .runner import Gone, StreamRunner
 from .streams import decoder, read_frames, serve
 
@@ -33,6 +33,14 @@ PATHS = {"twilio": "/v1/twilio", "audiohook": "/v1/audiohook", "audio_fork": "/v
 
 async def twilio_stream(websocket: WebSocket) -> None:
     # Twilio's <Stream> URL takes no query string and sends no key header: the key is a <Parameter>.
+    lingting = websocket.app.state.lingting
+    token = lingting.settings.telephony.twilio_auth_token
+    if token and not signed_by_twilio(token, websocket.headers.get("host", ""), websocket.url.path,
+                                      websocket.headers.get(SIGNATURE_HEADER)):
+        lingting.metrics.connections.labels(ErrorCode.BAD_SIGNATURE).inc()
+        await websocket.send_denial_response(error(403, ErrorCode.BAD_SIGNATURE, f"{SIGNATURE_HEADER} does not sign "
+                                                   "this URL with --twilio-auth-token: only Twilio may connect here"))
+        return
     await serve(websocket, lambda offered, session: (TwilioCodec(), None), key_in_stream=True)
 
 
@@ -134,10 +142,15 @@ class AudioSocketServer:
         runner = StreamRunner(lingting, session, AudioSocketTransport(writer), self.key, client)
         lingting.opened(runner)
         left = True
-        chunk = min(65536, lingting.settings.limits.max_frame_bytes)   # TCP has no frames: read in bounded pieces
 
         async def receive() -> bytes | None:
-            return await reader.read(chunk) or None
+            """One whole packet: the idle timeout counts packets, so a header
+            followed by a byte now and then does not hold the call open."""
+            try:
+                header = await reader.readexactly(HEADER.size)
+                return header + await reader.readexactly(HEADER.unpack(header)[1])
+            except asyncio.IncompleteReadError:
+                return None
         try:
             left = await read_frames(runner, receive, decoder(codec, runner), lingting.settings.limits)
         except OSError:

@@ -34,8 +34,10 @@ def _format(params: dict) -> dict:
     out = {}
     rate = params.get("sample_rate", params.get("sampleRate"))
     if rate is not None:
-        rate = RATES.get(rate, rate)
+        rate = RATES.get(rate, rate) if isinstance(rate, str) else rate
         try:
+            if not isinstance(rate, (str, int)) or isinstance(rate, bool):
+                raise TypeError
             out["sample_rate"] = int(rate)
         except (TypeError, ValueError):
             raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {rate!r}: use 8000 or 16000", fatal=True) from None
@@ -43,6 +45,8 @@ def _format(params: dict) -> dict:
     channels = params.get("channels", 2 if mix == "stereo" else None)
     if channels is not None:
         try:
+            if not isinstance(channels, (str, int)) or isinstance(channels, bool):
+                raise TypeError
             out["channels"] = int(channels)
         except (TypeError, ValueError):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"channels {channels!r}: use 1 or 2", fatal=True) from None

@@ -57,7 +57,10 @@ class AudioHookCodec:
         self.client_seq = seq
         kind = msg["type"]
         if kind == "open":
-            return [self._open(msg)]
+            try:
+                return [self._open(msg)]
+            except ProtocolError as exc:      # a session that cannot open is over: Genesys hears `disconnect`
+                raise ProtocolError(exc.code, exc.message, fatal=True) from None
         if self.session_id is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, f"{kind} came before open", fatal=True)
         if kind == "ping":
@@ -66,7 +69,8 @@ class AudioHookCodec:
             self.closing = True
             return [Stop(reason="hangup")]
         if kind == "dtmf":
-            digit = (msg.get("parameters") or {}).get("digit")
+            params = msg.get("parameters")
+            digit = params.get("digit") if isinstance(params, dict) else None
             require(isinstance(digit, str), "dtmf.parameters.digit is missing")
             return [Dtmf(digit, self.channels.index("external") if "external" in self.channels else None)]
         if kind in IGNORED:
@@ -79,11 +83,13 @@ class AudioHookCodec:
         require(isinstance(msg.get("id"), str), "open needs the session id")
         self.session_id = msg["id"]
         params = msg.get("parameters") or {}
+        require(isinstance(params, dict), "open.parameters must be an object")
         offered = params.get("media") or []
         require(isinstance(offered, list), "open.parameters.media must be a list")
         usable = [m for m in offered if isinstance(m, dict) and m.get("type") == "audio"
-                  and m.get("format") in FORMATS and isinstance(m.get("channels"), list) and m["channels"]
-                  and set(m["channels"]) <= set(LABELS)]
+                  and isinstance(m.get("format"), str) and m["format"] in FORMATS
+                  and isinstance(m.get("channels"), list) and m["channels"]
+                  and all(isinstance(c, str) and c in LABELS for c in m["channels"])]
         if not usable:
             raise ProtocolError(ErrorCode.UNSUPPORTED, "no offered media is usable: audio PCMU or L16, channels "
                                 "external and/or internal", fatal=True)

@@ -29,6 +29,7 @@ AUDIO_RATES = {0x10: 8000, 0x11: 12000, 0x12: 16000, 0x13: 24000, 0x14: 32000, 0
 TOO_FAST = {0x17: 96000, 0x18: 192000}
 HEADER = struct.Struct(">BH")
 HANGUP_PACKET = HEADER.pack(HANGUP, 0)
+MAX_EARLY_DTMF = 32       # keys pressed before the first audio, held until its rate is known
 
 
 class AudioSocketCodec:
@@ -39,6 +40,7 @@ class AudioSocketCodec:
         self.call_id: str | None = None
         self.rate: int | None = None
         self._buffer = bytearray()
+        self._early: list = []          # DTMF before the first audio: the rate, and so the start, is not known yet
 
     @property
     def call(self) -> dict:
@@ -70,9 +72,7 @@ class AudioSocketCodec:
         if kind in AUDIO_RATES:
             rate = AUDIO_RATES[kind]
             if self.rate is None:
-                self.rate = rate
-                return [Start(call_config({"sample_rate": rate, "encoding": "pcm_s16le", **self.options},
-                                          "AudioSocket")), Audio(payload)]
+                return self._start(rate) + [Audio(payload)]
             if rate != self.rate:
                 raise ProtocolError(ErrorCode.BAD_AUDIO, f"audio at {rate} Hz after {self.rate} Hz in one call",
                                     fatal=True)
@@ -81,21 +81,31 @@ class AudioSocketCodec:
             raise ProtocolError(ErrorCode.UNSUPPORTED, f"audio at {TOO_FAST[kind]} Hz is not taken: set the "
                                 "AudioSocket rate to 48 kHz or less (8 kHz is what speech needs)", fatal=True)
         if kind == DTMF:
-            return self._started([Dtmf(payload[:1].decode("ascii", "replace"))]) if payload else []
+            if not payload:
+                return []
+            key = Dtmf(payload[:1].decode("ascii", "replace"))
+            if self.rate is None:
+                if len(self._early) < MAX_EARLY_DTMF:
+                    self._early.append(key)
+                return []
+            return [key]
         if kind == HANGUP:
-            return self._started([Stop(reason="hangup")])
+            return self._ended("hangup")
         if kind == ERROR:
             code = payload[0] if payload else 0
-            return self._started([Stop(reason="hangup" if code == 1 else "error")])
+            return self._ended("hangup" if code == 1 else "error")
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown AudioSocket packet type 0x{kind:02x}")
 
-    def _started(self, messages: list) -> list:
-        """A call that ends (or is keyed) before its first audio still gets its session."""
-        if self.rate is None:
-            self.rate = 8000
-            messages.insert(0, Start(call_config({"sample_rate": 8000, "encoding": "pcm_s16le", **self.options},
-                                                 "AudioSocket")))
-        return messages
+    def _start(self, rate: int) -> list:
+        """The first audio says the call's rate: its session starts, with the keys pressed before it."""
+        self.rate = rate
+        start = Start(call_config({"sample_rate": rate, "encoding": "pcm_s16le", **self.options}, "AudioSocket"))
+        early, self._early = self._early, []
+        return [start, *early]
+
+    def _ended(self, reason: str) -> list:
+        """A call that ends before its first audio still gets its session (and its keys)."""
+        return [*(self._start(8000) if self.rate is None else []), Stop(reason=reason)]
 
     def encode_all(self, event: events.Event) -> list:
         return []

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 
 from ..errors import ErrorCode, ProtocolError, require
 from ..protocol import Audio, Dtmf, Mark, Start, Stop, load_json
@@ -25,6 +27,24 @@ from .options import KEY_FIELD, call_config, call_options, no_binary
 
 HISTORY_NAME = "twilio"
 ENCODINGS = {"audio/x-mulaw": "mulaw"}
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+def signature(auth_token: str, url: str) -> str:
+    """Twilio's request signature: base64(HMAC-SHA1(auth token, the URL it
+    called + its POST parameters sorted by name)); a WebSocket handshake has none."""
+    return base64.b64encode(hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest()).decode()
+
+
+def signed_by_twilio(auth_token: str, host: str, path: str, presented: str | None) -> bool:
+    """Media Streams connect only over wss://; the host is as the Host header
+    says (a TLS proxy in front keeps it), with and without :443 as Twilio's
+    own validators try it."""
+    if not presented:
+        return False
+    bare = host.removesuffix(":443")
+    candidates = {f"wss://{bare}{path}", f"wss://{bare}:443{path}"}
+    return any(hmac.compare_digest(signature(auth_token, url), presented) for url in candidates)
 
 
 class TwilioCodec:
@@ -43,6 +63,9 @@ class TwilioCodec:
             raise no_binary("Twilio Media Streams")
         msg = load_json(frame)
         require(isinstance(msg, dict) and isinstance(msg.get("event"), str), "a Twilio message needs an 'event'")
+        if not isinstance(msg.get(msg["event"], {}), dict):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"a Twilio {msg['event']} event's {msg['event']!r} must "
+                                "be an object")
         event = msg["event"]
         if event == "connected":
             return []
@@ -72,7 +95,9 @@ class TwilioCodec:
         start = msg.get("start")
         require(isinstance(start, dict), "start.start is missing")
         media = start.get("mediaFormat") or {}
-        encoding = ENCODINGS.get(media.get("encoding"))
+        if not isinstance(media, dict):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "start.mediaFormat must be an object", fatal=True)
+        encoding = ENCODINGS.get(media["encoding"]) if isinstance(media.get("encoding"), str) else None
         if encoding is None:
             raise ProtocolError(ErrorCode.UNSUPPORTED, f"Twilio mediaFormat {media.get('encoding')!r} is not "
                                 "supported: audio/x-mulaw", fatal=True)
@@ -81,7 +106,9 @@ class TwilioCodec:
                 and len(set(tracks)) == len(tracks), "start.tracks must list inbound and/or outbound")
         self.tracks = tracks
         params = start.get("customParameters") or {}
-        key = params.get(KEY_FIELD) if isinstance(params, dict) else None
+        if not isinstance(params, dict):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "start.customParameters must be an object", fatal=True)
+        key = params.get(KEY_FIELD)
         self.api_key = key if isinstance(key, str) else None
         self.call = {k: v for k, v in (("streamSid", msg.get("streamSid") or start.get("streamSid")),
                                        ("callSid", start.get("callSid"))) if isinstance(v, str)}
@@ -91,7 +118,9 @@ class TwilioCodec:
                                   "channels": len(tracks), **options}, "Twilio start"))
 
     def _channel(self, track) -> int:
-        name = track.removesuffix("_track") if isinstance(track, str) else track
+        if not isinstance(track, str):
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"track must be a string, not {type(track).__name__}")
+        name = track.removesuffix("_track")
         if name not in self.tracks:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"track {track!r} is not one of this stream's "
                                 f"({', '.join(self.tracks) or 'no start yet'})")
