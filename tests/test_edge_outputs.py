@@ -300,3 +300,113 @@ def test_ipv6_forms_of_private_ipv4_addresses_are_refused(address):
 @pytest.mark.parametrize("address", (*CARRYING_PUBLIC, "2001:4860:4860::8888", "8.8.8.8"))
 def test_ipv6_forms_of_public_ipv4_addresses_and_plain_public_ones_pass(address):
     assert outbound.is_public(address)
+
+
+class HugeAnswers:
+    """A receiver that answers every request with `body_bytes` (sent as fast as
+    the reader takes it, or `trickle`: one byte a second), counting what it got out."""
+
+    def __init__(self, body_bytes: int, status: int = 200, trickle: bool = False):
+        self.body_bytes, self.status, self.trickle = body_bytes, status, trickle
+        self.sent = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> HugeAnswers:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chunk = b"x" * (1 << 20)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(f"HTTP/1.1 {self.status} OK\r\nContent-Length: {self.body_bytes}\r\n"
+                         "Content-Type: text/plain\r\n\r\n".encode())
+            left = self.body_bytes
+            while left:
+                part = chunk[:1] if self.trickle else chunk[:left]
+                writer.write(part)
+                await writer.drain()
+                self.sent += len(part)
+                left -= len(part)
+                if self.trickle:
+                    await asyncio.sleep(1)
+        except (OSError, asyncio.IncompleteReadError):
+            pass                # the reader hung up: what this receiver is here to see
+        finally:
+            writer.close()
+
+
+async def test_an_output_reads_a_bounded_prefix_of_a_huge_answer_and_hangs_up():
+    """A receiver answering 256 MB costs the server a small prefix, not 256 MB of memory (issue 34.4)."""
+    async with HugeAnswers(256 << 20) as huge, outbound.client() as http:
+        answer = await outbound.request(http, "POST", huge.url + "/hook", allow_private=True, content=b"{}")
+        await asyncio.sleep(0.2)
+        assert huge.sent < 32 << 20                # the socket buffers' worth, then the connection closed
+        assert answer.status_code == 200 and len(answer.body) <= outbound.MAX_ANSWER_BYTES
+
+
+async def test_an_output_whose_answer_trickles_gives_up_at_the_exchange_deadline(monkeypatch):
+    monkeypatch.setattr(outbound, "EXCHANGE_S", 1.5)
+    async with HugeAnswers(1 << 20, trickle=True) as slow, outbound.client() as http:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.TimeoutException, match="1.5 s"):
+            await outbound.request(http, "POST", slow.url + "/hook", allow_private=True, content=b"{}")
+        assert asyncio.get_running_loop().time() - started < 3
+
+
+async def test_webhooks_and_captions_to_a_receiver_answering_hugely_go_on():
+    """Deliveries to receivers answering 64 MB errors: each caption is reported with a short prefix of the
+    answer, and recognition goes on."""
+    async with HugeAnswers(64 << 20, status=500) as huge:
+        captions = [{"type": "youtube", "url": huge.url + "/cc?cid=1"}]
+        async with edge_server(RecordingEngine("hello there"), outputs={"webhook_allow_private": True}) as edge:
+            async with websockets.connect(edge.ws + "/v1/stream") as speaker:
+                await speaker.send(json.dumps({"type": "start", "captions": captions}))
+                await speaker.recv()
+                await speak(speaker, 1)
+                await asyncio.sleep(4)         # three tries, 0.5 s and 1 s apart
+                await speaker.send(json.dumps({"type": "stop"}))
+                events = await events_until_closed(speaker)
+        failures = [e for e in events if e["type"] == "error"]
+        assert failures and all(e["code"] == "output_failed" and len(e["message"]) < 400 for e in failures)
+        assert events[-1]["type"] == "stopped"
+        assert huge.sent < 3 * (32 << 20), huge.sent
+
+
+async def test_an_obs_output_refuses_oversized_frames_from_its_receiver():
+    """obs-websocket's messages are small; a receiver padding them to 512 KiB is cut off at
+    MAX_ANSWER_BYTES (not the library's 1 MiB a message, 16 queued), and the stream goes on (issue 34.4)."""
+    padding = "p" * (512 << 10)
+    answered = []
+
+    async def padded_obs(ws) -> None:
+        await ws.send(json.dumps({"op": 0, "d": {"rpcVersion": 1, "padding": padding}}))
+        await ws.recv()
+        await ws.send(json.dumps({"op": 2, "d": {"negotiatedRpcVersion": 1, "padding": padding}}))
+        async for message in ws:
+            answered.append(message)
+            request_id = json.loads(message)["d"]["requestId"]
+            await ws.send(json.dumps({"op": 7, "d": {"requestId": request_id, "padding": padding,
+                                                     "requestStatus": {"result": True, "code": 100}}}))
+
+    async with websockets.serve(padded_obs, "127.0.0.1", 0, subprotocols=["obswebsocket.json"]) as obs:
+        url = f"ws://127.0.0.1:{obs.sockets[0].getsockname()[1]}"
+        async with edge_server(RecordingEngine("hello there"), outputs={"webhook_allow_private": True}) as edge:
+            async with websockets.connect(edge.ws + "/v1/stream") as speaker:
+                await speaker.send(json.dumps({"type": "start", "captions": [{"type": "obs", "url": url}]}))
+                await speaker.recv()
+                await speak(speaker, 1)
+                await asyncio.sleep(4)         # three tries, 0.5 s and 1 s apart
+                await speaker.send(json.dumps({"type": "stop"}))
+                events = await events_until_closed(speaker)
+    failures = [e for e in events if e["type"] == "error"]
+    assert answered == [] and failures and all(e["code"] == "output_failed" for e in failures), failures
+    assert "1009" in failures[0]["message"] or "too big" in failures[0]["message"]
+    assert events[-1]["type"] == "stopped"

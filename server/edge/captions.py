@@ -38,6 +38,7 @@ TRIES = 3
 RETRY_S = (0.5, 1.0, 2.0)
 QUEUE = 64                 # captions waiting for one output; past it the oldest goes (it is stale by then)
 OBS_RPC_VERSION = 1
+OBS_QUEUE = 4               # messages from OBS received and not yet read
 
 
 class DeliveryFailed(Exception):
@@ -183,8 +184,11 @@ class ObsOutput(Output):
     async def _connect(self):
         target = await outbound.resolve(self.target.url, self.allow_private)
         # To the checked address; TLS still checks the URL's host name.
+        # obs-websocket's messages are small: a receiver's larger ones close the connection (1009), and
+        # few wait unread, so what it sends costs little memory whatever it sends.
         ws = await websockets.connect(self.target.url, host=target.address, port=target.port, proxy=None,
-                                      subprotocols=["obswebsocket.json"], open_timeout=outbound.TIMEOUT_S)
+                                      subprotocols=["obswebsocket.json"], open_timeout=outbound.TIMEOUT_S,
+                                      max_size=outbound.MAX_ANSWER_BYTES, max_queue=OBS_QUEUE)
         hello = json.loads(await asyncio.wait_for(ws.recv(), outbound.TIMEOUT_S))
         if hello.get("op") != 0:
             raise DeliveryFailed(f"expected Hello (op 0), got op {hello.get('op')}")

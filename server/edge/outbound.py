@@ -17,12 +17,25 @@ import httpx
 
 from ..errors import ErrorCode, ProtocolError
 
-TIMEOUT_S = 10.0
+TIMEOUT_S = 10.0             # connect, and each read or write
+EXCHANGE_S = 30.0            # a whole request and its answer: a receiver trickling its answer is cut off
+MAX_ANSWER_BYTES = 64 << 10  # of an answer's body, read for an error message or Zoom's seq; the rest is never read
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 class TargetRefused(Exception):
     """The URL resolves to an address this server may not send to."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A receiver's answer: its status and the first MAX_ANSWER_BYTES of its body."""
+    status_code: int
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -105,12 +118,25 @@ def client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False)
 
 
-async def request(http: httpx.AsyncClient, method: str, url: str, allow_private: bool, **kwargs) -> httpx.Response:
-    """method url, sent to the checked address (Host and TLS name as the URL says)."""
-    target = await resolve(url, allow_private)
-    parts = urlsplit(url)
-    address = f"[{target.address}]" if ":" in target.address else target.address
-    pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
-    headers = {**kwargs.pop("headers", {}), "Host": parts.netloc}
-    extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
-    return await http.request(method, pinned, headers=headers, extensions=extensions, **kwargs)
+async def request(http: httpx.AsyncClient, method: str, url: str, allow_private: bool, **kwargs) -> Answer:
+    """method url, sent to the checked address (Host and TLS name as the URL says).
+    A receiver chooses how much it answers and how fast: only a bounded prefix
+    of its body is read, raw (no decompression to inflate it), within EXCHANGE_S."""
+    try:
+        async with asyncio.timeout(EXCHANGE_S):
+            target = await resolve(url, allow_private)
+            parts = urlsplit(url)
+            address = f"[{target.address}]" if ":" in target.address else target.address
+            pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
+            headers = {**kwargs.pop("headers", {}), "Host": parts.netloc, "Accept-Encoding": "identity"}
+            extensions = {"sni_hostname": target.host} if parts.scheme == "https" else {}
+            async with http.stream(method, pinned, headers=headers, extensions=extensions, **kwargs) as response:
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body += chunk[:MAX_ANSWER_BYTES - len(body)]
+                    if len(body) >= MAX_ANSWER_BYTES:
+                        break           # leaving the block closes the connection with the rest unread
+                return Answer(response.status_code, bytes(body))
+    except TimeoutError:
+        raise httpx.TimeoutException(f"no answer within {EXCHANGE_S:g} s (the status and at most "
+                                     f"{MAX_ANSWER_BYTES >> 10} KiB of the body are read)") from None
