@@ -16,7 +16,7 @@ from .edge.telephony import audiosocket_setup
 from .edge.webhooks import server_targets
 from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine, plan_workers
-from .logs import setup_logging
+from .logs import redact, setup_logging
 from .metrics import Metrics
 from .postprocess import TextThread
 from .settings import Settings, SettingsError, build_parser, load_settings, to_toml
@@ -99,6 +99,25 @@ async def local_engines(settings: Settings) -> tuple[list, TextThread]:
     return engines, text
 
 
+def shareable(settings: Settings) -> Settings:
+    """The settings with their secrets as ***: the secret ones whole, and the
+    passwords, keys and tokens inside URLs (--history-db, --webhook)."""
+    sections = {}
+    for section in dataclasses.fields(settings):
+        values = getattr(settings, section.name)
+        changes = {}
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if f.metadata.get("secret") and value is not None:
+                changes[f.name] = "***"
+            elif isinstance(value, str):
+                changes[f.name] = redact(value, "***")
+            elif isinstance(value, tuple):
+                changes[f.name] = tuple(redact(v, "***") if isinstance(v, str) else v for v in value)
+        sections[section.name] = dataclasses.replace(values, **changes)
+    return dataclasses.replace(settings, **sections)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(description=__doc__).parse_args(argv)
     try:
@@ -106,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"lingting-server: {exc}", file=sys.stderr)
         return 2
-    if args.print_config:
-        print(to_toml(settings), end="")
+    if args.print_config:       # pasted into issues and chats: no secrets in it
+        print(to_toml(shareable(settings)), end="")
         return 0
     setup_logging(settings.log.level, settings.log.format)
     if args.list_models:

@@ -30,12 +30,14 @@ class SettingsError(ValueError):
 
 
 def option(default: Any, help: str, *, flag: str | None = None, kind: type | None = None,
-           choices: tuple | None = None) -> Any:
+           choices: tuple | None = None, secret: bool = False) -> Any:
     """A setting: its default, its help, and how it is spelled on the command line
     (--field-name unless `flag`). Tuples are repeatable flags (--allowed-origin A
-    --allowed-origin B); `kind` is needed where the default is None."""
+    --allowed-origin B); `kind` is needed where the default is None; `secret`:
+    --print-config shows it as ***."""
     kind = kind or (type(default) if default is not None else str)
-    return field(default=default, metadata={"help": help, "flag": flag, "kind": kind, "choices": choices})
+    return field(default=default, metadata={"help": help, "flag": flag, "kind": kind, "choices": choices,
+                                            "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,8 @@ class TelephonySettings:
                                                "(required when API keys are configured)")
     twilio_auth_token: str | None = option(None, "your Twilio account's auth token: /v1/twilio then takes only "
                                                  "handshakes whose X-Twilio-Signature is valid (HMAC-SHA1 of the "
-                                                 "wss:// URL Twilio called); others get HTTP 403")
+                                                 "wss:// URL Twilio called); others get HTTP 403",
+                                           secret=True)
     audiosocket_options: str = option("{}", "start options for every AudioSocket call, as JSON: "
                                             '{"language": "en", "redact": ["pci"], "hotwords": [...]}')
 
@@ -193,7 +196,7 @@ class OutputSettings:
         (), "a URL that gets every stream's events (signed JSON POSTs, kept in the history database until "
             "delivered); repeat for more", flag="--webhook")
     webhook_secret: str | None = option(None, "the secret --webhook requests are signed with (HMAC-SHA256, "
-                                              "X-Lingting-Signature); at least 16 characters")
+                                              "X-Lingting-Signature); at least 16 characters", secret=True)
     webhook_events: tuple[str, ...] = option(("final", "alert", "session_end"),
                                              "what --webhook gets: final, alert, session_end; repeat",
                                              flag="--webhook-event")
