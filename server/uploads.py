@@ -28,7 +28,7 @@ class SpoolBudget:
     def take(self, n: int) -> None:
         if self.used + n > self.max_bytes:
             raise SpoolFull(f"this server's upload space ({self.max_bytes / 2**30:g} GiB for all uploads "
-                            "waiting to be transcribed) is full; retry later")
+                            "waiting to be transcribed, --max-spool-gb) is full; retry later")
         self.used += n
 
     def give_back(self, n: int) -> None:

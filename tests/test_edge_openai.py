@@ -3,8 +3,11 @@ tenants, form errors, limits, the realtime handshake, history."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import tempfile
 
 import httpx
 import numpy as np
@@ -103,3 +106,73 @@ async def test_realtime_refusals_and_protocol_errors():
             assert json.loads(await ws.recv())["error"]["code"] == "bad_audio"
             await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
             assert json.loads(await ws.recv())["type"] == "input_audio_buffer.cleared"
+
+
+# ---- a form upload goes through the same limits as /v1/files (issue 34.5) ------------------------
+LONG_SPEECH = wav_file(to_s16(np.concatenate([silence(0.3), voice(0.8), silence(70.0)])))      # ~2.3 MB
+FORM_HEAD = (b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+             b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+             b'Content-Type: audio/wav\r\n\r\n')
+FORM_TAIL = b"\r\n--b--\r\n"
+
+
+async def open_form(edge, sent: bytes, total: int):
+    """A transcription request whose body stops after `sent` (of `total` bytes): the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.server.port)
+    writer.write(f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1:{edge.server.port}\r\n"
+                 f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {total}\r\n\r\n".encode() + sent)
+    await writer.drain()
+    return reader, writer
+
+
+async def read_response(reader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
+    return int(lines[0].split()[1]), await reader.readexactly(length)
+
+
+async def until(condition, timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_a_stalled_form_upload_is_a_stream_spooled_once_and_timed_out(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "tmp"           # where a second copy (a form parser's temp file) would land
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    total = len(FORM_HEAD) + len(LONG_SPEECH) + len(FORM_TAIL)
+    async with edge_server(max_connections=2, upload_idle_timeout_s=1, spool_dir=str(tmp_path / "spool")) as edge:
+        stalled = [await open_form(edge, FORM_HEAD + LONG_SPEECH[:1 << 20], total) for _ in range(2)]
+        await until(lambda: edge.lingting.spool.used >= 2 << 20)   # both files' bytes, in the budget
+        assert len(edge.lingting.streams) == 2 and os.listdir(elsewhere) == []
+        async with httpx.AsyncClient(base_url=edge.http + "/v1", timeout=30) as http:
+            third = await http.post("/audio/transcriptions", files={"file": ("a.wav", SPEECH)},
+                                    data={"model": "whisper-1"})
+        assert third.status_code == 503 and third.json()["error"]["code"] == "overloaded"
+        for reader, writer in stalled:
+            status, body = await asyncio.wait_for(read_response(reader), 10)
+            error = json.loads(body)["error"]
+            assert status == 408 and error["code"] == "idle_timeout" and "upload-idle-timeout" in error["message"]
+            writer.close()
+        await until(lambda: not edge.lingting.streams and edge.lingting.spool.used == 0)
+
+
+async def test_a_form_upload_takes_its_space_from_the_spool_budget(tmp_path):
+    total = len(FORM_HEAD) + len(LONG_SPEECH) + len(FORM_TAIL)
+    async with edge_server(max_spool_gb=3 / 1024, spool_dir=str(tmp_path / "spool")) as edge:
+        reader, writer = await open_form(edge, FORM_HEAD + LONG_SPEECH[:2 << 20], total)
+        await until(lambda: edge.lingting.spool.used >= 2 << 20)
+        async with httpx.AsyncClient(base_url=edge.http + "/v1", timeout=30) as http:
+            refused = await http.post("/audio/transcriptions", files={"file": ("b.wav", LONG_SPEECH)},
+                                      data={"model": "whisper-1"})
+        error = refused.json()["error"]
+        assert refused.status_code == 503 and error["code"] == "overloaded" and "upload space" in error["message"]
+        writer.write(LONG_SPEECH[2 << 20:] + FORM_TAIL)         # the first goes on, and is transcribed
+        status, body = await asyncio.wait_for(read_response(reader), 30)
+        assert status == 200 and json.loads(body)["text"] == "hello world"
+        writer.close()
+        await until(lambda: edge.lingting.spool.used == 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from ..errors import ErrorCode, ProtocolError
 from ..streaming.audio import AudioFormatError
@@ -20,11 +21,35 @@ class FileFeed:
     def __init__(self, runner):
         self.runner = runner
         self.upload: Upload | None = None
+        self.kept = 0                           # bytes on disk the session has not taken yet
         self.active_at = time.monotonic()       # the last file data (or the start)
         self.decoded = asyncio.Event()          # a decode finished: feeding may go on
         self._task: asyncio.Task | None = None
 
     def store(self, data: bytes) -> None:
+        """The session took these bytes of the file: onto disk, under the spool budget."""
+        if self.kept:            # on disk already: the edge kept them before the start
+            self.kept -= len(data)
+            return
+        self._write(data)
+
+    def keep(self, data: bytes) -> None:
+        """Bytes of the file that come before the session can start (a form's
+        file, whose fields may follow it): spooled now, under the same budget,
+        and told to the session later (kept_chunks) without a second copy."""
+        if not self.runner.closing and self._write(data):
+            self.kept += len(data)
+
+    async def kept_chunks(self, size: int) -> AsyncIterator[bytes]:
+        """The kept bytes read back, for the session to take (its size limit, its progress)."""
+        if self.upload is None:
+            return
+        self.upload.complete()
+        with open(self.upload.path, "rb") as file:
+            while chunk := await asyncio.to_thread(file.read, size):
+                yield chunk
+
+    def _write(self, data: bytes) -> bool:
         runner = self.runner
         if self.upload is None:
             self.upload = Upload(runner.limits.spool_dir, runner.lingting.spool)
@@ -32,8 +57,9 @@ class FileFeed:
             self.upload.write(data)
         except SpoolFull as exc:
             runner.reject(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
-            return
+            return False
         self.active_at = time.monotonic()
+        return True
 
     def transcribe(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._read())

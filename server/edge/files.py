@@ -10,7 +10,6 @@ HTTP errors in the house shape."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from starlette.requests import ClientDisconnect, Request
@@ -22,9 +21,10 @@ from ..errors import ErrorCode, ProtocolError
 from ..protocol import Audio, Start, Stop, parse_start
 from ..streaming.events import Error
 from ..streaming.session import End
+from .bodies import UploadIdle, upload_chunks, upload_idle_error
 from .responses import denied, error, status_for
 from .runner import QueueTransport, StreamRunner
-from .streams import client_details, idle_error
+from .streams import client_details
 
 FILES_PATH = "/v1/files"
 SUBPROTOCOL = "http.ndjson"        # what history records as the client's protocol
@@ -98,18 +98,17 @@ async def transcribe_file(request: Request) -> Response:
 
 async def _read_body(request: Request, runner: StreamRunner) -> None:
     limits = request.app.state.lingting.settings.limits
-    chunks = request.stream().__aiter__()
-    while not runner.closing:
-        try:
-            chunk = await asyncio.wait_for(chunks.__anext__(), limits.upload_idle_timeout_s)
-        except StopAsyncIteration:
-            runner.receive(Stop())
-            return
-        except asyncio.TimeoutError:
-            runner.end(End.IDLE, idle_error(runner, limits))
-            return
-        if chunk:
+    if runner.closing:
+        return
+    try:
+        async for chunk in upload_chunks(request, limits):
             runner.receive(Audio(chunk))
+            if runner.closing:           # refused (too large, no space): the rest is not read
+                return
+    except UploadIdle:
+        runner.end(End.IDLE, upload_idle_error(limits))
+        return
+    runner.receive(Stop())
 
 
 routes = [Route(FILES_PATH, transcribe_file, methods=["POST"])]
