@@ -43,9 +43,11 @@ _NUMBER_WORDS = _DIGIT_WORDS | _TEENS | _SCALES
 _FILLERS = ("uh", "um", "uhm", "umm", "er", "erm", "ah", "eh", "hmm", "mm", "嗯", "呃", "啊")
 _SEP = r"[\s,.\-–—/、，。·()]{0,3}"
 _SEPARATOR = re.compile(rf"{_SEP}(?:(?:{'|'.join(_FILLERS)}){_SEP}){{0,2}}", re.IGNORECASE)
-_TRAILING = " \t,.-–—、，。?!？！"
-_TRAILING_FILLER = re.compile(rf"(?<![a-z])(?:{'|'.join(_FILLERS)})\Z", re.IGNORECASE)
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_CJK_FILLERS = "嗯呃啊"
+_WORD = re.compile(r"[^\s,.\-–—、，。?!？！]+")      # what is left of a text without separators
+# Starts only where a name can start: tried at every character of a long unspaced
+# partial (Chinese), it read to the end each time, quadratic on the text thread.
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _TLDS = "com|net|org|edu|gov|io|co|us|uk|ca|cn|de|fr|jp|info|biz|me"
 _SPOKEN_EMAIL = re.compile(rf"\b\w+(?:\s+(?:dot|underscore)\s+\w+)*\s+at\s+\w+(?:\s+dot\s+\w+)*\s+dot\s+(?:{_TLDS})\b",
                            re.IGNORECASE)
@@ -99,10 +101,12 @@ def _lone_word(run: list[_Token]) -> bool:
 
 def _at_end(text: str) -> int:
     """Where the text's trailing punctuation and fillers begin: a run ending there is still being read out."""
-    end = len(text.rstrip(_TRAILING))
-    while m := _TRAILING_FILLER.search(text, 0, end):
-        end = len(text[:m.start()].rstrip(_TRAILING))
-    return end
+    for m in reversed(list(_WORD.finditer(text))):     # one pass: a partial may end in many fillers
+        word = m.group()
+        kept = "" if word.lower() in _FILLERS else word.rstrip(_CJK_FILLERS)
+        if kept:
+            return m.start() + len(kept)
+    return 0
 
 
 def _length(run: list[_Token]) -> int:
