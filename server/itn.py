@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import threading
+import traceback
 
 from .languages import LANGUAGES
 
@@ -53,8 +54,11 @@ def inverse_normalize(text: str, language: str | None) -> str:
     try:
         with _lock:
             out = _normalizer(language).normalize(text)
-    except Exception:   # ITN is a nicety: never lose a transcript over it
-        log.exception("ITN failed for %r", text)
+    except Exception as exc:   # ITN is a nicety: never lose a transcript over it
+        # Neither the transcript nor the exception's message (which may quote it) goes to the log.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.warning("ITN failed (%s at %s:%d) on a %d-character %s text; it stays as recognized",
+                    type(exc).__name__, where.filename, where.lineno, len(text), language)
         return text
     out = _SPACE_BEFORE_PUNCT.sub(r"\1", out)
     out = _SPACE_AFTER_CURRENCY.sub(r"\1", out)

@@ -84,3 +84,17 @@ def test_print_config_shows_secrets_as_stars(capsys, monkeypatch):
     shown = capsys.readouterr().out
     assert SECRET not in shown and 'webhook_secret = "***"' in shown and 'twilio_auth_token = "***"' in shown
     assert "postgresql://edge:***@db/x" in shown
+
+
+def test_a_failing_itn_logs_neither_the_transcript_nor_its_exception_message(monkeypatch, caplog):
+    from lingting_server import itn
+
+    class Broken:
+        def normalize(self, text):
+            raise ValueError(f"cannot parse {text!r}")
+    monkeypatch.setattr(itn, "_normalizer", lambda language: Broken())
+    said = "my card number is four one one one"
+    with caplog.at_level(logging.DEBUG, "lingting.itn"):
+        assert itn.inverse_normalize(said, "en") == said
+    logged = "\n".join(r.getMessage() + str(r.exc_info or "") + str(r.exc_text or "") for r in caplog.records)
+    assert "ITN failed" in logged and "ValueError" in logged and "four" not in logged
