@@ -17,9 +17,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..access import AccessDenied
-from ..errors import ErrorCode
-from ..export import FORMATS, render
-from .responses import JSON, denied, error
+from ..errors import ErrorCode, ProtocolError
+from ..export import FORMATS, one_line, render
+from .bodies import read_json
+from .responses import JSON, denied, error, status_for
 
 log = logging.getLogger("lingting.history")
 PREFIX = "/v1/history"
@@ -74,6 +75,35 @@ async def search(request, history, tenant, limit, offset) -> Response:
     return JSON({"query": text, "results": await history.search(text, limit, offset, tenant)})
 
 
+MAX_LABEL, MAX_NAME = 40, 80
+_SHAPE = ('the body must be {"speaker_names": {"S1": "a name", ...}} (labels up to 40 characters, names up to 80, '
+          "no control characters; an empty name removes one)")
+
+
+def _speakers(session: dict) -> set[str]:
+    """The labels a session's speakers have: those heard, and those already named."""
+    heard = {part.get("speaker") for u in session["utterances"] for part in (u.get("turns") or [u])}
+    return (heard | set(session.get("speaker_names") or {})) - {None}
+
+
+def _printable(text: str, high: int) -> bool:
+    return len(text) <= high and one_line(text) == text
+
+
+def _speaker_names(body, session: dict) -> dict[str, str]:
+    """The names a PATCH gives, checked: one line each, and only for this session's speakers
+    (so the names a session keeps stay as few as its speakers)."""
+    names = body.get("speaker_names") if isinstance(body, dict) else None
+    if not (isinstance(names, dict) and set(body) == {"speaker_names"} and all(
+            isinstance(k, str) and 0 < len(k) and _printable(k, MAX_LABEL) and isinstance(v, str)
+            and _printable(v, MAX_NAME) for k, v in names.items())):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, _SHAPE)
+    if unknown := set(names) - _speakers(session):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"no speaker {sorted(unknown)[0]!r} in this session (its "
+                            f"speakers: {', '.join(sorted(_speakers(session))) or 'none'})")
+    return names
+
+
 def _not_found(session_id: str) -> Response:
     return error(404, ErrorCode.NOT_FOUND, f"no session {session_id!r}")
 
@@ -87,15 +117,13 @@ async def session(request, history, tenant, limit, offset) -> Response:
         return _not_found(session_id)
     if request.method == "PATCH":
         try:
-            body = await request.json()
-        except ValueError:
-            return error(400, ErrorCode.BAD_MESSAGE, "the body must be JSON")
-        names = body.get("speaker_names") if isinstance(body, dict) else None
-        if not (isinstance(names, dict) and set(body) == {"speaker_names"} and len(names) <= 100 and all(
-                isinstance(k, str) and 0 < len(k) <= 40 and isinstance(v, str) and len(v) <= 80
-                for k, v in names.items())):
-            return error(400, ErrorCode.INVALID_FIELD, 'the body must be {"speaker_names": {"S1": "a name", ...}} '
-                         "(labels up to 40 characters, names up to 80; an empty name removes one)")
+            body = await read_json(request, request.app.state.lingting.settings.limits)
+            found = await history.get_session(session_id, tenant)
+            if found is None:
+                return _not_found(session_id)
+            names = _speaker_names(body, found)
+        except ProtocolError as exc:
+            return error(status_for(exc.code), exc.code, exc.message)
         if not await history.rename_speakers(session_id, names, tenant):
             return _not_found(session_id)
     found = await history.get_session(session_id, tenant)
