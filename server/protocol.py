@@ -120,17 +120,33 @@ class Audio:
     channel: int | None = None         # None: all channels, interleaved; else this channel's samples only
 
 
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+MAX_MARK_CHARS = 128   # Twilio echoes the name the app gave its mark; apps use ids and short labels
+
+
 @dataclass(frozen=True)
 class Dtmf:
-    """A phone key press reported by a telephony platform."""
+    """A phone key press reported by a telephony platform. Checked here, so every
+    codec's keys are: one of the sixteen DTMF keys, nothing else reaches history."""
     digit: str
     channel: int | None = None
+
+    def __post_init__(self):
+        require(isinstance(self.digit, str) and self.digit in DTMF_DIGITS,
+                f"a DTMF digit must be one key (0-9, *, #, A-D), got {str(self.digit)[:8]!r}")
 
 
 @dataclass(frozen=True)
 class Mark:
-    """A platform's named marker (Twilio)."""
+    """A platform's named marker (Twilio), checked here for every codec: stored and
+    passed on, so short text without control characters (PostgreSQL refuses NUL)."""
     name: str
+
+    def __post_init__(self):
+        text = isinstance(self.name, str)
+        require(text and 0 < len(self.name) <= MAX_MARK_CHARS and self.name.isprintable(),
+                f"a mark name must be 1 to {MAX_MARK_CHARS} printable characters (no control characters), got "
+                + (f"{len(self.name)} characters" if text else type(self.name).__name__))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import pytest
 
 from lingting_server.hotwords import Hotword
 from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.protocol import (Audio, Codec, Flush, KeepAlive, Start, Stop,
+from lingting_server.protocol import (MAX_MARK_CHARS, Audio, Codec, Dtmf, Flush, KeepAlive, Mark, Start, Stop,
                                       parse_message)
 
 
@@ -84,3 +84,28 @@ def test_update_and_watch_messages():
     assert error_of(parse_message, {"type": "update", "watch": ["x" * 65]}).code == ErrorCode.INVALID_FIELD
     assert error_of(parse_message, {"type": "start", "watch": "hold"}).code == ErrorCode.INVALID_FIELD
     assert error_of(parse_message, {"type": "start", "watch": ["   "]}).code == ErrorCode.INVALID_FIELD
+
+
+# ---- telephony signals (issue 34.6): every codec's DTMF keys and marks are checked here
+@pytest.mark.parametrize("digit", list("0123456789*#ABCD"))
+def test_dtmf_digits_are_the_sixteen_keys(digit):
+    assert Dtmf(digit, 1).digit == digit
+
+
+@pytest.mark.parametrize("digit", ["", "12", "x", "a", "\x00", "5" * 262144, "\ufffd"])
+def test_dtmf_other_than_one_key_is_refused(digit):
+    error = error_of(Dtmf, digit)
+    assert error.code == ErrorCode.INVALID_FIELD and not error.fatal and "0-9, *, #, A-D" in error.message
+
+
+def test_mark_names_are_short_printable_text():
+    assert Mark("greeting played").name == "greeting played"
+    assert Mark("\u64ad\u653e\u5b8c\u6bd5 " + "x" * (MAX_MARK_CHARS - 5)).name    # any script, up to the limit
+    for name in ("", "x" * (MAX_MARK_CHARS + 1), "x" * 262144, "a\x00b", "line\nbreak"):
+        error = error_of(Mark, name)
+        assert error.code == ErrorCode.INVALID_FIELD and not error.fatal and f"{MAX_MARK_CHARS}" in error.message
+
+
+def test_v1_takes_no_dtmf_or_mark_messages():
+    for kind in ("dtmf", "mark"):
+        assert error_of(parse_message, {"type": kind, "digit": "1", "name": "x"}).code == ErrorCode.BAD_MESSAGE

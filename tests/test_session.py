@@ -6,9 +6,10 @@ import pytest
 from lingting_server.engines.base import DecodeResult, Word
 from lingting_server.errors import ErrorCode, ProtocolError
 from lingting_server.postprocess import postprocess
-from lingting_server.protocol import Audio, Clear, Flush, Stop, parse_message
+from lingting_server.protocol import Audio, Clear, Dtmf, Flush, Mark, Stop, parse_message
 from lingting_server.streaming.commands import Close, Store, Transcribe
-from lingting_server.streaming.session import End, Session, State
+from lingting_server.settings import LimitSettings
+from lingting_server.streaming.session import MAX_SIGNALS, End, Session, State
 from lingting_testkit.synth import silence, to_s16, voice
 
 
@@ -298,3 +299,24 @@ def test_a_client_that_left_still_gets_its_open_utterance_decoded():
         f.handle(Audio(b"x"))
         f.handle(Stop())
         assert bool(f.end(why).close) is closes
+
+
+def test_signals_past_the_cap_get_one_error_then_are_dropped():
+    """A platform's DTMF keys and marks are kept up to max_signals a stream (issue 34.6): past it one
+    non-fatal error says so, later ones are dropped, and the transcription goes on."""
+    s = Driven("s1", "m", limits={"max_signals": 3})
+    s.handle(parse_message({"type": "start"}))
+    assert [types(s.handle(m)) for m in (Mark("a"), Dtmf("1"), Mark("b"))] == [["mark"], ["dtmf"], ["mark"]]
+    out = s.handle(Dtmf("2"))
+    (error,) = out.events
+    assert error.code == ErrorCode.TOO_LARGE and not error.fatal and "--max-signals" in error.message
+    assert all(s.handle(m).events == [] for m in (Dtmf("3"), Mark("c")) * 50)
+    assert s.errors == 0 and s.state is State.STREAMING and not out.close    # not one of max_errors
+    assert types(s.handle(Stop()))[-1] == "stopped"
+
+
+def test_signals_have_a_cap_by_default():
+    assert LimitSettings().max_signals == MAX_SIGNALS        # --max-signals' default is the core's
+    s = started()
+    kept = [e for n in range(MAX_SIGNALS + 10) for e in s.handle(Mark(f"m{n}")).events]
+    assert [e.type for e in kept].count("mark") == MAX_SIGNALS and [e.type for e in kept].count("error") == 1

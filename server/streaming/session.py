@@ -25,6 +25,9 @@ from .file import FileTranscription
 from .live import LiveStream
 
 
+MAX_SIGNALS = 1000     # DTMF keys and marks kept per stream unless limits say (--max-signals)
+
+
 class State(enum.StrEnum):
     NEW = "new"                    # waiting for start
     STREAMING = "streaming"        # taking audio (live) or the file's bytes (offline)
@@ -56,6 +59,7 @@ class Session:
         self.config: StartConfig | None = None
         self.stream: LiveStream | Channels | FileTranscription | None = None
         self.errors = 0
+        self.signals = 0               # DTMF keys and marks taken (each is stored: capped)
         self.ending: End | None = None
         # How it ended, for history: stopped (every final delivered), shutdown,
         # disconnected, or failed (closed on an error).
@@ -155,6 +159,14 @@ class Session:
     def _signal(self, message: Dtmf | Mark) -> Output:
         """A telephony event, on the stream's clock. PCI redaction withholds the
         key (a caller may be typing a card number)."""
+        cap = self.limits.get("max_signals", MAX_SIGNALS)
+        self.signals += 1
+        if self.signals > cap:
+            # Said once, not fatal: a long call's transcript matters more than its marks, and a
+            # platform that keeps sending should not close the call through max_errors.
+            return Output() if self.signals > cap + 1 else Output().send(ProtocolError(
+                ErrorCode.TOO_LARGE, f"this stream has sent {cap} DTMF keys and marks, this server's limit "
+                "(--max-signals): later ones are dropped, not sent or stored").event())
         at = ms(self.audio_samples)
         if isinstance(message, Mark):
             return Output().send(events.Mark(message.name, at))
