@@ -109,17 +109,30 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE sessions ADD COLUMN edge TEXT;
     """,
+    # Telephony signals (DTMF keys, marks) as rows: the JSON column was
+    # rewritten whole at each one, a cost that grew with all before it.
+    """
+    CREATE TABLE session_signals (
+        id          INTEGER PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        body        TEXT NOT NULL               -- JSON: the event as sent
+    );
+    CREATE INDEX session_signals_session ON session_signals(session_id, id);
+    INSERT INTO session_signals (session_id, body)
+        SELECT s.id, j.value FROM sessions s, json_each(s.signals) j ORDER BY s.id, j.key;
+    ALTER TABLE sessions DROP COLUMN signals;
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
-                   "audio_ms", "client", "settings", "owner", "signals", "speaker_names")
+                   "audio_ms", "client", "settings", "owner", "speaker_names")
 UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords", "channel",
                      "speaker", "created_at", "turns")
 DELIVERY_COLUMNS = ("delivery_id", "url", "event", "status", "attempts", "last_status", "last_error", "created_at",
                     "delivered_at")
 DUE_COLUMNS = ("id", "delivery_id", "session_id", "url", "secret", "event", "body", "attempts", "created_at",
                "next_at")
-_JSON_COLUMNS = {"client", "settings", "words", "hotwords", "signals", "turns", "speaker_names"}
+_JSON_COLUMNS = {"client", "settings", "words", "hotwords", "turns", "speaker_names"}
 MIN_FTS_QUERY = 3   # the trigram index needs three characters; shorter queries scan
 
 
@@ -162,7 +175,7 @@ class SqlHistory:
     """What both backends share: every query here is plain SQL that SQLite and
     PostgreSQL both run, with :named parameters. A subclass gives the
     connection (one per thread), transactions, the schema and the few
-    dialect-specific parts (search, signals, retention, the webhook outbox)."""
+    dialect-specific parts (search, retention, the webhook outbox)."""
 
     path: object
     edge: str | None = None            # the edge that opens sessions here (several share PostgreSQL)
@@ -220,6 +233,26 @@ class SqlHistory:
                        "channel": final.get("channel"), "speaker": final.get("speaker"),
                        "turns": json.dumps(final["turns"], ensure_ascii=False) if final.get("turns") else None})
             self._add_deliveries(db, deliveries)
+
+    def add_signals(self, session_id: str, signals: list[dict]) -> None:
+        """Telephony events of the session (DTMF keys, marks), as sent: a row
+        each, a batch in one transaction (one commit, whatever it holds)."""
+        if not signals:
+            return
+        with self._transaction() as db:
+            self._run_many(db, "INSERT INTO session_signals (session_id, body) VALUES (:session_id, :body)",
+                           [{"session_id": session_id, "body": json.dumps(signal, ensure_ascii=False)}
+                            for signal in signals])
+
+    def _signals_of(self, session_ids: list[str]) -> dict[str, list[dict]]:
+        """Each session's signals, in the order they came."""
+        found: dict[str, list[dict]] = {sid: [] for sid in session_ids}
+        if session_ids:
+            names = {f"s{n}": sid for n, sid in enumerate(session_ids)}
+            for sid, body in self._all(f"SELECT session_id, body FROM session_signals WHERE session_id IN"
+                                       f" ({', '.join(':' + name for name in names)}) ORDER BY id", names):
+                found[sid].append(json.loads(body))
+        return found
 
     # ---- speakers ---------------------------------------------------------
     def set_speakers(self, session_id: str, segments: list[dict]) -> None:
@@ -317,7 +350,11 @@ class SqlHistory:
             " (SELECT text FROM utterances u WHERE u.session_id = s.id ORDER BY idx LIMIT 1)"
             f" FROM sessions s WHERE {_OWNED} ORDER BY s.started_at DESC LIMIT :limit OFFSET :offset",
             {"tenant": tenant, "limit": limit, "offset": offset})
-        return [_row((*SESSION_COLUMNS, "utterances", "first_text"), r) for r in rows]
+        sessions = [_row((*SESSION_COLUMNS, "utterances", "first_text"), r) for r in rows]
+        signals = self._signals_of([s["id"] for s in sessions])
+        for session in sessions:
+            session["signals"] = signals[session["id"]]
+        return sessions
 
     def count_sessions(self, tenant: str | None = ALL_TENANTS) -> int:
         return self._one(f"SELECT count(*) FROM sessions s WHERE {_OWNED}", {"tenant": tenant})[0]
@@ -328,6 +365,7 @@ class SqlHistory:
         if row is None:
             return None
         session = _row(SESSION_COLUMNS, row)
+        session["signals"] = self._signals_of([session_id])[session_id]
         session["utterances"] = [_row(UTTERANCE_COLUMNS, r) for r in self._all(
             f"SELECT {', '.join(UTTERANCE_COLUMNS)} FROM utterances WHERE session_id=:id ORDER BY start_ms, idx",
             {"id": session_id})]
@@ -428,11 +466,6 @@ class HistoryStore(SqlHistory):
         db.execute("COMMIT")
 
     # ---- the dialect's parts ----------------------------------------------
-    def add_signal(self, session_id: str, signal: dict) -> None:
-        """A telephony event of the session (a DTMF key, a mark), as sent."""
-        self._db().execute("UPDATE sessions SET signals = json_insert(signals, '$[#]', json(?)) WHERE id=?",
-                           (json.dumps(signal, ensure_ascii=False), session_id))
-
     def mark_interrupted(self) -> int:
         """Sessions left open by a server that died; their finals are kept."""
         return self._db().execute("UPDATE sessions SET status='interrupted' WHERE status='open'").rowcount
@@ -515,8 +548,8 @@ class AsyncHistory:
         await self._write(lambda: self.store.delivery_attempted(row_id, status, attempts, next_at, last_status,
                                                                 last_error))
 
-    async def add_signal(self, session_id: str, signal: dict) -> None:
-        await self._write(lambda: self.store.add_signal(session_id, signal))
+    async def add_signals(self, session_id: str, signals: list[dict]) -> None:
+        await self._write(lambda: self.store.add_signals(session_id, signals))
 
     async def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
         await self._write(lambda: self.store.close_session(session_id, status, audio_ms))

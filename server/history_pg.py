@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import re
 import secrets
 import threading
@@ -103,6 +102,18 @@ PG_MIGRATIONS: list[str] = [
     CREATE TABLE webhook_claims (url TEXT PRIMARY KEY, edge TEXT NOT NULL, until DOUBLE PRECISION NOT NULL);
     -- secrets every edge uses alike (the viewer-token key)
     CREATE TABLE lingting_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+    """,
+    """
+    CREATE TABLE session_signals (
+        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        body        TEXT NOT NULL
+    );
+    CREATE INDEX session_signals_session ON session_signals(session_id, id);
+    INSERT INTO session_signals (session_id, body)
+        SELECT s.id, e.value::text FROM sessions s,
+            jsonb_array_elements(CAST(s.signals AS jsonb)) WITH ORDINALITY AS e(value, n) ORDER BY s.id, e.n;
+    ALTER TABLE sessions DROP COLUMN signals;
     """,
 ]
 assert len(PG_MIGRATIONS) == len(MIGRATIONS), "each SQLite migration has its PostgreSQL twin"
@@ -223,11 +234,6 @@ class PostgresHistory(SqlHistory):
         return bytes(self._one("SELECT value FROM lingting_secrets WHERE name = :name", {"name": name})[0])
 
     # ---- the dialect's parts ----------------------------------------------
-    def add_signal(self, session_id: str, signal: dict) -> None:
-        self._run(self._db(), "UPDATE sessions SET signals = (CAST(signals AS jsonb) ||"
-                              " jsonb_build_array(CAST(:signal AS jsonb)))::text WHERE id = :id",
-                  {"signal": json.dumps(signal, ensure_ascii=False), "id": session_id})
-
     def mark_interrupted(self) -> int:
         """Open sessions of edges that are gone (no edge holds their lock); their finals are kept."""
         return self._run(self._db(),
@@ -261,6 +267,7 @@ class PostgresHistory(SqlHistory):
         return int(self._one(
             "SELECT (SELECT coalesce(sum(pg_column_size(s.*)), 0) FROM sessions s)"
             " + (SELECT coalesce(sum(pg_column_size(u.*)), 0) FROM utterances u)"
+            " + (SELECT coalesce(sum(pg_column_size(g.*)), 0) FROM session_signals g)"
             " + (SELECT coalesce(sum(pg_column_size(w.*)), 0) FROM webhook_deliveries w)")[0])
 
     def enforce(self, retention: Retention, now: float | None = None) -> int:

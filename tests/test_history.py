@@ -1,6 +1,7 @@
 """The history store and its exports: one suite, run on both backends (real
 SQLite files, and a real PostgreSQL server in a temporary directory)."""
 
+import json
 import sqlite3
 import time
 
@@ -10,6 +11,7 @@ import webvtt
 
 from lingting_server.export import render
 from lingting_server.history import MIGRATIONS, HistoryError, HistoryStore, Retention, open_store
+from lingting_server.protocol import parse_message
 
 
 def final(idx, text, start, end, raw=None):
@@ -219,15 +221,18 @@ def test_the_webhook_outbox_keeps_each_url_in_order(store):
 def test_telephony_signals_and_speaker_names(store):
     store.open_session("call", "stream", owner="agents")
     store.add_utterance("call", final(0, "hello", 0, 900))
-    store.add_signal("call", {"type": "dtmf", "digit": "5"})
-    store.add_signal("call", {"type": "mark", "name": "ivr"})
+    store.add_signals("call", [{"type": "dtmf", "digit": "5"}])
+    store.add_signals("call", [{"type": "mark", "name": "ivr"}, {"type": "dtmf", "digit": "#"}])
+    store.add_signals("call", [])
     store.set_speakers("call", [{"utterance": 0, "speaker": "S1", "start_ms": 0, "end_ms": 400},
                                 {"utterance": 0, "speaker": "S2", "start_ms": 400, "end_ms": 900}])
     assert not store.rename_speakers("call", {"S1": "Ann"}, tenant="others")
     assert store.rename_speakers("call", {"S1": "Ann", "S2": "Bo"}, tenant="agents")
     assert store.rename_speakers("call", {"S2": ""})                       # an empty name drops it
     session = store.get_session("call")
-    assert session["signals"] == [{"type": "dtmf", "digit": "5"}, {"type": "mark", "name": "ivr"}]
+    signals = [{"type": "dtmf", "digit": "5"}, {"type": "mark", "name": "ivr"}, {"type": "dtmf", "digit": "#"}]
+    assert session["signals"] == signals
+    assert [s["signals"] for s in store.list_sessions()] == [signals]
     assert session["speaker_names"] == {"S1": "Ann"}
     assert [t["speaker"] for t in session["utterances"][0]["turns"]] == ["S1", "S2"]
 
@@ -244,3 +249,107 @@ def test_edges_on_one_postgres_drain_each_url_once(postgres):
     a.close()                                            # a stops: its claims go with it
     assert {h["delivery_id"] for h in b.pending_heads()} == {"d0", "d1"}
     b.close()
+
+
+# ---- telephony signals as rows (issue 34.6) ----------------------------------------
+def test_signals_are_rows_of_their_own_and_go_with_their_session(store):
+    """A signal is one row: storing one never rewrites what the session holds (a JSON column rewritten
+    per mark made each write cost the size of all before it). Shapes are as before."""
+    store.open_session("call", "stream", owner="agents")
+    store.open_session("other", "stream", owner="agents")
+    for n in range(3):
+        store.add_utterance(("call", "other")[n % 2], final(n, "hello", n * 1000, n * 1000 + 900))
+    store.add_signals("call", [{"type": "mark", "name": f"m{n}", "audio_ms": n} for n in range(500)])
+    store.add_signals("other", [{"type": "dtmf", "digit": "1", "audio_ms": 5}])
+    assert [s["name"] for s in store.get_session("call")["signals"]] == [f"m{n}" for n in range(500)]
+    by_id = {s["id"]: s["signals"] for s in store.list_sessions()}
+    assert len(by_id["call"]) == 500 and by_id["other"] == [{"type": "dtmf", "digit": "1", "audio_ms": 5}]
+    assert "signals" not in {c.lower() for c in store_columns(store, "sessions")}
+    assert store.delete_session("call")
+    assert count_rows(store, "session_signals") == 1             # the deleted session's went with it
+    store.open_session("quiet", "stream")
+    store.add_signals("quiet", [{"type": "dtmf", "digit": "9"}])
+    store.close_session("quiet", "stopped")                      # a stream without a final is not kept...
+    assert store.get_session("quiet") is None and count_rows(store, "session_signals") == 1   # ...nor its signals
+
+
+def store_columns(store, table: str) -> list[str]:
+    if isinstance(store, HistoryStore):
+        return [r[1] for r in store._all(f"PRAGMA table_info({table})")]
+    return [r[0] for r in store._all("SELECT column_name FROM information_schema.columns WHERE table_name = :t",
+                                     {"t": table})]
+
+
+def count_rows(store, table: str) -> int:
+    return store._one(f"SELECT count(*) FROM {table}")[0]
+
+
+SIGNALS_AS_JSON = 6     # the schema version whose sessions held signals as one JSON column
+
+
+def test_signals_stored_as_json_move_to_rows(location):
+    """A database from before keeps its sessions' signals, in order, on both backends."""
+    old = [{"type": "dtmf", "digit": "7", "audio_ms": 2000, "channel": 0, "speaker": "inbound", "redacted": False},
+           {"type": "mark", "name": "greeting \u64ad\u653e", "audio_ms": 2010}]
+    if isinstance(location, str):
+        import psycopg
+        from lingting_server.history_pg import PG_MIGRATIONS
+        with psycopg.connect(location, autocommit=True) as db:
+            db.execute("CREATE TABLE lingting_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (SIGNALS_AS_JSON,))
+            for sql in PG_MIGRATIONS[:SIGNALS_AS_JSON]:
+                db.execute(sql)
+            seed_signals(lambda sql, params: db.execute(sql.replace("?", "%s"), params), old)
+    else:
+        location.parent.mkdir(parents=True)
+        db = sqlite3.connect(location, isolation_level=None)
+        for sql in MIGRATIONS[:SIGNALS_AS_JSON]:
+            db.executescript(sql)
+        db.execute(f"PRAGMA user_version={SIGNALS_AS_JSON}")
+        seed_signals(db.execute, old)
+        db.close()
+    store = open_store(location)
+    try:
+        assert store.schema_version == len(MIGRATIONS) > SIGNALS_AS_JSON
+        assert store.get_session("call")["signals"] == old and store.get_session("none")["signals"] == []
+        store.add_signals("call", [{"type": "dtmf", "digit": "#"}])
+        assert store.get_session("call")["signals"][-1] == {"type": "dtmf", "digit": "#"}
+    finally:
+        store.close()
+
+
+def seed_signals(execute, signals: list[dict]) -> None:
+    for sid, held in (("call", signals), ("none", [])):
+        execute("INSERT INTO sessions (id, kind, started_at, status, signals) VALUES (?, 'stream', 1, 'stopped', ?)",
+                (sid, json.dumps(held)))
+
+
+async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
+    """One call flooding marks costs the shared history writer about one write a second, not one a mark
+    (issue 34.6): the first is stored at once, the rest in a batch before the next final or at the end."""
+    from lingting_server.edge.observers import HistoryRecorder
+    from lingting_server.history import AsyncHistory
+    from lingting_server.streaming import events
+    from lingting_server.streaming.session import Session
+
+    store = HistoryStore(tmp_path / "history.sqlite3")
+    batches = []
+    add_signals = store.add_signals
+    store.add_signals = lambda sid, signals: (batches.append(len(signals)), add_signals(sid, signals))
+    history = AsyncHistory(store)
+    session = Session("call", "m")
+    (ready,) = session.receive(parse_message({"type": "start"})).events
+    recorder = HistoryRecorder(history, session, {}, "agents")
+    try:
+        await recorder.observe(ready)
+        for n in range(300):
+            await recorder.observe(events.Mark(f"m{n}", n))
+        await recorder.observe(events.Final(0, 0, 900, "silence", "hello", "hello", "en"))
+        await recorder.observe(events.Dtmf("5", 950))
+        session.outcome = "stopped"
+        await recorder.observe(events.Stopped(1, 1000))
+        stored = store.get_session("call")["signals"]
+        assert [s.get("name", s.get("digit")) for s in stored] == [f"m{n}" for n in range(300)] + ["5"]
+        assert batches == [1, 299, 1]
+    finally:
+        history.close()

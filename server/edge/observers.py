@@ -16,10 +16,16 @@ from .webhooks import deliveries, session_end_payload
 
 log = logging.getLogger("lingting.server")
 
+# A stream's DTMF keys and marks share the one history writer with every
+# tenant's finals: they are written at most once a second a stream (the first
+# at once, the rest in one batch), and before its next final and at its end.
+SIGNAL_BATCH_S = 1.0
+
 
 class HistoryRecorder:
     """The session's row at `ready`, each final before the client gets it, the
-    end at `stopped` (or, without one, when the connection is over)."""
+    end at `stopped` (or, without one, when the connection is over); DTMF keys
+    and marks in batches (SIGNAL_BATCH_S)."""
 
     def __init__(self, history: AsyncHistory | None, session: Session, client: dict, owner: str | None,
                  server_webhooks=(), webhook_sender=None):
@@ -33,6 +39,8 @@ class HistoryRecorder:
         self.closed = False            # ...and its end
         self.failed = False
         self._untold: ProtocolError | None = None   # a failure the client has not heard of yet
+        self._signals: list[dict] = []                # DTMF keys and marks not yet stored
+        self._signals_at = float("-inf")              # when the last batch of them was
 
     async def observe(self, event: events.Event) -> ProtocolError | None:
         """Store what needs storing; an error to tell the client, the first time storing fails."""
@@ -45,6 +53,7 @@ class HistoryRecorder:
                 session.id, "file" if session.offline else "stream", model=session.model, language=config.language,
                 filename=config.filename, client=self.client, settings=config.summary(), owner=self.owner))
         elif isinstance(event, events.Final) and self.recorded:
+            await self._store_signals()
             wire = event.to_wire()
             outbox = self._deliveries("final", {"room": self.room, "event": wire})
             await self._write(self.history.add_utterance(session.id, wire, list(event.hotwords), outbox))
@@ -57,7 +66,9 @@ class HistoryRecorder:
         elif isinstance(event, events.Speakers) and self.recorded:
             await self._write(self.history.set_speakers(session.id, list(event.segments)))
         elif isinstance(event, (events.Dtmf, events.Mark)) and self.recorded:
-            await self._write(self.history.add_signal(session.id, event.to_wire()))
+            self._signals.append(event.to_wire())
+            if time.monotonic() - self._signals_at >= SIGNAL_BATCH_S:
+                await self._store_signals()
         elif isinstance(event, events.Stopped) and self.recorded:
             await self.close()        # complete in history before the client hears `stopped`
         error, self._untold = self._untold, None
@@ -66,12 +77,19 @@ class HistoryRecorder:
     async def close(self) -> None:
         if self.recorded and not self.closed:
             self.closed = True
+            await self._store_signals()
             status, audio_ms = self.session.outcome or "disconnected", ms(self.session.audio_samples)
             if any("session_end" in t.events for t in self.targets):
                 await self._write(self.history.add_session_end(self.session.id, lambda transcript: self._deliveries(
                     "session_end", session_end_payload(self.room, status, audio_ms, transcript))))
                 self._stored(True)
             await self._write(self.history.close_session(self.session.id, status, audio_ms))
+
+    async def _store_signals(self) -> None:
+        if self._signals:
+            batch, self._signals = self._signals, []
+            self._signals_at = time.monotonic()
+            await self._write(self.history.add_signals(self.session.id, batch))
 
     # ---- webhooks: stored here, with what they carry; sent by the WebhookSender
     @property
