@@ -99,6 +99,11 @@ class Edge:
     async def __init__(self, recognizer, flags: list[str], replicas: int | None = None):
         settings = load_settings(build_parser().parse_args(flags))
         setup_logging(settings.log.level, settings.log.format)
+        # Serve's proxy (a plain uvicorn) accepts the connections, not EdgeServer: the app still refuses frames
+        # over --max-frame-bytes (streams.read_frames), but no request-header timeout applies.
+        log.info("edge on Serve's proxy: --handshake-timeout-s does not apply there (it holds a connection that "
+                 "never finishes its request, and buffers frames up to 16 MiB before this edge refuses those over "
+                 "--max-frame-bytes); put a load balancer with a request-header timeout in front (docs/cluster.md)")
         access, _ = access_policy(settings)
         loop = asyncio.get_running_loop()
         engines = [await loop.run_in_executor(None, RayEngine, recognizer, settings.model.decode_timeout_s)
