@@ -160,6 +160,7 @@ class Lingting:
         return Session(uuid.uuid4().hex[:16], self.model_info["model"],
                        tuple(getattr(self.engine, "languages", ()) or ()),
                        {"max_frame_bytes": limits.max_frame_bytes, "max_file_bytes": limits.max_file_bytes,
+                        "max_signals": limits.max_signals,
                         "sample_rates": [8000, 48000]}, limits.max_errors)
 
     def opened(self, runner, unauthenticated: bool = False) -> None:
