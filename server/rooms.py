@@ -24,7 +24,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass
 
 from .errors import ErrorCode, ProtocolError
 from .streaming import events
@@ -92,6 +93,79 @@ class Viewer:
         return self.queue.popleft()
 
 
+@dataclass(frozen=True)
+class ViewerCaps:
+    """How many viewers and boards may be connected at once: in all, from one
+    address, with one viewer token, of one tenant; and slots only boards take."""
+    total: int
+    per_ip: int
+    per_token: int
+    per_tenant: int
+    for_boards: int
+
+
+@dataclass(frozen=True)
+class ViewerSlot:
+    """What one connected viewer or board holds a slot as."""
+    board: bool
+    ip: str | None
+    tenant: str | None       # whose share it takes; None: an admin's, or a server without keys (one tenant)
+    token: str | None        # the room's viewer token, when it came with one
+
+
+class NoViewerSlot(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class ViewerSlots:
+    """The viewer slots held now. Each address, token and tenant gets a share,
+    so that one of them cannot take every slot and shut the others out, and
+    boards (a tenant's or an admin's view of everything) keep slots of their own."""
+
+    def __init__(self):
+        self.boards = 0
+        self.viewers = 0
+        self.by_ip: Counter[str] = Counter()
+        self.by_token: Counter[str] = Counter()
+        self.by_tenant: Counter[str] = Counter()
+
+    def take(self, slot: ViewerSlot, caps: ViewerCaps) -> None:
+        """Hold a slot, or NoViewerSlot saying which limit (and its flag) refused it."""
+        if self.boards + self.viewers >= caps.total:
+            raise NoViewerSlot(503, ErrorCode.OVERLOADED, f"server is at its limit of {caps.total} viewers "
+                                                          "(--max-viewers); retry later")
+        if not slot.board and self.viewers >= caps.total - caps.for_boards:
+            raise NoViewerSlot(503, ErrorCode.OVERLOADED,
+                               f"room viewers are at their limit of {caps.total - caps.for_boards} (--max-viewers "
+                               "less --viewers-reserved-for-boards); retry later")
+        if slot.ip is not None and self.by_ip[slot.ip] >= caps.per_ip:
+            raise NoViewerSlot(429, ErrorCode.IP_LIMIT, f"{slot.ip} has {caps.per_ip} viewers connected, this "
+                                                        "server's limit per address (--max-viewers-per-ip)")
+        if slot.token is not None and self.by_token[slot.token] >= caps.per_token:
+            raise NoViewerSlot(429, ErrorCode.KEY_LIMIT, f"this viewer token has {caps.per_token} viewers "
+                                                         "connected, its limit (--max-viewers-per-token)")
+        if slot.tenant is not None and self.by_tenant[slot.tenant] >= caps.per_tenant:
+            raise NoViewerSlot(429, ErrorCode.KEY_LIMIT, f"tenant {slot.tenant!r} has {caps.per_tenant} viewers "
+                                                         "and boards connected, its limit (--max-viewers-per-tenant)")
+        self._count(slot, 1)
+
+    def give_back(self, slot: ViewerSlot) -> None:
+        self._count(slot, -1)
+
+    def _count(self, slot: ViewerSlot, n: int) -> None:
+        if slot.board:
+            self.boards += n
+        else:
+            self.viewers += n
+        for counter, key in ((self.by_ip, slot.ip), (self.by_token, slot.token), (self.by_tenant, slot.tenant)):
+            if key is not None:
+                counter[key] += n
+                if not counter[key]:
+                    del counter[key]        # no entry left behind per address that came once
+
+
 def _same_line(a: dict, b: dict) -> bool:
     return a.get("utterance") == b.get("utterance") and a.get("channel") == b.get("channel") and \
         a.get("room") == b.get("room")
@@ -152,6 +226,7 @@ class Rooms:
         self.by_session: dict[str, Room] = {}
         self.by_name: dict[tuple[str | None, str], Room] = {}
         self.boards: dict[Viewer, str | None] = {}       # board -> its tenant (None: all)
+        self.slots = ViewerSlots()                       # held by the viewers and boards connected here
 
     def token_for(self, owner: str | None, name: str) -> str:
         """A room's viewer token: the same for every stream of one name, so a

@@ -108,6 +108,13 @@ class LimitSettings:
                                                      "in-stream key yet")
     unauthenticated_messages: int = option(8, "messages a stream may send before presenting its in-stream key")
     max_viewers: int = option(1000, "viewers of rooms and live boards connected at once, all rooms together")
+    max_viewers_per_ip: int = option(64, "viewers and boards connected at once from one address (behind a proxy: "
+                                         "see --trusted-proxy) before HTTP 429")
+    max_viewers_per_token: int = option(250, "viewers connected at once with one room's viewer token before HTTP 429")
+    max_viewers_per_tenant: int = option(500, "viewers and boards of one tenant (API key) connected at once before "
+                                              "HTTP 429, so that no tenant takes every slot; admins are not counted")
+    viewers_reserved_for_boards: int = option(50, "of --max-viewers, slots kept for live boards: room viewers "
+                                                  "never take them")
     viewer_queue: int = option(256, "events waiting for one slow viewer; past it its oldest partials are dropped "
                                     "(finals never: a viewer that far behind on finals is closed)")
 

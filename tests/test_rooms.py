@@ -10,7 +10,7 @@ import pytest
 from lingting_server.errors import ProtocolError
 from lingting_server.outputs import parse_captions, parse_webhooks, sign, verify
 from lingting_server.protocol import parse_start
-from lingting_server.rooms import Rooms, Viewer
+from lingting_server.rooms import NoViewerSlot, Rooms, Viewer, ViewerCaps, ViewerSlot, ViewerSlots
 from lingting_server.streaming import events
 
 
@@ -168,3 +168,40 @@ def test_two_edges_share_rooms_through_their_bus_messages():
     big = encode({"op": "event", "session_id": "s", "event": {"type": "final", "text": "x", "words": words}})
     assert big is not None and "words" not in big
     assert encode({"op": "event", "session_id": "s", "event": {"type": "final", "text": "x" * 9000}}) is None
+
+
+def test_viewer_slots_give_each_address_token_and_tenant_a_share_and_keep_some_for_boards():
+    """Issue 34.7: one token from one address took every viewer slot, and other tenants' viewers and
+    boards were refused."""
+    caps = ViewerCaps(total=10, per_ip=3, per_token=4, per_tenant=6, for_boards=2)
+    slots = ViewerSlots()
+
+    def refusal(slot: ViewerSlot) -> str | None:
+        try:
+            slots.take(slot, caps)
+        except NoViewerSlot as exc:
+            return f"{exc.status} {exc.code} {exc.message}"
+        return None
+
+    assert [refusal(ViewerSlot(False, "203.0.113.7", "acme", "t1")) for _ in range(4)][:3] == [None] * 3
+    assert "--max-viewers-per-ip" in refusal(ViewerSlot(False, "203.0.113.7", "acme", "t1"))
+    assert refusal(ViewerSlot(False, "10.0.0.1", "acme", "t1")) is None                # the token's 4th
+    assert refusal(ViewerSlot(False, "10.0.0.2", "acme", "t1")).startswith("429 key_limit this viewer token")
+    assert refusal(ViewerSlot(False, "10.0.0.3", "acme", "t2")) is None
+    assert refusal(ViewerSlot(True, "10.0.0.4", "acme", None)) is None                  # a board: 6th of acme
+    assert "--max-viewers-per-tenant" in refusal(ViewerSlot(False, "10.0.0.5", "acme", "t2"))
+    # Another tenant gets in; room viewers stop short of the boards' slots; boards and admins go on.
+    assert [refusal(ViewerSlot(False, f"10.1.0.{n}", "globex", "t3")) for n in range(3)] == [None] * 3
+    assert "--viewers-reserved-for-boards" in refusal(ViewerSlot(False, "10.1.0.9", "globex", "t3"))
+    assert refusal(ViewerSlot(True, "10.2.0.1", None, None)) is None                    # an admin's board
+    assert refusal(ViewerSlot(True, "10.2.0.2", "globex", None)).startswith("503 overloaded")   # all 10 held
+    # Slots given back are free again, and nothing is left behind per address, token or tenant.
+    slots.give_back(ViewerSlot(False, "203.0.113.7", "acme", "t1"))
+    assert refusal(ViewerSlot(False, "203.0.113.7", "acme", "t1")) is None
+    for slot in [ViewerSlot(False, "203.0.113.7", "acme", "t1")] * 3 + [
+            ViewerSlot(False, "10.0.0.1", "acme", "t1"), ViewerSlot(False, "10.0.0.3", "acme", "t2"),
+            ViewerSlot(True, "10.0.0.4", "acme", None), ViewerSlot(False, "10.1.0.0", "globex", "t3"),
+            ViewerSlot(False, "10.1.0.1", "globex", "t3"), ViewerSlot(False, "10.1.0.2", "globex", "t3"),
+            ViewerSlot(True, "10.2.0.1", None, None)]:
+        slots.give_back(slot)
+    assert (slots.boards, slots.viewers, slots.by_ip, slots.by_token, slots.by_tenant) == (0, 0, {}, {}, {})

@@ -10,7 +10,8 @@
                                 events with `room` added, room_opened / room_closed
 
 A viewer token reads its one room and nothing else (no history, no other
-room, no board)."""
+room, no board). Each viewer and board holds a slot (rooms.ViewerSlots): an
+address, a token and a tenant get a share of them, and boards keep some."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..access import AccessDenied, offered_subprotocols
+from ..access import AccessDenied, client_ip, offered_subprotocols
 from ..errors import ErrorCode
 from ..protocol import SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
-from ..rooms import Room, Viewer
+from ..rooms import NoViewerSlot, Room, Viewer, ViewerCaps, ViewerSlot
+from ..settings import LimitSettings
 from .responses import JSON, denied
 
 TOKEN_SUBPROTOCOL_PREFIX = "lingting.token."
@@ -46,8 +48,13 @@ def tenant_of(lingting, conn: HTTPConnection) -> str | None:
     return lingting.access.tenant(lingting.access.authenticate(str(conn.url), conn.headers))
 
 
-def viewer_room(lingting, conn: HTTPConnection, name: str) -> Room:
-    """The room this caller may watch, or AccessDenied."""
+def address_of(lingting, conn: HTTPConnection) -> str | None:
+    return client_ip(conn.client.host if conn.client else None, conn.headers,
+                     frozenset(lingting.settings.network.trusted_proxies))
+
+
+def viewer_room(lingting, conn: HTTPConnection, name: str) -> tuple[Room, ViewerSlot]:
+    """The room this caller may watch and the slot it would take, or AccessDenied."""
     token = presented_token(conn)
     if token:
         room = lingting.rooms.by_token(token)
@@ -55,46 +62,61 @@ def viewer_room(lingting, conn: HTTPConnection, name: str) -> Room:
             raise AccessDenied(401, ErrorCode.UNAUTHORIZED, "unknown viewer token (a token ends with its stream)")
         if name not in (room.name, room.session_id):
             raise AccessDenied(403, ErrorCode.UNAUTHORIZED, "this viewer token is for another room")
-        return room
-    room = lingting.rooms.find(tenant_of(lingting, conn), name)
+        # A token's viewers count against the room's tenant: its link, its share.
+        return room, ViewerSlot(False, address_of(lingting, conn), room.owner, room.token)
+    tenant = tenant_of(lingting, conn)
+    room = lingting.rooms.find(tenant, name)
     if room is None:
         raise AccessDenied(404, ErrorCode.NOT_FOUND, f"no live room {name!r}: it has not started, or has ended")
-    return room
+    return room, ViewerSlot(False, address_of(lingting, conn), tenant, None)
 
 
-def admit_viewer(lingting) -> None:
-    limit = lingting.settings.limits.max_viewers
+def viewer_caps(limits: LimitSettings) -> ViewerCaps:
+    return ViewerCaps(limits.max_viewers, limits.max_viewers_per_ip, limits.max_viewers_per_token,
+                      limits.max_viewers_per_tenant, limits.viewers_reserved_for_boards)
+
+
+def admit_viewer(lingting, slot: ViewerSlot) -> None:
+    """Take the caller's slot (given back by _serve's caller), or AccessDenied."""
     if lingting.shutting_down:
         raise AccessDenied(503, ErrorCode.SHUTTING_DOWN, "server is shutting down", retry_after=10)
-    if lingting.viewers >= limit:
-        raise AccessDenied(503, ErrorCode.OVERLOADED, f"server is at its limit of {limit} viewers; retry later",
-                           retry_after=5)
+    try:
+        lingting.rooms.slots.take(slot, viewer_caps(lingting.settings.limits))
+    except NoViewerSlot as exc:
+        raise AccessDenied(exc.status, exc.code, exc.message, retry_after=5) from None
 
 
 async def room_events(websocket: WebSocket) -> None:
     lingting = websocket.app.state.lingting
     try:
-        admit_viewer(lingting)
-        room = viewer_room(lingting, websocket, websocket.path_params["room"])
+        room, slot = viewer_room(lingting, websocket, websocket.path_params["room"])
+        admit_viewer(lingting, slot)
     except AccessDenied as exc:
         lingting.metrics.connections.labels(exc.code).inc()
         await websocket.send_denial_response(denied(exc))
         return
-    viewer = lingting.rooms.viewer()
-    room.joined(viewer)
-    await _serve(websocket, viewer)
+    try:
+        viewer = lingting.rooms.viewer()
+        room.joined(viewer)
+        await _serve(websocket, viewer)
+    finally:
+        lingting.rooms.slots.give_back(slot)
 
 
 async def board_events(websocket: WebSocket) -> None:
     lingting = websocket.app.state.lingting
     try:
-        admit_viewer(lingting)
         tenant = tenant_of(lingting, websocket)
+        slot = ViewerSlot(True, address_of(lingting, websocket), tenant, None)
+        admit_viewer(lingting, slot)
     except AccessDenied as exc:
         lingting.metrics.connections.labels(exc.code).inc()
         await websocket.send_denial_response(denied(exc))
         return
-    await _serve(websocket, lingting.rooms.watch_all(tenant))
+    try:
+        await _serve(websocket, lingting.rooms.watch_all(tenant))
+    finally:
+        lingting.rooms.slots.give_back(slot)
 
 
 async def _serve(websocket: WebSocket, viewer: Viewer) -> None:
