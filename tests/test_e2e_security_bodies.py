@@ -99,7 +99,9 @@ async def test_speaker_names_are_bounded(tmp_path):
             answer = await patch(names)
             assert answer.status_code == 400 and "control characters" in answer.json()["message"], names
         answer = await patch({f"S{n}": "someone" for n in range(3, 10_001)})
-        assert answer.status_code == 400 and "no speaker 'S10'" in answer.json()["message"]   # not one of this session
+        assert answer.status_code == 400 and "up to 100 labels" in answer.json()["message"]
+        answer = await patch({"S1": "Ann", "S3": "someone"})
+        assert answer.status_code == 400 and "no speaker 'S3'" in answer.json()["message"]   # not one of this session
         answer = await patch({"S1": "Dr. Chen", "S2": "Bob"})
         assert answer.status_code == 200 and answer.json()["speaker_names"] == {"S1": "Dr. Chen", "S2": "Bob"}
         assert (await patch({"S2": ""})).json()["speaker_names"] == {"S1": "Dr. Chen"}   # a name still goes

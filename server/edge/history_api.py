@@ -75,9 +75,9 @@ async def search(request, history, tenant, limit, offset) -> Response:
     return JSON({"query": text, "results": await history.search(text, limit, offset, tenant)})
 
 
-MAX_LABEL, MAX_NAME = 40, 80
-_SHAPE = ('the body must be {"speaker_names": {"S1": "a name", ...}} (labels up to 40 characters, names up to 80, '
-          "no control characters; an empty name removes one)")
+MAX_NAMES, MAX_LABEL, MAX_NAME = 100, 40, 80
+_SHAPE = ('the body must be {"speaker_names": {"S1": "a name", ...}} (up to 100 labels of up to 40 characters, '
+          "names up to 80, no control characters; an empty name removes one)")
 
 
 def _speakers(session: dict) -> set[str]:
@@ -94,7 +94,7 @@ def _speaker_names(body, session: dict) -> dict[str, str]:
     """The names a PATCH gives, checked: one line each, and only for this session's speakers
     (so the names a session keeps stay as few as its speakers)."""
     names = body.get("speaker_names") if isinstance(body, dict) else None
-    if not (isinstance(names, dict) and set(body) == {"speaker_names"} and all(
+    if not (isinstance(names, dict) and set(body) == {"speaker_names"} and len(names) <= MAX_NAMES and all(
             isinstance(k, str) and 0 < len(k) and _printable(k, MAX_LABEL) and isinstance(v, str)
             and _printable(v, MAX_NAME) for k, v in names.items())):
         raise ProtocolError(ErrorCode.INVALID_FIELD, _SHAPE)
