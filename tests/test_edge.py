@@ -197,3 +197,13 @@ async def test_a_file_posted_with_a_key_belongs_to_that_tenant(tmp_path):
             assert (await http.get(f"/v1/history/sessions/{session_id}",
                                    headers={"X-API-Key": keys[1].secret})).status_code == 404
             assert session_id in ids(await http.get("/v1/history/sessions", headers={"X-API-Key": keys[2].secret}))
+
+
+async def test_a_large_file_posted_over_http_is_not_closed_for_its_own_progress_events():
+    """Nobody reads a POST's answer until its body is in: upload progress (one event a MiB)
+    must not fill the stream's queues and close it as a slow reader (it did past ~320 MiB)."""
+    async with edge_server(send_queue=4, max_file_mb=100) as edge:
+        async with httpx.AsyncClient(base_url=edge.http, timeout=60) as http:
+            posted = await http.post("/v1/files", content=b"this is not a media file" * (3 << 20))   # 72 MiB
+        last = json.loads(posted.text.strip().splitlines()[-1])
+        assert (last["type"], last["code"]) == ("error", "bad_audio"), last     # FFmpeg's verdict, not too_slow

@@ -24,7 +24,7 @@ from ..rooms import Room
 from ..streaming.audio import MODEL_RATE
 from ..streaming.commands import (GOING_AWAY, POLICY, Cancel, Close, Decode, DecodeJob, Expedite, Output, Send, Store,
                                   Transcribe)
-from ..streaming.events import Event, Final, Ready
+from ..streaming.events import Event, Final, Ready, UploadProgress
 from ..streaming.session import End, Session, State
 from .captions import CaptionOutputs
 from .file_feed import FileFeed
@@ -55,6 +55,11 @@ class QueueTransport:
     async def send(self, event: Event) -> None:
         if self.gone:
             raise Gone
+        if isinstance(event, UploadProgress) and self.queue.qsize() >= self.queue.maxsize // 2:
+            # An HTTP answer is read only once its request's body is in: progress
+            # that nobody reads yet is superseded by the next, so it must not
+            # fill the queues and close the stream as a slow reader.
+            return
         await self.queue.put(event)
 
     async def close(self, code: int, reason: str) -> None:
