@@ -410,3 +410,17 @@ async def test_an_obs_output_refuses_oversized_frames_from_its_receiver():
     assert answered == [] and failures and all(e["code"] == "output_failed" for e in failures), failures
     assert "1009" in failures[0]["message"] or "too big" in failures[0]["message"]
     assert events[-1]["type"] == "stopped"
+
+
+async def test_a_viewer_that_sends_is_read_slowly_and_one_that_sends_much_is_closed():
+    async with edge_server(RecordingEngine("hello")) as edge:
+        async with websockets.connect(edge.ws + "/v1/stream") as speaker:
+            await speaker.send(json.dumps({"type": "start", "room": "quiet"}))
+            json.loads(await speaker.recv())
+            async with websockets.connect(edge.ws + "/v1/rooms/quiet/events") as viewer:
+                assert json.loads(await viewer.recv())["type"] == "room"
+                await viewer.send("x" * 5000)                  # viewers only listen
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(viewer.recv(), 5)
+                assert viewer.close_code == 1009

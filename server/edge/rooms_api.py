@@ -20,6 +20,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import msgpack
+from asyncio_throttle import Throttler
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -33,6 +34,8 @@ from ..settings import LimitSettings
 from .responses import JSON, denied
 
 TOKEN_SUBPROTOCOL_PREFIX = "lingting.token."
+VIEWER_MESSAGE_BYTES = 4096       # viewers send nothing the server needs
+VIEWER_MESSAGES_PER_S = 10
 
 
 def presented_token(conn: HTTPConnection) -> str | None:
@@ -161,8 +164,16 @@ async def _serve(websocket: WebSocket, viewer: Viewer) -> None:
 
 
 async def _until_gone(websocket: WebSocket) -> None:
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
+    """Viewers only listen: what they send is read at a bounded pace (TCP slows a
+    flood) and dropped; a message over VIEWER_MESSAGE_BYTES closes them (1009),
+    whatever frame size the server in front allows (Serve's proxy: 16 MiB)."""
+    throttle = Throttler(VIEWER_MESSAGES_PER_S, 1.0)
+    while (message := await websocket.receive())["type"] != "websocket.disconnect":
+        if len(message.get("bytes") or b"") + len(message.get("text") or "") > VIEWER_MESSAGE_BYTES:
+            await websocket.close(1009, "viewers send nothing")
+            return
+        async with throttle:
+            pass
 
 
 async def list_rooms(request: Request) -> Response:
