@@ -122,6 +122,11 @@ MIGRATIONS: list[str] = [
         SELECT s.id, j.value FROM sessions s, json_each(s.signals) j ORDER BY s.id, j.key;
     ALTER TABLE sessions DROP COLUMN signals;
     """,
+    # A webhook's signing secret is kept only while its delivery is pending:
+    # the ones finished before this version still held theirs.
+    """
+    UPDATE webhook_deliveries SET secret = '' WHERE status != 'pending';
+    """,
 ]
 
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
@@ -317,10 +322,15 @@ class SqlHistory:
 
     def delivery_attempted(self, row_id: int, status: str, attempts: int, next_at: float,
                            last_status: int | None, last_error: str | None) -> None:
+        """A finished delivery (not pending) loses its signing secret in the same
+        statement: the outbox holds a secret only while it may still sign. Only a
+        pending one is updated, so a finished one never returns to the queue secretless."""
         self._run(self._db(),
                   "UPDATE webhook_deliveries SET status=:status, attempts=:attempts, next_at=:next_at,"
                   " last_status=:last_status, last_error=coalesce(:last_error, last_error),"   # the last failure's
-                  " delivered_at=CASE WHEN :status='delivered' THEN :now ELSE delivered_at END WHERE id=:id",
+                  " secret=CASE WHEN :status='pending' THEN secret ELSE '' END,"
+                  " delivered_at=CASE WHEN :status='delivered' THEN :now ELSE delivered_at END"
+                  " WHERE id=:id AND status='pending'",
                   {"status": status, "attempts": attempts, "next_at": next_at, "last_status": last_status,
                    "last_error": last_error, "now": time.time(), "id": row_id})
 

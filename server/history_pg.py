@@ -115,6 +115,9 @@ PG_MIGRATIONS: list[str] = [
             jsonb_array_elements(CAST(s.signals AS jsonb)) WITH ORDINALITY AS e(value, n) ORDER BY s.id, e.n;
     ALTER TABLE sessions DROP COLUMN signals;
     """,
+    """
+    UPDATE webhook_deliveries SET secret = '' WHERE status != 'pending';
+    """,
 ]
 assert len(PG_MIGRATIONS) == len(MIGRATIONS), "each SQLite migration has its PostgreSQL twin"
 

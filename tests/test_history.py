@@ -218,6 +218,64 @@ def test_the_webhook_outbox_keeps_each_url_in_order(store):
         ("d0", "delivered", 2, "HTTP 503")                                  # the last failure is kept
 
 
+def outbox_secrets(store) -> dict[str, str]:
+    return dict(store._all("SELECT delivery_id, secret FROM webhook_deliveries"))
+
+
+def test_a_delivery_forgets_its_secret_once_it_leaves_pending(store):
+    """A signing secret stays in the outbox only while a delivery still needs it (issue 34.8):
+    delivered, failed or refused, the same statement blanks it, and it never comes back to pending."""
+    store.open_session("a", "stream")
+    store.add_deliveries([{"delivery_id": f"d{n}", "session_id": "a", "url": f"https://r{n}.example/h",
+                           "secret": f"secret-{n}-" + "s" * 16, "event": "final", "body": "{}"} for n in range(4)])
+    ids = {h["delivery_id"]: h["id"] for h in store.pending_heads()}
+    store.delivery_attempted(ids["d0"], "pending", 1, time.time() + 60, 503, "HTTP 503")   # a retry needs it
+    store.delivery_attempted(ids["d1"], "delivered", 1, 0, 200, None)
+    store.delivery_attempted(ids["d2"], "failed", 1, 0, 400, "the receiver refused it: HTTP 400")
+    store.delivery_attempted(ids["d3"], "refused", 1, 0, None, "a private address")
+    assert outbox_secrets(store) == {"d0": "secret-0-" + "s" * 16, "d1": "", "d2": "", "d3": ""}
+    # A late attempt (another edge's, after a lost claim) does not put a finished one back in the queue.
+    store.delivery_attempted(ids["d1"], "pending", 2, 0, 503, "HTTP 503")
+    assert {h["delivery_id"] for h in store.pending_heads()} == {"d0"}
+    assert [w["status"] for w in store.get_session("a")["webhooks"]] == ["pending", "delivered", "failed", "refused"]
+    assert all("secret" not in w for w in store.get_session("a")["webhooks"])
+
+
+SECRETS_KEPT = 7        # the schema version whose finished deliveries kept their secrets
+
+
+def test_finished_deliveries_of_before_lose_their_secrets(location):
+    """A database from before blanks the secrets its finished deliveries still hold, on both backends."""
+    seed = ("INSERT INTO webhook_deliveries (delivery_id, session_id, url, secret, event, body, status, next_at,"
+            " created_at) VALUES (?, 's', ?, 'secret-of-before', 'final', '{}', ?, 0, 1)")
+    rows = [("p", "https://p.example/h", "pending"), ("d", "https://d.example/h", "delivered"),
+            ("f", "https://f.example/h", "failed"), ("r", "https://r.example/h", "refused")]
+    if isinstance(location, str):
+        import psycopg
+        from lingting_server.history_pg import PG_MIGRATIONS
+        with psycopg.connect(location, autocommit=True) as db:
+            db.execute("CREATE TABLE lingting_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (SECRETS_KEPT,))
+            for sql in PG_MIGRATIONS[:SECRETS_KEPT]:
+                db.execute(sql)
+            for row in rows:
+                db.execute(seed.replace("?", "%s"), row)
+    else:
+        location.parent.mkdir(parents=True)
+        db = sqlite3.connect(location, isolation_level=None)
+        for sql in MIGRATIONS[:SECRETS_KEPT]:
+            db.executescript(sql)
+        db.execute(f"PRAGMA user_version={SECRETS_KEPT}")
+        for row in rows:
+            db.execute(seed, row)
+        db.close()
+    store = open_store(location)
+    try:
+        assert outbox_secrets(store) == {"p": "secret-of-before", "d": "", "f": "", "r": ""}
+    finally:
+        store.close()
+
+
 def test_telephony_signals_and_speaker_names(store):
     store.open_session("call", "stream", owner="agents")
     store.add_utterance("call", final(0, "hello", 0, 900))
