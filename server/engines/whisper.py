@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..streaming.text import IS_CJK, collapse_repeats
+from ..streaming.text import IS_CJK, collapse_repeats, join_units
 from ..hotwords import mentions_any
 from ..phonetic import sounds_present
 from .base import MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
@@ -34,6 +34,9 @@ _CJK_LANGUAGES = {"zh", "ja", "ko", "yue"}
 # "see minus" to "T minus" is kept, one that wrote "abort" over unrelated
 # speech (it happens on noisy audio) is not.
 STEER_MIN_SOUND = 0.6
+REST_MIN_MS = 2500          # a final whose words end this long before its audio: the rest is decoded too
+REST_MAX_NO_SPEECH = 0.6    # ...and kept unless Whisper thinks it holds no speech
+MAX_REST_DECODES = 2
 
 
 @dataclass(frozen=True)
@@ -131,14 +134,39 @@ class WhisperEngine:
         alone, in Whisper's own 30 s window: the silence padding a short window
         (or a longer batch partner) is what it hallucinates on. What still
         looks wrong is trimmed by decode_by_kind; partials are only trimmed."""
-        audio_ms = len(request.audio) * 1000 // MODEL_RATE
-        if request.kind != "final" or not (result.extra.get("loop_cut") or looks_hallucinated(result, audio_ms)):
+        if request.kind != "final":
             return result
-        retry = self._decode_group_unsafe([request], "full")[0]
-        log.info("a final looked hallucinated (%d words); decoded again in a full window: %d words%s",
-                 len(result.text.split()), len(retry.text.split()),
-                 ", still trimmed" if looks_hallucinated(retry, audio_ms) else "")
-        return replace(retry, extra={**retry.extra, "redecoded": True})
+        audio_ms = len(request.audio) * 1000 // MODEL_RATE
+        if result.extra.get("loop_cut") or looks_hallucinated(result, audio_ms):
+            retry = self._decode_group_unsafe([request], "full")[0]
+            log.info("a final looked hallucinated (%d words); decoded again in a full window: %d words%s",
+                     len(result.text.split()), len(retry.text.split()),
+                     ", still trimmed" if looks_hallucinated(retry, audio_ms) else "")
+            result = replace(retry, extra={**retry.extra, "redecoded": True})
+        return self._with_the_rest(request, result, audio_ms)
+
+    def _with_the_rest(self, request: DecodeRequest, result: DecodeResult, audio_ms: int) -> DecodeResult:
+        """Whisper sometimes ends its text at the first sentence of a long final
+        (16 s of two speakers gave the first 5 s: the rest was lost). Where the
+        words stop well before the audio does, the audio after the last word is
+        decoded on its own and what it holds is appended."""
+        for _ in range(MAX_REST_DECODES):
+            if not result.words or audio_ms - result.words[-1].end_ms < REST_MIN_MS:
+                return result
+            heard_ms = result.words[-1].end_ms
+            rest = self._decode_group_unsafe(
+                [replace(request, audio=request.audio[heard_ms * MODEL_RATE // 1000:], hotwords=request.hotwords)],
+                self.options.window)[0]
+            if (not rest.text.strip() or not rest.words or rest.no_speech_prob > REST_MAX_NO_SPEECH
+                    or looks_hallucinated(rest, audio_ms - heard_ms)):
+                return result
+            log.info("a final's words ended %d ms before its audio: the rest held %d more words",
+                     audio_ms - heard_ms, len(rest.words))
+            words = [*result.words, *(replace(w, start_ms=w.start_ms + heard_ms, end_ms=w.end_ms + heard_ms)
+                                      for w in rest.words)]
+            result = replace(result, text=join_units([result.text.strip(), rest.text.strip()]), words=words,
+                             extra={**result.extra, "rest_decoded": True})
+        return result
 
     def _decode_group_unsafe(self, requests: list[DecodeRequest], window: str) -> list[DecodeResult]:
         model = self._model
