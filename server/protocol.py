@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import msgpack
 
@@ -35,33 +36,282 @@ MAX_LABEL_CHARS = 40
 MAX_SPEAKERS = 10
 
 
+def bounded_int(value, name: str, low: int, high: int) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
+    require(low <= value <= high, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(value, name: str) -> bool:
+    require(isinstance(value, bool), f"{name} must be true or false")
+    return value
+
+
+# ---- endpointing: parsed once into a change, applied over a start's default or a stream's own
+# Endpointing per use: how long a pause ends an utterance, after the speculative
+# final's text ends a sentence, stops mid-clause, or gives no sign (silence_ms).
+ENDPOINTING_PRESETS = {
+    # live captions: lines committed soon after each sentence
+    "captions": EndpointConfig(),
+    # agent-assist: whole clauses, so numbers and amounts are not split across finals
+    "agent_assist": EndpointConfig(silence_ms=800, sentence_end_ms=500, mid_clause_ms=1200),
+    # callouts ("hold", "T minus 10"): the shortest pauses end them
+    "callouts": EndpointConfig(silence_ms=400, sentence_end_ms=200, mid_clause_ms=500, tail_ms=200,
+                               max_utterance_ms=10000),
+}
+
+
+def _silence(value, name: str) -> int:
+    return bounded_int(value, name, 10, 10000) if value else 0      # 0 or false: no silence ends an utterance
+
+
+def _between(low: int, high: int) -> Callable[[Any, str], int]:
+    return lambda value, name: bounded_int(value, name, low, high)
+
+
+# The fields of an endpointing map, in the order they are checked.
+_ENDPOINT_FIELDS = {"silence_ms": _silence, "max_utterance_ms": _between(1000, 28000),
+                    "vad_aggressiveness": _between(0, 3), "speculative": _bool,
+                    "sentence_end_ms": _between(10, 10000), "mid_clause_ms": _between(10, 10000),
+                    "tail_ms": _between(90, 1000)}
+
+
+@dataclass(frozen=True)
+class EndpointingChange:
+    """A checked `endpointing`: a preset that replaces the endpointing it is applied
+    over (None: keep that one), then the fields it names."""
+    preset: EndpointConfig | None = None
+    fields: tuple[tuple[str, Any], ...] = ()
+
+    def over(self, base: EndpointConfig) -> EndpointConfig:
+        return dataclasses.replace(base if self.preset is None else self.preset, **dict(self.fields))
+
+
+def endpointing_summary(e: EndpointConfig) -> dict:
+    return {"silence_ms": e.silence_ms, "max_utterance_ms": e.max_utterance_ms,
+            "vad_aggressiveness": e.vad_aggressiveness, "speculative": e.speculative,
+            "sentence_end_ms": e.sentence_end_ms, "mid_clause_ms": e.mid_clause_ms, "tail_ms": e.tail_ms}
+
+
+def parse_endpointing_change(value) -> EndpointingChange:
+    """`endpointing` as Deepgram spells it (ms of silence, or false: no silence
+    ends an utterance), a preset's name, or a map of fields (over a preset)."""
+    if value is False:
+        return EndpointingChange(fields=(("silence_ms", 0),))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return EndpointingChange(fields=(("silence_ms", bounded_int(value, "endpointing", 10, 10000)),))
+    if isinstance(value, str):
+        require(value in ENDPOINTING_PRESETS, f"endpointing preset {value!r} unknown; use one of "
+                f"{', '.join(ENDPOINTING_PRESETS)}")
+        return EndpointingChange(preset=ENDPOINTING_PRESETS[value])
+    require(isinstance(value, dict), "endpointing must be milliseconds of silence, false, a preset name "
+            f"({', '.join(ENDPOINTING_PRESETS)}) or a map")
+    unknown = set(value) - {"preset", *_ENDPOINT_FIELDS}
+    require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
+    preset = None
+    if "preset" in value:
+        require(isinstance(value["preset"], str), "endpointing.preset must be a preset name")
+        preset = parse_endpointing_change(value["preset"]).preset
+    named = {name: check(value[name], f"endpointing.{name}") for name, check in _ENDPOINT_FIELDS.items()
+             if name in value}
+    return EndpointingChange(preset, tuple(named.items()))
+
+
+def parse_endpointing(value, base: EndpointConfig) -> EndpointConfig:
+    return parse_endpointing_change(value).over(base)
+
+
+def parse_utterance_end(value) -> int:
+    """utterance_end_ms: 1000..10000 ms, or 0/false/null for none."""
+    if value in (None, False, 0):
+        return 0
+    return bounded_int(value, "utterance_end_ms", 1000, 10000)
+
+
+# ---- start options: each declared once, on its StartConfig field ----------------------------------
+Parse = Callable[[Any, str, dict], Any]          # (wire value, field name, the fields parsed before it)
+
+
+@dataclass(frozen=True)
+class StartOption:
+    """What a start field means besides its default (see `start_option`)."""
+    parse: Parse
+    live_only: bool = False
+    offline_only: bool = False
+    kept: Callable[[StartConfig, Any], bool] | None = None
+    kept_as: Callable[[StartConfig, Any], Any] | None = None
+    phone: str | None = None
+    configure: str | None = None
+
+    def applies(self, mode: str) -> bool:
+        return not (self.live_only and mode != "stream" or self.offline_only and mode != "offline")
+
+
+def start_option(default: Any = None, parse: Parse | None = None, *, factory: Callable[[], Any] | None = None,
+                 live_only: bool = False, offline_only: bool = False,
+                 kept: Callable[[StartConfig, Any], bool] | None = None,
+                 kept_as: Callable[[StartConfig, Any], Any] | None = None,
+                 phone: str | None = None, configure: str | None = None) -> Any:
+    """A start field: its default (or `factory`), `parse` for the value a client
+    sends (absent: the default), where it applies (`live_only`: a file's start
+    refuses it; `offline_only`: a live one does), what history keeps of it
+    (`kept(config, value)` says when, `kept_as` as what plain value), its kind
+    among a phone platform's string parameters (`phone`: "locale", "list" or
+    "bool"), and whether `configure` changes it mid-stream ("any" stream, or
+    "live" ones only)."""
+    option = StartOption(parse, live_only, offline_only, kept, kept_as, phone, configure)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"start": option})
+    return field(default=default, metadata={"start": option})
+
+
+def _always(config: StartConfig, value) -> bool:
+    return True
+
+
+def _when_set(config: StartConfig, value) -> bool:
+    return bool(value)
+
+
+def _when_labelled(config: StartConfig, value) -> bool:
+    return config.labelled
+
+
+def _wire_list(config: StartConfig, value) -> list:
+    return [item.to_wire() for item in value]
+
+
+def _flag(value, name: str, earlier: dict) -> bool:
+    return _bool(value, name)
+
+
+def _int_between(low: int, high: int) -> Parse:
+    return lambda value, name, earlier: bounded_int(value, name, low, high)
+
+
+def _checked(parse: Callable[[Any], Any]) -> Parse:
+    """A parser that names its field in its own messages."""
+    return lambda value, name, earlier: parse(value)
+
+
+def _mode(value, name: str, earlier: dict) -> str:
+    require(value in MODES, f"mode must be one of {', '.join(MODES)}")
+    return value
+
+
+def _filename(value, name: str, earlier: dict) -> str | None:
+    require(value is None or (isinstance(value, str) and len(value) <= MAX_FILENAME_CHARS),
+            f"filename must be a string of at most {MAX_FILENAME_CHARS} characters")
+    return value
+
+
+def _file_bytes(value, name: str, earlier: dict) -> int | None:
+    return None if value is None else bounded_int(value, name, 0, 1 << 50)
+
+
+def _sample_rate(value, name: str, earlier: dict) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool), "sample_rate must be an integer")
+    if not MIN_RATE <= value <= MAX_RATE:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {value} not supported: use {MIN_RATE}..{MAX_RATE} Hz")
+    return value
+
+
+def _encoding(value, name: str, earlier: dict) -> str:
+    if value not in ENCODINGS:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"encoding {value!r} not supported: use one of {', '.join(ENCODINGS)}")
+    return value
+
+
+def _language(value, name: str, earlier: dict) -> str:
+    if value != AUTO and value not in LANGUAGES:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, f"language {value!r} not supported: use one of "
+                            f"{', '.join((AUTO, *LANGUAGES))}")
+    return value
+
+
+def _endpointing(value, name: str, earlier: dict) -> EndpointConfig:
+    return parse_endpointing(value, EndpointConfig())
+
+
+def _channel_labels(value, name: str, earlier: dict) -> tuple[str, ...]:
+    require(isinstance(value, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in value),
+            f"channel_labels must be a list of names of 1..{MAX_LABEL_CHARS} characters")
+    require(not value or len(value) == earlier["channels"], f"channel_labels names {len(value)} channel(s); "
+            f"the stream has {earlier['channels']}")
+    return tuple(value)
+
+
+def _utterance_end(value, name: str, earlier: dict) -> int | None:
+    return parse_utterance_end(value) or None
+
+
+def _diarize(value, name: str, earlier: dict) -> bool:
+    diarize = _bool(value, name)
+    require(not (diarize and (earlier["channels"] > 1 or earlier["channel_labels"])), "diarize labels the "
+            "speakers of one channel; a stream of several channels (or channel_labels) already names its speakers")
+    return diarize
+
+
+def _max_speakers(value, name: str, earlier: dict) -> int | None:
+    if value is None:
+        return None
+    require(earlier["diarize"], "max_speakers goes with diarize")
+    return bounded_int(value, name, 1, MAX_SPEAKERS)
+
+
 @dataclass(frozen=True)
 class StartConfig:
-    mode: str = "stream"               # offline: the frames are a media file, decoded after stop
-    filename: str | None = None        # offline: shown in history
-    file_bytes: int | None = None      # offline: the file's size, if the client knows it
-    sample_rate: int = MODEL_RATE
-    encoding: str = "pcm_s16le"
-    language: str = AUTO
-    partials: bool = True
-    partial_interval_ms: int = 500
-    endpointing: EndpointConfig = field(default_factory=EndpointConfig)
-    word_timestamps: bool = True
-    hotwords: tuple[Hotword, ...] = ()
-    watch: tuple[WatchPhrase, ...] = ()
-    itn: bool = True
-    itn_partials: bool = False
-    channels: int = 1                  # interleaved in each audio frame; each its own utterances
-    channel_labels: tuple[str, ...] = ()   # who speaks on each channel ("agent", "customer")
-    redact: frozenset[str] = frozenset()   # what is masked before anything is sent or stored
-    vad_events: bool = True            # speech_started / speech_ended events
-    utterance_end_ms: int | None = None    # utterance_end after this much silence past the last word
-    countdown: bool = False            # countdown events: a launch-style clock tracked from the finals
-    room: str | None = None            # the name viewers find this stream by (its session id works too)
-    webhooks: tuple[WebhookTarget, ...] = ()   # finals, alerts, the session's end: POSTed, signed
-    captions: tuple[CaptionTarget, ...] = ()   # YouTube Live, Zoom, OBS caption outputs of the finals
-    diarize: bool = False              # finals get speaker labels (S1, S2...) from the voice
-    max_speakers: int | None = None    # diarize: at most this many (files: exactly this many, when given)
+    """A stream's settings, from its start message. Each field declares the rest
+    of what it means with `start_option`; the start's parsing (field by field, in
+    this order), the offline refusals, history's summary, the phone platforms'
+    options and configure follow from it. docs/protocol.md's start table lists
+    the same fields (a test checks)."""
+    # offline: the frames are a media file, decoded after stop
+    mode: str = start_option("stream", _mode, kept=_always)
+    filename: str | None = start_option(None, _filename, offline_only=True, kept=_always)   # shown in history
+    file_bytes: int | None = start_option(None, _file_bytes, offline_only=True, kept=_always)   # if the client knows
+    sample_rate: int = start_option(MODEL_RATE, _sample_rate, live_only=True, kept=_always)
+    encoding: str = start_option("pcm_s16le", _encoding, live_only=True, kept=_always)
+    language: str = start_option(AUTO, _language, kept=_always, phone="locale")
+    endpointing: EndpointConfig = start_option(factory=EndpointConfig, parse=_endpointing, kept=_always,
+                                               kept_as=lambda c, e: endpointing_summary(e), configure="live")
+    # interleaved in each audio frame; each its own utterances
+    channels: int = start_option(1, _int_between(1, MAX_CHANNELS), live_only=True, kept=_when_labelled)
+    # who speaks on each channel ("agent", "customer")
+    channel_labels: tuple[str, ...] = start_option(
+        (), _channel_labels, live_only=True, kept=_when_labelled, phone="list",
+        kept_as=lambda c, labels: [c.speaker(n) for n in range(c.channels)])
+    # finals get speaker labels (S1, S2...) from the voice
+    diarize: bool = start_option(False, _diarize, kept=_when_set)
+    # diarize: at most this many (files: exactly this many, when given)
+    max_speakers: int | None = start_option(None, _max_speakers, kept=lambda c, n: bool(c.diarize and n))
+    partials: bool = start_option(True, _flag, live_only=True, kept=_always, phone="bool")
+    partial_interval_ms: int = start_option(500, _int_between(100, 10000), live_only=True)
+    word_timestamps: bool = start_option(True, _flag, kept=_always, phone="bool")
+    hotwords: tuple[Hotword, ...] = start_option(
+        (), _checked(parse_hotwords), kept=_always, phone="list", configure="any",
+        kept_as=lambda c, hotwords: [{"phrase": h.phrase, "boost": h.boost} for h in hotwords])
+    watch: tuple[WatchPhrase, ...] = start_option((), _checked(parse_watch), kept=_always, kept_as=_wire_list,
+                                                  phone="list", configure="any")
+    itn: bool = start_option(True, _flag, kept=_always, phone="bool")
+    itn_partials: bool = start_option(False, _flag, live_only=True)
+    # what is masked before anything is sent or stored
+    redact: frozenset[str] = start_option(frozenset(), _checked(parse_redact), kept=_when_set, phone="list",
+                                          kept_as=lambda c, kinds: sorted(kinds))
+    # speech_started / speech_ended events
+    vad_events: bool = start_option(True, _flag, live_only=True, configure="live")
+    # utterance_end after this much silence past the last word
+    utterance_end_ms: int | None = start_option(None, _utterance_end, live_only=True, configure="live")
+    # countdown events: a launch-style clock tracked from the finals
+    countdown: bool = start_option(False, _flag, kept=_when_set)
+    # the name viewers find this stream by (its session id works too)
+    room: str | None = start_option(None, _checked(parse_room), live_only=True, kept=_when_set)
+    # finals, alerts, the session's end: POSTed, signed
+    webhooks: tuple[WebhookTarget, ...] = start_option((), _checked(parse_webhooks), kept=_when_set,
+                                                       kept_as=_wire_list)
+    # YouTube Live, Zoom, OBS caption outputs of the finals
+    captions: tuple[CaptionTarget, ...] = start_option((), _checked(parse_captions), live_only=True,
+                                                       kept=_when_set, kept_as=_wire_list)
 
     @property
     def labelled(self) -> bool:
@@ -72,31 +322,22 @@ class StartConfig:
         return self.channel_labels[channel] if self.channel_labels else f"ch{channel}"
 
     def summary(self) -> dict:
-        """The settings as plain values, for history."""
-        names = ("mode", "language", "word_timestamps", "itn") + (
-            ("sample_rate", "encoding", "partials") if self.mode == "stream" else ("filename", "file_bytes"))
-        out = {name: getattr(self, name) for name in names}
-        out["endpointing"] = endpointing_summary(self.endpointing)
-        out["hotwords"] = [{"phrase": h.phrase, "boost": h.boost} for h in self.hotwords]
-        out["watch"] = [w.to_wire() for w in self.watch]
-        if self.countdown:
-            out["countdown"] = True
-        if self.labelled:
-            out["channels"] = self.channels
-            out["channel_labels"] = [self.speaker(c) for c in range(self.channels)]
-        if self.redact:
-            out["redact"] = sorted(self.redact)
-        if self.diarize:
-            out["diarize"] = True
-            if self.max_speakers:
-                out["max_speakers"] = self.max_speakers
-        if self.room:
-            out["room"] = self.room
-        if self.webhooks:
-            out["webhooks"] = [w.to_wire() for w in self.webhooks]
-        if self.captions:
-            out["captions"] = [c.to_wire() for c in self.captions]
+        """The settings as plain values, for history: what each field's `kept` keeps, where it applies."""
+        out = {}
+        for name, option in START_OPTIONS.items():
+            value = getattr(self, name)
+            if option.kept and option.applies(self.mode) and option.kept(self, value):
+                out[name] = option.kept_as(self, value) if option.kept_as else value
         return out
+
+
+START_OPTIONS: dict[str, StartOption] = {f.name: f.metadata["start"] for f in dataclasses.fields(StartConfig)}
+_START_FIELDS = {"type", *START_OPTIONS}
+_CONFIGURE_FIELDS = {"type", *(name for name, option in START_OPTIONS.items() if option.configure)}
+LIVE_ONLY = tuple(name for name, option in START_OPTIONS.items() if option.configure == "live")   # configure on a file
+_REFUSED_OFFLINE = tuple(name for name, option in START_OPTIONS.items() if option.live_only)
+_OFFLINE_ONLY = tuple(name for name, option in START_OPTIONS.items() if option.offline_only)
+_DEFAULT = StartConfig()
 
 
 @dataclass(frozen=True)
@@ -109,9 +350,25 @@ class Update:
     """Mid-stream changes (`configure`; `update` takes the first two): None keeps what is."""
     hotwords: tuple[Hotword, ...] | None = None
     watch: tuple[WatchPhrase, ...] | None = None
-    endpointing: object = None             # as sent: applied over the stream's own (parse_endpointing)
+    endpointing: EndpointingChange | None = None   # applied over the stream's own
     utterance_end_ms: int | None = None    # 0: off
     vad_events: bool | None = None
+
+    @property
+    def live_only(self) -> bool:
+        """It changes what only a live stream has (LIVE_ONLY)."""
+        return any(getattr(self, name) is not None for name in LIVE_ONLY)
+
+
+def apply_update(config: StartConfig, update: Update) -> StartConfig:
+    """A stream's settings after a configure (or update): what it names, the rest kept."""
+    changes: dict = {name: getattr(update, name) for name in ("hotwords", "watch", "vad_events")
+                     if getattr(update, name) is not None}
+    if update.endpointing is not None:
+        changes["endpointing"] = update.endpointing.over(config.endpointing)
+    if update.utterance_end_ms is not None:
+        changes["utterance_end_ms"] = update.utterance_end_ms or None
+    return dataclasses.replace(config, **changes)
 
 
 @dataclass(frozen=True)
@@ -174,172 +431,35 @@ class Stop:
 ClientMessage = Start | Update | Audio | Dtmf | Mark | Flush | Clear | KeepAlive | Stop
 
 
-def bounded_int(value, name: str, low: int, high: int) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an integer")
-    require(low <= value <= high, f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _bool(value, name: str) -> bool:
-    require(isinstance(value, bool), f"{name} must be true or false")
-    return value
-
-
-_START_FIELDS = {"type", "mode", "filename", "file_bytes", "sample_rate", "encoding", "language", "partials", "partial_interval_ms",
-                 "endpointing", "word_timestamps", "hotwords", "watch", "countdown", "itn", "itn_partials", "channels",
-                 "channel_labels", "redact", "vad_events", "utterance_end_ms", "room", "webhooks", "captions",
-                 "diarize", "max_speakers"}
-_CONFIGURE_FIELDS = {"type", "hotwords", "watch", "endpointing", "utterance_end_ms", "vad_events"}
-LIVE_ONLY = ("endpointing", "vad_events", "utterance_end_ms")
-
-# Endpointing per use: how long a pause ends an utterance, after the speculative
-# final's text ends a sentence, stops mid-clause, or gives no sign (silence_ms).
-ENDPOINTING_PRESETS = {
-    # live captions: lines committed soon after each sentence
-    "captions": EndpointConfig(),
-    # agent-assist: whole clauses, so numbers and amounts are not split across finals
-    "agent_assist": EndpointConfig(silence_ms=800, sentence_end_ms=500, mid_clause_ms=1200),
-    # callouts ("hold", "T minus 10"): the shortest pauses end them
-    "callouts": EndpointConfig(silence_ms=400, sentence_end_ms=200, mid_clause_ms=500, tail_ms=200,
-                               max_utterance_ms=10000),
-}
-_ENDPOINT_FIELDS = {"preset", "silence_ms", "max_utterance_ms", "vad_aggressiveness", "speculative", "sentence_end_ms",
-                    "mid_clause_ms", "tail_ms"}
-
-
-def endpointing_summary(e: EndpointConfig) -> dict:
-    return {"silence_ms": e.silence_ms, "max_utterance_ms": e.max_utterance_ms,
-            "vad_aggressiveness": e.vad_aggressiveness, "speculative": e.speculative,
-            "sentence_end_ms": e.sentence_end_ms, "mid_clause_ms": e.mid_clause_ms, "tail_ms": e.tail_ms}
-
-
-def parse_endpointing(value, base: EndpointConfig) -> EndpointConfig:
-    """`endpointing` as Deepgram spells it (ms of silence, or false: no silence
-    ends an utterance), a preset's name, or a map of fields (over a preset)."""
-    if value is False:
-        return dataclasses.replace(base, silence_ms=0)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return dataclasses.replace(base, silence_ms=bounded_int(value, "endpointing", 10, 10000))
-    if isinstance(value, str):
-        require(value in ENDPOINTING_PRESETS, f"endpointing preset {value!r} unknown; use one of "
-                f"{', '.join(ENDPOINTING_PRESETS)}")
-        return ENDPOINTING_PRESETS[value]
-    require(isinstance(value, dict), "endpointing must be milliseconds of silence, false, a preset name "
-            f"({', '.join(ENDPOINTING_PRESETS)}) or a map")
-    unknown = set(value) - _ENDPOINT_FIELDS
-    require(not unknown, f"unknown endpointing field(s): {', '.join(sorted(unknown))}")
-    if "preset" in value:
-        require(isinstance(value["preset"], str), "endpointing.preset must be a preset name")
-        base = parse_endpointing(value["preset"], base)
-    silence = value.get("silence_ms", base.silence_ms)
-    if silence is not False:
-        silence = bounded_int(silence, "endpointing.silence_ms", 10, 10000) if silence else 0
-    return dataclasses.replace(
-        base,
-        silence_ms=silence or 0,
-        max_utterance_ms=bounded_int(value.get("max_utterance_ms", base.max_utterance_ms),
-                                     "endpointing.max_utterance_ms", 1000, 28000),
-        vad_aggressiveness=bounded_int(value.get("vad_aggressiveness", base.vad_aggressiveness),
-                                       "endpointing.vad_aggressiveness", 0, 3),
-        speculative=_bool(value.get("speculative", base.speculative), "endpointing.speculative"),
-        sentence_end_ms=bounded_int(value.get("sentence_end_ms", base.sentence_end_ms),
-                                    "endpointing.sentence_end_ms", 10, 10000),
-        mid_clause_ms=bounded_int(value.get("mid_clause_ms", base.mid_clause_ms), "endpointing.mid_clause_ms",
-                                  10, 10000),
-        tail_ms=bounded_int(value.get("tail_ms", base.tail_ms), "endpointing.tail_ms", 90, 1000),
-    )
-
-
-def parse_utterance_end(value) -> int:
-    """utterance_end_ms: 1000..10000 ms, or 0/false/null for none."""
-    if value in (None, False, 0):
-        return 0
-    return bounded_int(value, "utterance_end_ms", 1000, 10000)
 
 
 def parse_start(msg: dict) -> StartConfig:
     unknown = set(msg) - _START_FIELDS
     require(not unknown, f"unknown start field(s): {', '.join(sorted(unknown))}")
-    d = StartConfig()
-    mode = msg.get("mode", d.mode)
-    require(mode in MODES, f"mode must be one of {', '.join(MODES)}")
+    mode = START_OPTIONS["mode"].parse(msg.get("mode", "stream"), "mode", {})
     if mode == "offline":
-        for name in ("sample_rate", "encoding", "partials", "partial_interval_ms", "itn_partials", "channels",
-                     "channel_labels", "vad_events", "utterance_end_ms", "room", "captions"):
+        for name in _REFUSED_OFFLINE:
             require(name not in msg, f"{name} does not apply to offline mode: the file says how it is encoded")
-    elif "filename" in msg or "file_bytes" in msg:
-        require(False, "filename and file_bytes apply to offline mode only")
-    filename = msg.get("filename")
-    require(filename is None or (isinstance(filename, str) and len(filename) <= MAX_FILENAME_CHARS),
-             f"filename must be a string of at most {MAX_FILENAME_CHARS} characters")
-    file_bytes = msg.get("file_bytes")
-    if file_bytes is not None:
-        file_bytes = bounded_int(file_bytes, "file_bytes", 0, 1 << 50)
-    rate = msg.get("sample_rate", d.sample_rate)
-    require(isinstance(rate, int) and not isinstance(rate, bool), "sample_rate must be an integer")
-    if not MIN_RATE <= rate <= MAX_RATE:
-        raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {rate} not supported: use {MIN_RATE}..{MAX_RATE} Hz")
-    encoding = msg.get("encoding", d.encoding)
-    if encoding not in ENCODINGS:
-        raise ProtocolError(ErrorCode.UNSUPPORTED, f"encoding {encoding!r} not supported: use one of {', '.join(ENCODINGS)}")
-    language = msg.get("language", d.language)
-    if language != AUTO and language not in LANGUAGES:
-        raise ProtocolError(ErrorCode.UNSUPPORTED, f"language {language!r} not supported: use one of "
-                            f"{', '.join((AUTO, *LANGUAGES))}")
-    endpointing = parse_endpointing(msg.get("endpointing", {}), EndpointConfig())
-    channels = bounded_int(msg.get("channels", 1), "channels", 1, MAX_CHANNELS)
-    labels = msg.get("channel_labels", [])
-    require(isinstance(labels, list) and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels),
-            f"channel_labels must be a list of names of 1..{MAX_LABEL_CHARS} characters")
-    require(not labels or len(labels) == channels, f"channel_labels names {len(labels)} channel(s); "
-            f"the stream has {channels}")
-    diarize = _bool(msg.get("diarize", False), "diarize")
-    require(not (diarize and (channels > 1 or labels)), "diarize labels the speakers of one channel; a stream of "
-            "several channels (or channel_labels) already names its speakers")
-    max_speakers = msg.get("max_speakers")
-    if max_speakers is not None:
-        require(diarize, "max_speakers goes with diarize")
-        max_speakers = bounded_int(max_speakers, "max_speakers", 1, MAX_SPEAKERS)
-    return StartConfig(
-        mode=mode,
-        filename=filename,
-        file_bytes=file_bytes,
-        sample_rate=rate,
-        encoding=encoding,
-        language=language,
-        partials=_bool(msg.get("partials", d.partials), "partials") and mode == "stream",
-        partial_interval_ms=bounded_int(msg.get("partial_interval_ms", d.partial_interval_ms), "partial_interval_ms", 100, 10000),
-        endpointing=endpointing,
-        word_timestamps=_bool(msg.get("word_timestamps", d.word_timestamps), "word_timestamps"),
-        hotwords=parse_hotwords(msg.get("hotwords", [])),
-        watch=parse_watch(msg.get("watch", [])),
-        itn=_bool(msg.get("itn", d.itn), "itn"),
-        itn_partials=_bool(msg.get("itn_partials", d.itn_partials), "itn_partials"),
-        channels=channels,
-        channel_labels=tuple(labels),
-        redact=parse_redact(msg.get("redact", [])),
-        vad_events=_bool(msg.get("vad_events", d.vad_events), "vad_events"),
-        utterance_end_ms=parse_utterance_end(msg.get("utterance_end_ms")) or None,
-        countdown=_bool(msg.get("countdown", d.countdown), "countdown"),
-        diarize=diarize,
-        max_speakers=max_speakers,
-        room=parse_room(msg.get("room")),
-        webhooks=parse_webhooks(msg.get("webhooks", [])),
-        captions=parse_captions(msg.get("captions", [])),
-    )
+    elif any(name in msg for name in _OFFLINE_ONLY):
+        require(False, f"{' and '.join(_OFFLINE_ONLY)} apply to offline mode only")
+    values: dict = {"mode": mode}
+    for name, option in START_OPTIONS.items():
+        if name not in values:
+            values[name] = option.parse(msg[name], name, values) if name in msg else getattr(_DEFAULT, name)
+    values["partials"] = values["partials"] and mode == "stream"      # a file has no partials
+    return StartConfig(**values)
 
 
 def parse_configure(msg: dict) -> Update:
     """configure: any of hotwords, watch, endpointing, utterance_end_ms, vad_events, mid-stream.
-    Endpointing given as a map changes only the fields it names (over the start's)."""
+    Endpointing given as a map changes only the fields it names (over the stream's own)."""
     unknown = set(msg) - _CONFIGURE_FIELDS
     require(not unknown, f"unknown configure field(s): {', '.join(sorted(unknown))}")
     require(len(msg) > 1, f"configure needs one of {', '.join(sorted(_CONFIGURE_FIELDS - {'type'}))}")
-    if "endpointing" in msg:
-        parse_endpointing(msg["endpointing"], EndpointConfig())     # its mistakes are found here
+    endpointing = parse_endpointing_change(msg["endpointing"]) if "endpointing" in msg else None
     return Update(hotwords=parse_hotwords(msg["hotwords"]) if "hotwords" in msg else None,
                   watch=parse_watch(msg["watch"]) if "watch" in msg else None,
-                  endpointing=msg.get("endpointing"),
+                  endpointing=endpointing,
                   utterance_end_ms=parse_utterance_end(msg["utterance_end_ms"]) if "utterance_end_ms" in msg else None,
                   vad_events=_bool(msg["vad_events"], "vad_events") if "vad_events" in msg else None)
 
