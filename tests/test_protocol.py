@@ -7,8 +7,9 @@ import pytest
 
 from lingting_server.hotwords import Hotword
 from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.protocol import (MAX_MARK_CHARS, START_OPTIONS, Audio, Codec, Dtmf, Flush, KeepAlive, Mark,
-                                      Start, Stop, parse_message)
+from lingting_server.protocol import (MAX_MARK_CHARS, Audio, Codec, Dtmf, Flush, KeepAlive, Mark, Start, Stop,
+                                      parse_message)
+from lingting_server.start_config import START_OPTIONS
 
 
 def error_of(fn, *args):

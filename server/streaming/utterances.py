@@ -13,8 +13,9 @@ from ..engines.base import DecodeRequest
 from ..errors import ErrorCode, ProtocolError
 from ..hotwords import prompt_order
 from ..postprocess import Recognized, TextWork
-from ..protocol import LIVE_ONLY, StartConfig, Update, apply_update, endpointing_summary
+from ..protocol import Update, apply_update
 from ..speakers import OnlineSpeakers, turns
+from ..start_config import LIVE_ONLY, StartConfig, endpointing_summary
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
@@ -60,14 +61,14 @@ class Utterances:
         """configure (or update): new hotwords and watch phrases from the next
         decode request on; endpointing from the next frame on (the open
         utterance included)."""
-        if self.background and update.live_only:
+        if self.background and update.for_live_streams:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{', '.join(LIVE_ONLY)} apply to live streams only")
         self.config = c = apply_update(self.config, update)
         out = Output()
         if update.endpointing is not None:
             out.extend(self.endpointing_changed())
         settings = {"endpointing": endpointing_summary(c.endpointing), "utterance_end_ms": c.utterance_end_ms,
-                    "vad_events": c.vad_events} if update.live_only else None
+                    "vad_events": c.vad_events} if update.for_live_streams else None
         return out.send(events.Updated([h.phrase for h in c.hotwords], [w.to_wire() for w in c.watch], settings))
 
     def endpointing_changed(self) -> Output:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import ErrorCode, ProtocolError
 from ..languages import LANGUAGES
-from ..protocol import START_OPTIONS, StartConfig, parse_start
+from ..start_config import START_OPTIONS, StartConfig, parse_start
 
 # The start fields a call may set, and how each is spelled as a platform's string (StartConfig's `phone`).
 OPTION_FIELDS = {name: option.phone for name, option in START_OPTIONS.items() if option.phone}
