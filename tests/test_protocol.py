@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -7,6 +9,7 @@ from lingting_server.hotwords import Hotword
 from lingting_server.errors import ErrorCode, ProtocolError
 from lingting_server.protocol import (MAX_MARK_CHARS, Audio, Codec, Dtmf, Flush, KeepAlive, Mark, Start, Stop,
                                       parse_message)
+from lingting_server.start_config import START_OPTIONS
 
 
 def error_of(fn, *args):
@@ -42,6 +45,17 @@ def test_start_defaults_and_fields():
 def test_bad_start_fields(fields, code, words):
     err = error_of(parse_message, {"type": "start", **fields})
     assert err.code == code and words in err.message and not err.fatal
+
+
+def test_docs_start_table_names_the_declared_fields():
+    """docs/protocol.md's start table, with its offline example for the fields only a
+    file takes, names exactly StartConfig's fields: a new option is documented."""
+    doc = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    section = doc.split("### `start` (first message)")[1].split("\n### ")[0]
+    table = re.findall(r"^\| `(\w+)` \|", section, re.M)      # endpointing.* rows are the map's fields
+    offline = re.search(r'```json\n(\{"type": "start", "mode": "offline".*?\})\n```', section, re.S)
+    assert len(table) == len(set(table)) and table
+    assert (set(table) | set(json.loads(offline.group(1)))) - {"type"} == set(START_OPTIONS)
 
 
 def test_simple_messages():

@@ -13,8 +13,9 @@ from ..engines.base import DecodeRequest
 from ..errors import ErrorCode, ProtocolError
 from ..hotwords import prompt_order
 from ..postprocess import Recognized, TextWork
-from ..protocol import LIVE_ONLY, StartConfig, Update, endpointing_summary, parse_endpointing
+from ..protocol import Update, apply_update
 from ..speakers import OnlineSpeakers, turns
+from ..start_config import LIVE_ONLY, StartConfig, endpointing_summary
 from . import events
 from .audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
@@ -33,8 +34,6 @@ class Utterances:
         self.channel = channel                 # which channel of the stream this is (None: the only one)
         self.segmenter = Segmenter(config.endpointing, numbers,
                                    pauses=self.speculates and config.endpointing.speculative)
-        self.hotwords = config.hotwords
-        self.watch = config.watch
         self.alerts = AlertTracker()
         self.countdown = CountdownTracker() if config.countdown else None
         self.speakers = OnlineSpeakers(config.max_speakers) if config.diarize else None
@@ -62,29 +61,15 @@ class Utterances:
         """configure (or update): new hotwords and watch phrases from the next
         decode request on; endpointing from the next frame on (the open
         utterance included)."""
-        if self.background and any(v is not None for v in (update.endpointing, update.utterance_end_ms,
-                                                               update.vad_events)):
+        if self.background and update.for_live_streams:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{', '.join(LIVE_ONLY)} apply to live streams only")
-        if update.hotwords is not None:
-            self.hotwords = update.hotwords
-        if update.watch is not None:
-            self.watch = update.watch
-        changes: dict = {}
-        if update.endpointing is not None:
-            changes["endpointing"] = parse_endpointing(update.endpointing, self.config.endpointing)
-        if update.utterance_end_ms is not None:
-            changes["utterance_end_ms"] = update.utterance_end_ms or None
-        if update.vad_events is not None:
-            changes["vad_events"] = update.vad_events
+        self.config = c = apply_update(self.config, update)
         out = Output()
-        if changes:
-            self.config = dataclasses.replace(self.config, **changes)
-            if "endpointing" in changes:
-                out.extend(self.endpointing_changed())
-        c = self.config
+        if update.endpointing is not None:
+            out.extend(self.endpointing_changed())
         settings = {"endpointing": endpointing_summary(c.endpointing), "utterance_end_ms": c.utterance_end_ms,
-                    "vad_events": c.vad_events} if changes else None
-        return out.send(events.Updated([h.phrase for h in self.hotwords], [w.to_wire() for w in self.watch], settings))
+                    "vad_events": c.vad_events} if update.for_live_streams else None
+        return out.send(events.Updated([h.phrase for h in c.hotwords], [w.to_wire() for w in c.watch], settings))
 
     def endpointing_changed(self) -> Output:
         """The segmenter follows the stream's new endpointing (live streams)."""
@@ -97,14 +82,15 @@ class Utterances:
 
     def request(self, kind: str, audio, language: str | None, stream: str | None) -> DecodeRequest:
         # Watch phrases steer the decode as hotwords do; only hotwords correct the text.
-        steering = tuple(dict.fromkeys(prompt_order(self.hotwords) + prompt_terms(self.watch)))
+        steering = tuple(dict.fromkeys(prompt_order(self.config.hotwords) + prompt_terms(self.config.watch)))
         final = kind == "final"
         return DecodeRequest(audio=audio, kind=kind, language=language, hotwords=steering,
                              word_timestamps=final and (self.config.word_timestamps or self.config.diarize),
                              stream=stream, speaker_embedding=final and self.config.diarize)
 
     def text_work(self) -> TextWork:
-        return TextWork(self.hotwords, self.watch, self.config.itn, self.config.itn_partials, self.config.redact)
+        c = self.config
+        return TextWork(c.hotwords, c.watch, c.itn, c.itn_partials, c.redact)
 
     def final_job(self, ended: SpeechEnded | Paused, language: str | None, speculative: bool = False) -> DecodeJob:
         """The final decode of an ended utterance; a speculative one (of a

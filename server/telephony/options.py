@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from ..errors import ErrorCode, ProtocolError
 from ..languages import LANGUAGES
-from ..protocol import StartConfig, parse_start
+from ..start_config import START_OPTIONS, StartConfig, parse_start
 
-LIST_FIELDS = ("hotwords", "watch", "redact", "channel_labels")
-BOOL_FIELDS = ("itn", "partials", "word_timestamps")
-OPTION_FIELDS = ("language", *LIST_FIELDS, *BOOL_FIELDS)
+# The start fields a call may set, and how each is spelled as a platform's string (StartConfig's `phone`).
+OPTION_FIELDS = {name: option.phone for name, option in START_OPTIONS.items() if option.phone}
 KEY_FIELD = "api_key"                 # where a platform that cannot send headers puts the key
 
 
@@ -26,15 +25,15 @@ def call_options(params, source: str) -> dict:
     if not isinstance(params, dict):
         return {}
     out = {}
-    for name in OPTION_FIELDS:
+    for name, kind in OPTION_FIELDS.items():
         if name not in params:
             continue
         value = params[name]
-        if name in LIST_FIELDS and isinstance(value, str):
+        if kind == "list" and isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
-        elif name in BOOL_FIELDS and isinstance(value, str) and value.lower() in ("true", "false"):
+        elif kind == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
             value = value.lower() == "true"
-        elif name == "language" and isinstance(value, str):
+        elif kind == "locale" and isinstance(value, str):
             value = language_code(value)
         out[name] = value
     return out
