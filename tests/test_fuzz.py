@@ -204,7 +204,7 @@ def test_the_live_server_answers_any_frames_with_errors_not_crashes(server, subp
         try:
             for frame in frames:
                 ws.send(frame)
-            ws.send(Codec(subprotocol).encode({"type": "stop"}))
+            ws.send(V1Codec([subprotocol]).encode({"type": "stop"}))
             while True:                  # until the server goes quiet or closes
                 frame = ws.recv(timeout=1.5)
                 events.append(json.loads(frame) if isinstance(frame, str) else msgpack.unpackb(frame))
