@@ -1,7 +1,7 @@
 """FunASR's WebSocket protocol, so its clients (funasr_wss_client.py, the
 HTML5 client) work unchanged against Lingting, whatever model runs.
 
-A codec like protocol.Codec: FunASR frames in, Lingting messages out;
+A codec (codec.py's contract): FunASR frames in, Lingting messages out;
 Lingting events in, FunASR replies out. Sans-I/O, and stateful, because
 FunASR's online text comes as increments.
 
@@ -15,7 +15,9 @@ Out: {"mode": "2pass-online" | "2pass-offline" | "online" | "offline", "text",
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+from .codec import Frame, negotiate
 from .engines.base import MODEL_RATE
 from .errors import ErrorCode, ProtocolError
 from .hotwords import from_funasr
@@ -28,9 +30,12 @@ MODES = ("online", "offline", "2pass")
 
 
 class FunasrCodec:
-    subprotocol = SUBPROTOCOL
+    history_name = SUBPROTOCOL       # recorded whether or not the client offered it
+    api_key = None                   # FunASR clients present their key in the handshake
 
-    def __init__(self):
+    def __init__(self, offered: Sequence[str] = ()):
+        self.negotiated = negotiate(offered, (SUBPROTOCOL,))
+        self.call: dict = {}
         self.mode = "2pass"
         self.wav_name = "microphone"
         self.started = False
@@ -42,9 +47,9 @@ class FunasrCodec:
         return []          # FunASR's server speaks after the config
 
     # ---- client -> Lingting ---------------------------------------------
-    def decode(self, frame) -> ClientMessage:
+    def decode(self, frame: Frame) -> list[ClientMessage]:
         if isinstance(frame, bytes):
-            return Audio(frame)
+            return [Audio(frame)]
         msg = load_json(frame)
         if not isinstance(msg, dict):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "a FunASR message must be a JSON object")
@@ -52,11 +57,11 @@ class FunasrCodec:
             if not self.started:
                 raise ProtocolError(ErrorCode.NOT_STARTED, "send the JSON config before is_speaking: false")
             self.ended = True
-            return Stop()
+            return [Stop()]
         if self.started:
-            return KeepAlive()        # FunASR clients may repeat the config; nothing changes mid-stream
+            return [KeepAlive()]      # FunASR clients may repeat the config; nothing changes mid-stream
         self.started = True
-        return Start(self._config(msg))
+        return [Start(self._config(msg))]
 
     def _config(self, msg: dict):
         mode = msg.get("mode", "2pass")

@@ -1,5 +1,5 @@
-"""OpenAI's Realtime API transcription sessions, as a codec like
-protocol.Codec: its client events in, Lingting messages out; Lingting
+"""OpenAI's Realtime API transcription sessions, as a codec
+(codec.py's contract): its client events in, Lingting messages out; Lingting
 events in, its server events out. Sans-I/O, and stateful (item ids, what
 was already sent as deltas). The SDK's `client.beta.realtime.connect()`
 speaks it, pointed at ws://HOST/v1/realtime.
@@ -23,8 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from .codec import Frame, negotiate
 from .errors import ErrorCode, ProtocolError, require
 from .hotwords import from_prompt, parse_hotwords
 from .openai_compat import check_model, iso_language, usage
@@ -109,9 +111,12 @@ def _turn_detection(value, current: TurnDetection | None) -> TurnDetection | Non
 
 
 class RealtimeCodec:
-    subprotocol = HISTORY_NAME
+    history_name = HISTORY_NAME
+    api_key = None                          # the key comes in the handshake (a header, or the subprotocols)
 
-    def __init__(self, session_id: str, model_names: tuple[str, ...]):
+    def __init__(self, session_id: str, model_names: tuple[str, ...], offered: Sequence[str] = ()):
+        self.negotiated = negotiate(offered, (SUBPROTOCOL,))
+        self.call: dict = {}
         self.session_id = session_id
         self.model_names = model_names
         self.settings = RealtimeSettings(model=model_names[0])
@@ -126,7 +131,7 @@ class RealtimeCodec:
     def greeting(self) -> list[str]:
         return [self._out("transcription_session.created", session=self._session())]
 
-    def decode(self, frame) -> ClientMessage | list[ClientMessage]:
+    def decode(self, frame: Frame) -> list[ClientMessage]:
         if isinstance(frame, bytes):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "send JSON text events; audio goes base64 in "
                                 "input_audio_buffer.append")
@@ -137,7 +142,7 @@ class RealtimeCodec:
         self._client_event_id = event_id if isinstance(event_id, str) else None
         kind = msg["type"]
         if kind == "transcription_session.update":
-            return self._update(msg.get("session"))
+            return [self._update(msg.get("session"))]
         if kind == "input_audio_buffer.append":
             audio = msg.get("audio")
             require(isinstance(audio, str), "input_audio_buffer.append needs 'audio': base64 of the audio bytes")
@@ -149,7 +154,7 @@ class RealtimeCodec:
         if kind == "input_audio_buffer.commit":
             if not self.started:
                 raise ProtocolError(ErrorCode.NO_SPEECH, "no audio to commit: the buffer is empty")
-            return Flush(require_speech=True)
+            return [Flush(require_speech=True)]
         if kind == "input_audio_buffer.clear":
             return self._started(Clear())
         if kind == "session.update":
@@ -157,9 +162,9 @@ class RealtimeCodec:
                                 "transcription_session.update")
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown event type {kind!r}; known: {', '.join(CLIENT_EVENTS)}")
 
-    def _started(self, message: ClientMessage) -> ClientMessage | list[ClientMessage]:
+    def _started(self, message: ClientMessage) -> list[ClientMessage]:
         if self.started:
-            return message
+            return [message]
         self.started = True                 # audio before any update: OpenAI's defaults
         return [self.settings.start(), message]
 

@@ -1,16 +1,15 @@
-"""Wire protocol v1: message parsing and validation, event encoding.
+"""Wire protocol v1: message parsing and validation.
 
 Pure functions and dataclasses, no I/O. Two subprotocols carry the same
 messages: lingting.v1.json (control as JSON text frames, audio as binary
-frames) and lingting.v1.msgpack (every message a msgpack map)."""
+frames) and lingting.v1.msgpack (every message a msgpack map); their codec
+is v1_codec.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
-
-import msgpack
 
 from .alerts import WatchPhrase, parse_watch
 from .errors import ErrorCode, ProtocolError, require
@@ -20,7 +19,6 @@ from .hotwords import Hotword, parse_hotwords
 from .start_config import (CONFIGURE_FIELDS, LIVE_ONLY, MAX_FILENAME_CHARS, EndpointingChange,  # noqa: F401
                            StartConfig, bounded_int, parse_endpointing_change, parse_start, parse_utterance_end,
                            true_or_false)
-from .streaming.events import Event
 
 SUBPROTOCOL_JSON = "lingting.v1.json"
 SUBPROTOCOL_MSGPACK = "lingting.v1.msgpack"
@@ -168,38 +166,3 @@ def load_json(frame: str):
     except RecursionError:   # "[[[[..." deeper than the parser goes
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "text frame nests too deeply to be a message") from None
 
-
-class Codec:
-    """Frames <-> messages for one subprotocol."""
-
-    def __init__(self, subprotocol: str | None):
-        self.msgpack = subprotocol == SUBPROTOCOL_MSGPACK
-        self.subprotocol = SUBPROTOCOL_MSGPACK if self.msgpack else SUBPROTOCOL_JSON
-
-    def greeting(self) -> list[str | bytes]:
-        return []          # the server speaks after start
-
-    def decode(self, frame: str | bytes) -> ClientMessage:
-        if self.msgpack:
-            if isinstance(frame, str):
-                raise ProtocolError(ErrorCode.BAD_MESSAGE, "lingting.v1.msgpack takes binary frames only")
-            try:
-                msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-            except Exception as exc:
-                raise ProtocolError(ErrorCode.BAD_MESSAGE, f"frame is not valid msgpack: {exc}") from None
-            return parse_message(msg)
-        if isinstance(frame, bytes):
-            return Audio(frame)
-        msg = load_json(frame)
-        if isinstance(msg, dict) and msg.get("type") == "audio":
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "in lingting.v1.json audio goes in binary frames")
-        return parse_message(msg)
-
-    def encode_all(self, event: Event) -> list[str | bytes]:
-        """The frames for one event (the FunASR codec may send none or several)."""
-        return [self.encode(event.to_wire())]
-
-    def encode(self, wire: dict) -> str | bytes:
-        if self.msgpack:
-            return msgpack.packb(wire, use_bin_type=True)
-        return json.dumps(wire, ensure_ascii=False, separators=(",", ":"))

@@ -174,9 +174,10 @@ async def test_audiohook_stereo_call_with_ping_dtmf_and_close(phone_server):
                     return message
 
         stereo = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000}
+        conversation, participant = str(uuid.uuid4()), str(uuid.uuid4())
         await send("open", {"organizationId": headers["Audiohook-Organization-Id"],
-                            "conversationId": str(uuid.uuid4()),
-                            "participant": {"id": str(uuid.uuid4()), "ani": "+15551230000", "aniName": "Caller",
+                            "conversationId": conversation,
+                            "participant": {"id": participant, "ani": "+15551230000", "aniName": "Caller",
                                             "dnis": "+15559870000"},
                             "media": [stereo, {"type": "audio", "format": "PCMU", "channels": ["external"],
                                                "rate": 8000}],
@@ -197,6 +198,8 @@ async def test_audiohook_stereo_call_with_ping_dtmf_and_close(phone_server):
     assert session["settings"]["channel_labels"] == ["customer", "agent"] and session["language"] == "en"
     check_legs(session, {"customer": CUSTOMER, "agent": AGENT})
     assert [(s["type"], s["digit"], s["speaker"]) for s in session["signals"]] == [("dtmf", "3", "customer")]
+    assert session["client"]["call"] == {"sessionId": session_id, "conversationId": conversation,
+                                         "participantId": participant}
 
 
 async def test_audiohook_messages_out_of_sequence_are_disconnected(phone_server):
@@ -217,7 +220,7 @@ async def test_audiohook_messages_out_of_sequence_are_disconnected(phone_server)
 async def test_audio_fork_16k_mono_sends_events_back_and_keeps_the_call_on_hangup(phone_server):
     server = phone_server
     audio = leg(clip("en/jfk.wav").path, rate=16000)
-    url = server.http.replace("http://", "ws://") + f"/v1/audio-fork?api_key={CALLCENTER_KEY}"
+    url = server.http.replace("http://", "ws://") + f"/v1/audio-fork?api_key={CALLCENTER_KEY}&uuid=fs-uuid-1"
     async with websockets.connect(url, subprotocols=["audio.drachtio.org"]) as ws:
         assert ws.subprotocol == "audio.drachtio.org"
         await ws.send(json.dumps({"sample_rate": 16000, "language": "en", "callId": "fs-call-1"}))
@@ -234,6 +237,7 @@ async def test_audio_fork_16k_mono_sends_events_back_and_keeps_the_call_on_hangu
     session = newest(server, "audio_fork")
     assert session["status"] == "disconnected" and session["owner"] == "callcenter"
     assert " ".join(u["text"] for u in session["utterances"]) == text
+    assert session["client"]["call"] == {"uuid": "fs-uuid-1", "callId": "fs-call-1"}
 
 
 def said(finals: list[dict]) -> str:

@@ -17,7 +17,7 @@ def replies(codec, event):
 
 def test_config_maps_to_a_start():
     codec = FunasrCodec()
-    start = codec.decode(json.dumps({"mode": "2pass", "chunk_size": [5, 10, 5], "wav_name": "w1", "audio_fs": 8000,
+    [start] = codec.decode(json.dumps({"mode": "2pass", "chunk_size": [5, 10, 5], "wav_name": "w1", "audio_fs": 8000,
                                      "wav_format": "pcm", "is_speaking": True, "itn": False,
                                      "hotwords": json.dumps({"阿里巴巴": 20, "达摩院": 5})}))
     assert isinstance(start, Start)
@@ -25,11 +25,12 @@ def test_config_maps_to_a_start():
     assert (config.mode, config.sample_rate, config.encoding, config.partials, config.itn) == (
         "stream", 8000, "pcm_s16le", True, False)
     assert [(h.phrase, h.boost) for h in config.hotwords] == [("阿里巴巴", 2.0), ("达摩院", 1.0)]
-    assert isinstance(codec.decode(b"\0\0"), Audio)
-    assert isinstance(codec.decode(json.dumps({"mode": "2pass", "is_speaking": True})), KeepAlive)
-    assert isinstance(codec.decode(json.dumps({"is_speaking": False})), Stop)
-    file = FunasrCodec().decode(json.dumps({"mode": "offline", "wav_format": "mp3", "wav_name": "a.mp3",
-                                            "hotwords": "阿里巴巴 达摩院"})).config
+    assert codec.decode(b"\0\0") == [Audio(b"\0\0")]
+    assert codec.decode(json.dumps({"mode": "2pass", "is_speaking": True})) == [KeepAlive()]
+    assert codec.decode(json.dumps({"is_speaking": False})) == [Stop()]
+    [file_start] = FunasrCodec().decode(json.dumps({"mode": "offline", "wav_format": "mp3", "wav_name": "a.mp3",
+                                                    "hotwords": "阿里巴巴 达摩院"}))
+    file = file_start.config
     assert (file.mode, file.filename, [h.phrase for h in file.hotwords]) == ("offline", "a.mp3", ["阿里巴巴", "达摩院"])
     with pytest.raises(ProtocolError):
         FunasrCodec().decode(json.dumps({"is_speaking": False}))       # before any config

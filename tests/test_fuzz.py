@@ -16,11 +16,12 @@ from lingting_server.engines.base import DecodeResult
 from lingting_server.errors import ProtocolError
 from lingting_server.funasr_compat import FunasrCodec
 from lingting_server.postprocess import postprocess
-from lingting_server.protocol import Codec, parse_message
+from lingting_server.protocol import parse_message
 from lingting_server.streaming import events
 from lingting_server.streaming.audio import ENCODINGS, AudioDecoder, AudioFormatError
 from lingting_server.streaming.commands import Close, Decode, Send, Transcribe
 from lingting_server.streaming.session import End, Session, State
+from lingting_server.v1_codec import V1Codec
 from lingting_testkit.synth import silence, to_s16, voice
 
 FIELDS = ["type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms", "endpointing",
@@ -56,7 +57,7 @@ def test_parse_message_takes_any_map(message):
                  messages.map(lambda m: msgpack.packb(m, use_bin_type=True, default=repr))))
 def test_codecs_take_any_frame(frame):
     for subprotocol in ("lingting.v1.json", "lingting.v1.msgpack"):
-        survives(lambda: Codec(subprotocol).decode(frame))
+        survives(lambda: V1Codec([subprotocol]).decode(frame))
     survives(lambda: FunasrCodec().decode(frame))
 
 
@@ -151,7 +152,7 @@ def test_any_session_history_keeps_the_event_grammar_and_ends(steps):
     ends, in any interleaving: the events keep their grammar, and once the
     client is gone and every decode is back, the stream is closed."""
     session = Session("fuzz", "m", ("en", "zh"), {"max_file_bytes": 10000}, max_errors=6)
-    codec = Codec("lingting.v1.json")
+    codec = V1Codec(["lingting.v1.json"])
     commands, pending = [], []
 
     def run(out):
@@ -172,11 +173,12 @@ def test_any_session_history_keeps_the_event_grammar_and_ends(steps):
     for step in steps:
         if step[0] == "frame":
             try:
-                message = codec.decode(step[1])
+                messages = codec.decode(step[1])
             except ProtocolError as exc:
                 run(session.reject(exc))
             else:
-                run(session.receive(message))
+                for message in messages:
+                    run(session.receive(message))
         elif step[0] == "result" and pending:
             resolve(*step[1:])
         elif step[0] == "end":
@@ -202,7 +204,7 @@ def test_the_live_server_answers_any_frames_with_errors_not_crashes(server, subp
         try:
             for frame in frames:
                 ws.send(frame)
-            ws.send(Codec(subprotocol).encode({"type": "stop"}))
+            ws.send(V1Codec([subprotocol]).encode({"type": "stop"}))
             while True:                  # until the server goes quiet or closes
                 frame = ws.recv(timeout=1.5)
                 events.append(json.loads(frame) if isinstance(frame, str) else msgpack.unpackb(frame))

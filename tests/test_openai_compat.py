@@ -63,7 +63,9 @@ def wire(frames: list[str]) -> list[dict]:
 
 
 def update(codec, **session):
-    return codec.decode(json.dumps({"type": "transcription_session.update", "event_id": "c1", "session": session}))
+    [message] = codec.decode(json.dumps({"type": "transcription_session.update", "event_id": "c1",
+                                         "session": session}))
+    return message
 
 
 def test_realtime_update_starts_the_session_in_openais_formats():
@@ -98,8 +100,8 @@ def test_realtime_audio_before_any_update_starts_with_the_defaults():
                                             "audio": base64.b64encode(b"\x01\x00" * 240).decode()}))
     assert (start.config.sample_rate, start.config.encoding) == (24000, "pcm_s16le") and audio == Audio(b"\x01\x00" * 240)
     assert codec.encode_all(events.Ready("s1", "whisper-base", "stream", "auto", {}, 24000, "pcm_s16le")) == []
-    assert codec.decode(json.dumps({"type": "input_audio_buffer.commit"})) == Flush(require_speech=True)
-    assert codec.decode(json.dumps({"type": "input_audio_buffer.clear"})) == Clear()
+    assert codec.decode(json.dumps({"type": "input_audio_buffer.commit"})) == [Flush(require_speech=True)]
+    assert codec.decode(json.dumps({"type": "input_audio_buffer.clear"})) == [Clear()]
     manual = RealtimeCodec("s2", NAMES)
     assert update(manual, turn_detection=None).config.endpointing.silence_ms == MANUAL_SILENCE_MS
 

@@ -7,8 +7,8 @@ import pytest
 
 from lingting_server.hotwords import Hotword
 from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.protocol import (MAX_MARK_CHARS, Audio, Codec, Dtmf, Flush, KeepAlive, Mark, Start, Stop,
-                                      parse_message)
+from lingting_server.protocol import MAX_MARK_CHARS, Audio, Dtmf, Flush, KeepAlive, Mark, Start, Stop, parse_message
+from lingting_server.v1_codec import V1Codec
 from lingting_server.start_config import START_OPTIONS
 
 
@@ -65,8 +65,9 @@ def test_simple_messages():
 
 
 def test_json_codec():
-    codec = Codec("lingting.v1.json")
-    assert codec.decode(b"\x01\x02") == Audio(b"\x01\x02")
+    codec = V1Codec(["lingting.v1.json"])
+    assert codec.negotiated == "lingting.v1.json"
+    assert codec.decode(b"\x01\x02") == [Audio(b"\x01\x02")]
     assert error_of(codec.decode, "{not json").code == ErrorCode.BAD_MESSAGE
     assert error_of(codec.decode, "[1, 2]").code == ErrorCode.BAD_MESSAGE
     err = error_of(codec.decode, json.dumps({"type": "dance"}))
@@ -75,8 +76,9 @@ def test_json_codec():
 
 
 def test_msgpack_codec():
-    codec = Codec("lingting.v1.msgpack")
-    assert codec.decode(msgpack.packb({"type": "audio", "data": b"\x00\x00"})) == Audio(b"\x00\x00")
+    codec = V1Codec(["realtime", "lingting.v1.msgpack"])
+    assert codec.negotiated == codec.history_name == "lingting.v1.msgpack"
+    assert codec.decode(msgpack.packb({"type": "audio", "data": b"\x00\x00"})) == [Audio(b"\x00\x00")]
     assert error_of(codec.decode, b"\xc1garbage").code == ErrorCode.BAD_MESSAGE
     assert error_of(codec.decode, "text frame").code == ErrorCode.BAD_MESSAGE
     assert error_of(codec.decode, msgpack.packb({"type": "audio", "data": "str"})).code == ErrorCode.INVALID_FIELD
@@ -84,7 +86,8 @@ def test_msgpack_codec():
 
 
 def test_no_subprotocol_means_json():
-    assert Codec(None).subprotocol == "lingting.v1.json"
+    codec = V1Codec([])
+    assert codec.negotiated is None and codec.history_name == "lingting.v1.json" and not codec.msgpack
 
 
 def test_update_and_watch_messages():

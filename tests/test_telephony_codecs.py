@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 
+from lingting_server.codec import MAX_CALL_ID_CHARS, Codec
 from lingting_server.errors import ErrorCode, ProtocolError
+from lingting_server.funasr_compat import FunasrCodec
+from lingting_server.openai_realtime import RealtimeCodec
 from lingting_server.protocol import Audio, Dtmf, KeepAlive, Mark, Start, Stop, Update
 from lingting_server.streaming import events
 from lingting_server.telephony.audio_fork import AudioForkCodec
@@ -15,6 +18,31 @@ from lingting_server.telephony.audiohook import AudioHookCodec
 from lingting_server.telephony.audiosocket import AudioSocketCodec
 from lingting_server.telephony.options import call_options
 from lingting_server.telephony.twilio import TwilioCodec
+from lingting_server.v1_codec import V1Codec
+
+
+@pytest.mark.parametrize("codec", [V1Codec(), FunasrCodec(), RealtimeCodec("s1", ("whisper-1",)), TwilioCodec(),
+                                   AudioHookCodec(), AudioForkCodec({}), AudioSocketCodec({})],
+                         ids=lambda codec: type(codec).__name__)
+def test_every_codec_keeps_the_contract(codec):
+    assert isinstance(codec, Codec)
+    assert codec.greeting() == [] or type(codec) is RealtimeCodec
+    assert codec.api_key is None and codec.call == {} and isinstance(codec.history_name, str)
+
+
+@pytest.mark.parametrize("make, offered, negotiated, history_name", [
+    (V1Codec, [], None, "lingting.v1.json"),
+    (V1Codec, ["lingting.v1.msgpack", "lingting.v1.json"], "lingting.v1.json", "lingting.v1.json"),
+    (V1Codec, ["lingting.v1.msgpack"], "lingting.v1.msgpack", "lingting.v1.msgpack"),
+    (FunasrCodec, [], None, "binary"),
+    (FunasrCodec, ["binary"], "binary", "binary"),
+    (lambda offered: RealtimeCodec("s1", ("whisper-1",), offered), ["realtime"], "realtime", "openai.realtime"),
+    (lambda offered: AudioForkCodec({}, offered), ["audio.drachtio.org"], "audio.drachtio.org", "audio_fork"),
+    (lambda offered: AudioForkCodec({}, offered), [], None, "audio_fork"),
+])
+def test_negotiated_subprotocol_and_history_name(make, offered, negotiated, history_name):
+    codec = make(offered)
+    assert (codec.negotiated, codec.history_name) == (negotiated, history_name)
 
 
 def twilio_start(**start):
@@ -89,9 +117,24 @@ def test_audiohook_open_chooses_both_parties_and_numbers_its_messages():
     assert json.loads(codec.encode_all(events.Pong())[0])["type"] == "pong"
     assert codec.decode(audiohook("paused", 3)) == []
     assert codec.decode(audiohook("dtmf", 4, digit="5")) == [Dtmf("5", 0)]
+    assert codec.call == {"sessionId": "sess-1"}
     assert codec.decode(audiohook("close", 5, reason="end")) == [Stop(reason="hangup")]
     (closed,) = codec.encode_all(events.Stopped(1, 1000))
     assert json.loads(closed)["type"] == "closed" and json.loads(closed)["seq"] == 3 and json.loads(closed)["clientseq"] == 5
+
+
+def test_audiohook_call_ids_are_the_session_conversation_and_participant():
+    codec = AudioHookCodec()
+    codec.decode(audiohook("open", 1, media=[MONO], conversationId="conv-1",
+                           participant={"id": "part-1", "ani": "tel:+15551234567", "dnis": "tel:+18005550100"}))
+    # The participant's phone numbers stay out: history keeps ids, not numbers.
+    assert codec.call == {"sessionId": "sess-1", "conversationId": "conv-1", "participantId": "part-1"}
+
+
+def test_call_ids_are_strings_and_bounded():
+    codec = AudioForkCodec({"uuid": "u" * 1000})
+    codec.decode(json.dumps({"callId": 42}))
+    assert codec.call == {"uuid": "u" * MAX_CALL_ID_CHARS}
 
 
 def test_audiohook_refusals():
@@ -113,8 +156,9 @@ def test_audiohook_refusals():
 
 
 def test_audio_fork_metadata_or_url_starts_the_call():
-    codec = AudioForkCodec({"sample_rate": "16000", "channels": "2"})
+    codec = AudioForkCodec({"sample_rate": "16000", "channels": "2", "uuid": "fs-uuid"})
     (start,) = codec.decode(json.dumps({"language": "en", "watch": ["refund"], "callId": "x"}))
+    assert codec.call == {"uuid": "fs-uuid", "callId": "x"}
     assert (start.config.sample_rate, start.config.channels, start.config.channel_labels) == (16000, 2, ("caller", "callee"))
     assert codec.decode(b"\x00" * 4) == [Audio(b"\x00" * 4)]
     (update,) = codec.decode(json.dumps({"hotwords": ["Contoso"]}))
@@ -141,7 +185,7 @@ def test_audiosocket_packets_across_reads():
     start, audio, dtmf, stop = out
     assert isinstance(start, Start) and start.config.sample_rate == 16000 and start.config.language == "en"
     assert audio == Audio(b"\x01\x00" * 160) and dtmf == Dtmf("9") and stop == Stop(reason="hangup")
-    assert codec.call_id == str(call)
+    assert codec.call_id == str(call) and codec.call == {"uuid": str(call)}
 
 
 def test_audiosocket_refusals():

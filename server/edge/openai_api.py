@@ -7,7 +7,6 @@ like any other, run by a StreamRunner."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,19 +18,17 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from lingting_models.catalog import list_models
-
 from ..access import AccessDenied
 from ..errors import ErrorCode, ProtocolError
 from ..hotwords import from_prompt
 from ..openai_compat import (MEDIA_TYPES, RESPONSE_FORMATS, StreamedTranscript, check_model, error_body,
-                             iso_language, language_of, model_names, render)
-from ..openai_realtime import SUBPROTOCOL as REALTIME_SUBPROTOCOL, RealtimeCodec
+                             iso_language, language_of, render)
 from ..protocol import MAX_FILENAME_CHARS, Audio, Start, Stop, parse_start
 from ..settings import LimitSettings
 from ..streaming.events import Error, Final, Stopped
 from ..streaming.session import End
 from .bodies import UploadIdle, check_declared, upload_chunks, upload_idle_error
+from .codecs import ENDPOINTS, REALTIME_PATH, served_models
 from .files import refusal
 from .responses import JSON, status_for
 from .runner import QueueTransport, StreamRunner
@@ -48,17 +45,6 @@ def _denied(lingting, exc: AccessDenied) -> Response:
     lingting.metrics.connections.labels(exc.code).inc()
     return openai_error(exc.status, exc.code, exc.message,
                         headers={"Retry-After": str(exc.retry_after)} if exc.retry_after else None)
-
-
-def served_models(lingting) -> tuple[str, ...]:
-    return _names(lingting.model_info["model"])
-
-
-@functools.cache
-def _names(loaded: str) -> tuple[str, ...]:
-    # The catalog is read once, not on every request.
-    aliases = next((tuple(m.get("aliases", ())) for m in list_models() if m["name"] == loaded), ())
-    return model_names(loaded, aliases)
 
 
 # ---- GET /v1/models -------------------------------------------------------
@@ -403,23 +389,9 @@ async def _sse(runner: StreamRunner, transport: QueueTransport, seen: list, rest
 
 # ---- the realtime WebSocket --------------------------------------------------
 async def realtime(websocket: WebSocket) -> None:
-    lingting = websocket.app.state.lingting
-    names = served_models(lingting)
-
-    def negotiate(offered: list[str], session):
-        requested = websocket.query_params.get("model")
-        if requested is not None:
-            try:
-                check_model(requested, names)
-            except ProtocolError as exc:
-                raise AccessDenied(404, exc.code, exc.message) from None
-        codec = RealtimeCodec(session.id, names)
-        return codec, REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
-
-    await serve(websocket, negotiate)
+    await serve(websocket, ENDPOINTS[REALTIME_PATH])
 
 
-REALTIME_PATH = "/v1/realtime"
 routes = [
     Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),

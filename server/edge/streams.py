@@ -13,18 +13,18 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..access import AccessDenied
+from ..codec import Codec
 from ..errors import ErrorCode, ProtocolError
-from ..funasr_compat import SUBPROTOCOL as FUNASR_SUBPROTOCOL, FunasrCodec
-from ..protocol import SUBPROTOCOLS, Codec, Start
+from ..funasr_compat import PATHS as FUNASR_PATHS
+from ..protocol import Start
 from ..settings import LimitSettings
 from ..streaming.audio import MODEL_RATE
 from ..streaming.commands import POLICY, TOO_BIG
 from ..streaming.events import Event
 from ..streaming.session import End, State
+from .codecs import ENDPOINTS, STREAM_PATH, Endpoint, offered
 from .responses import denied
 from .runner import Gone, StreamRunner
-
-STREAM_PATH = "/v1/stream"
 
 
 def message_bytes(message: str | bytes) -> int:
@@ -38,7 +38,7 @@ def client_details(conn: HTTPConnection, ip: str | None, subprotocol: str | None
 
 
 class WebSocketTransport:
-    def __init__(self, websocket: WebSocket, codec):
+    def __init__(self, websocket: WebSocket, codec: Codec):
         self.websocket = websocket
         self.codec = codec
 
@@ -59,50 +59,39 @@ class WebSocketTransport:
             raise Gone from None
 
 
-def _v1_codec(offered: list[str], session) -> tuple[Codec, str | None]:
-    subprotocol = next((name for name in SUBPROTOCOLS if name in offered), None)   # none offered: JSON
-    return Codec(subprotocol), subprotocol
-
-
-def _funasr_codec(offered: list[str], session) -> tuple[FunasrCodec, str | None]:
-    return FunasrCodec(), FUNASR_SUBPROTOCOL if FUNASR_SUBPROTOCOL in offered else None
-
-
 async def v1_stream(websocket: WebSocket) -> None:
-    await serve(websocket, _v1_codec)
+    await serve(websocket, ENDPOINTS[STREAM_PATH])
 
 
 async def funasr_stream(websocket: WebSocket) -> None:
-    await serve(websocket, _funasr_codec)
+    await serve(websocket, ENDPOINTS[FUNASR_PATHS[0]])     # every FunASR path is the same endpoint
 
 
-async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) -> None:
-    """One WebSocket stream. negotiate(offered subprotocols, session) -> (codec,
-    the subprotocol to accept), or AccessDenied; the codec reads frames into
-    messages and writes events as frames, and may greet the client first.
-    key_in_stream: the codec finds the API key in the stream (codec.api_key,
-    read when its start comes) when the handshake had none."""
+async def serve(websocket: WebSocket, endpoint: Endpoint) -> None:
+    """One WebSocket stream, with the endpoint's codec (or AccessDenied from
+    building it): it reads frames into messages and writes events as frames,
+    and may greet the client first. A key that comes in the stream
+    (endpoint.key_in_stream, codec.api_key) is read when its start comes."""
     lingting = websocket.app.state.lingting
-    offered = websocket.scope.get("subprotocols") or []
     session = lingting.new_session()
     try:
-        key, ip = lingting.admit(websocket, key_in_stream)
-        codec, subprotocol = negotiate(offered, session)
+        key, ip = lingting.admit(websocket, endpoint.key_in_stream)
+        codec = endpoint.codec(websocket, session.id)
     except AccessDenied as exc:
         lingting.metrics.connections.labels(exc.code).inc()
         await websocket.send_denial_response(denied(exc))
         return
     runner = StreamRunner(lingting, session, WebSocketTransport(websocket, codec), key,
-                          client_details(websocket, ip, codec.subprotocol))
+                          client_details(websocket, ip, codec.history_name))
     needs_key = lingting.owes_key(key)
     if needs_key:
         runner.key_due = time.monotonic() + lingting.settings.limits.auth_timeout_s
     lingting.opened(runner, unauthenticated=needs_key)
     runner.log.debug("session %s: WebSocket %s?%s from %s, subprotocols offered %s", session.id, websocket.url.path,
-                     websocket.url.query, ip, offered)
+                     websocket.url.query, ip, offered(websocket))
     left = True
     try:
-        await websocket.accept(subprotocol)
+        await websocket.accept(codec.negotiated)
         if await _greeted(websocket, codec):
             if lingting.shutting_down:      # the signal came during the handshake
                 runner.end(End.SHUTDOWN)
@@ -113,22 +102,22 @@ async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) ->
         lingting.closed(runner)
 
 
-def decoder(codec, runner: StreamRunner, needs_key: bool = False):
+def decoder(codec: Codec, runner: StreamRunner, needs_key: bool = False):
     """The codec's decode, and what the edge learns from it: the call's ids
     for history, the key of a stream that brings it in its start."""
     def decode(frame):
         nonlocal needs_key
         messages = codec.decode(frame)
-        if needs_key and any(isinstance(m, Start) for m in (messages if isinstance(messages, list) else [messages])):
+        if needs_key and any(isinstance(m, Start) for m in messages):
             runner.authenticate(codec.api_key)
             needs_key = False
-        if getattr(codec, "call", None) and "call" not in runner.recorder.client:
+        if codec.call and "call" not in runner.recorder.client:
             runner.recorder.client["call"] = codec.call
         return messages
     return decode
 
 
-async def _greeted(websocket: WebSocket, codec) -> bool:
+async def _greeted(websocket: WebSocket, codec: Codec) -> bool:
     """What the codec says before the client does (OpenAI's session.created); False: gone."""
     try:
         for frame in codec.greeting():

@@ -18,21 +18,18 @@ from ..access import AccessDenied
 from ..errors import ErrorCode, ProtocolError
 from ..settings import SettingsError, TelephonySettings
 from ..streaming.events import Event
-from ..telephony.audio_fork import SUBPROTOCOL as AUDIO_FORK_SUBPROTOCOL, AudioForkCodec
-from ..telephony.audiohook import AudioHookCodec
 from ..telephony.audiosocket import HANGUP_PACKET, HEADER, AudioSocketCodec
 from ..telephony.options import call_config
-from ..telephony.twilio import SIGNATURE_HEADER, TwilioCodec, signed_by_twilio
+from ..telephony.twilio import SIGNATURE_HEADER, signed_by_twilio
+from .codecs import ENDPOINTS, PHONE_PATHS as PATHS
 from .responses import error, upgrade_required
 from .runner import Gone, StreamRunner
 from .streams import decoder, read_frames, serve
 
 log = logging.getLogger("lingting.server")
-PATHS = {"twilio": "/v1/twilio", "audiohook": "/v1/audiohook", "audio_fork": "/v1/audio-fork"}
 
 
 async def twilio_stream(websocket: WebSocket) -> None:
-    # Twilio's <Stream> URL takes no query string and sends no key header: the key is a <Parameter>.
     lingting = websocket.app.state.lingting
     token = lingting.settings.telephony.twilio_auth_token
     if token and not signed_by_twilio(token, websocket.headers.get("host", ""), websocket.url.path,
@@ -41,17 +38,15 @@ async def twilio_stream(websocket: WebSocket) -> None:
         await websocket.send_denial_response(error(403, ErrorCode.BAD_SIGNATURE, f"{SIGNATURE_HEADER} does not sign "
                                                    "this URL with --twilio-auth-token: only Twilio may connect here"))
         return
-    await serve(websocket, lambda offered, session: (TwilioCodec(), None), key_in_stream=True)
+    await serve(websocket, ENDPOINTS[PATHS["twilio"]])
 
 
 async def audiohook_stream(websocket: WebSocket) -> None:
-    await serve(websocket, lambda offered, session: (AudioHookCodec(), None))
+    await serve(websocket, ENDPOINTS[PATHS["audiohook"]])
 
 
 async def audio_fork_stream(websocket: WebSocket) -> None:
-    query = dict(websocket.query_params)
-    await serve(websocket, lambda offered, session: (
-        AudioForkCodec(query), AUDIO_FORK_SUBPROTOCOL if AUDIO_FORK_SUBPROTOCOL in offered else None))
+    await serve(websocket, ENDPOINTS[PATHS["audio_fork"]])
 
 
 routes = [
@@ -138,7 +133,7 @@ class AudioSocketServer:
             return
         session = lingting.new_session()
         codec = AudioSocketCodec(self.options)
-        client = {"address": ip, "user_agent": None, "origin": None, "subprotocol": codec.subprotocol}
+        client = {"address": ip, "user_agent": None, "origin": None, "subprotocol": codec.history_name}
         runner = StreamRunner(lingting, session, AudioSocketTransport(writer), self.key, client)
         lingting.opened(runner)
         left = True

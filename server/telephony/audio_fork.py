@@ -15,8 +15,10 @@ with hotwords or watch updates them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from ..alerts import parse_watch
+from ..codec import call_ids, negotiate
 from ..errors import ErrorCode, ProtocolError, require
 from ..hotwords import parse_hotwords
 from ..protocol import Audio, Start, Update, load_json
@@ -54,10 +56,13 @@ def _format(params: dict) -> dict:
 
 
 class AudioForkCodec:
-    subprotocol = HISTORY_NAME
+    history_name = HISTORY_NAME
+    api_key = None                      # in the URL's ?api_key=
 
-    def __init__(self, query: dict[str, str]):
+    def __init__(self, query: dict[str, str], offered: Sequence[str] = ()):
+        self.negotiated = negotiate(offered, (SUBPROTOCOL,))
         self.query = query
+        self.call: dict = {}            # uuid, callId from the query or the metadata: for history
         self.started = False
         self.metadata: dict = {}
 
@@ -86,6 +91,7 @@ class AudioForkCodec:
         for params in (self.query, metadata):
             fields.update(_format(params))
             fields.update(call_options(params, "mod_audio_fork"))
+            self.call.update(call_ids(uuid=params.get("uuid"), callId=params.get("callId")))
         if fields["channels"] == 2:
             fields.setdefault("channel_labels", list(LABELS))
         return Start(call_config({"encoding": "pcm_s16le", **fields}, "mod_audio_fork"))

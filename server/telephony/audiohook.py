@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 
+from ..codec import call_ids
 from ..errors import ErrorCode, ProtocolError, require
 from ..protocol import Audio, Dtmf, KeepAlive, Start, Stop, load_json
 from ..streaming import events
@@ -30,9 +31,12 @@ IGNORED = ("paused", "resumed", "discarded", "update", "error")     # nothing fo
 
 
 class AudioHookCodec:
-    subprotocol = HISTORY_NAME
+    negotiated = None
+    history_name = HISTORY_NAME
+    api_key = None                             # in the X-API-KEY header
 
     def __init__(self):
+        self.call: dict = {}                   # sessionId, conversationId, participantId: for history
         self.session_id: str | None = None     # AudioHook's own, echoed in every message
         self.client_seq = 0
         self.server_seq = 0
@@ -84,6 +88,10 @@ class AudioHookCodec:
         self.session_id = msg["id"]
         params = msg.get("parameters") or {}
         require(isinstance(params, dict), "open.parameters must be an object")
+        participant = params.get("participant")
+        # The participant's id only: its ani and dnis are phone numbers, which history keeps nowhere else.
+        self.call = call_ids(sessionId=self.session_id, conversationId=params.get("conversationId"),
+                             participantId=participant.get("id") if isinstance(participant, dict) else None)
         offered = params.get("media") or []
         require(isinstance(offered, list), "open.parameters.media must be a list")
         usable = [m for m in offered if isinstance(m, dict) and m.get("type") == "audio"

@@ -33,7 +33,9 @@ MAX_EARLY_DTMF = 32       # keys pressed before the first audio, held until its 
 
 
 class AudioSocketCodec:
-    subprotocol = HISTORY_NAME
+    negotiated = None                   # TCP: no handshake
+    history_name = HISTORY_NAME
+    api_key = None                      # AudioSocket carries no key: --audiosocket-key names the tenant
 
     def __init__(self, options: dict):
         self.options = options          # start fields for every call
@@ -46,6 +48,9 @@ class AudioSocketCodec:
     def call(self) -> dict:
         """The call's id, for history (empty until the UUID packet)."""
         return {"uuid": self.call_id} if self.call_id else {}
+
+    def greeting(self) -> list:
+        return []
 
     def decode(self, data: bytes) -> list:
         """Whole packets among the bytes so far -> messages."""

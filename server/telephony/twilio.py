@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 
+from ..codec import call_ids
 from ..errors import ErrorCode, ProtocolError, require
 from ..protocol import Audio, Dtmf, Mark, Start, Stop, load_json
 from ..streaming import events
@@ -48,7 +49,8 @@ def signed_by_twilio(auth_token: str, host: str, path: str, presented: str | Non
 
 
 class TwilioCodec:
-    subprotocol = HISTORY_NAME
+    negotiated = None
+    history_name = HISTORY_NAME
 
     def __init__(self):
         self.tracks: list[str] = []
@@ -110,8 +112,7 @@ class TwilioCodec:
             raise ProtocolError(ErrorCode.INVALID_FIELD, "start.customParameters must be an object", fatal=True)
         key = params.get(KEY_FIELD)
         self.api_key = key if isinstance(key, str) else None
-        self.call = {k: v for k, v in (("streamSid", msg.get("streamSid") or start.get("streamSid")),
-                                       ("callSid", start.get("callSid"))) if isinstance(v, str)}
+        self.call = call_ids(streamSid=msg.get("streamSid") or start.get("streamSid"), callSid=start.get("callSid"))
         options = call_options(params, "Twilio customParameters")
         options.setdefault("channel_labels", list(tracks))
         return Start(call_config({"sample_rate": media.get("sampleRate", 8000), "encoding": encoding,
