@@ -4,7 +4,7 @@
         [--match exact|sounds_like] [--no-steer] [--streams 2] [--url ws://...]
 
 Callouts ("Hold. Hold. Hold.", "T minus twenty-one seconds", "Abort", "倒计时十秒",
-"暂停") are generated with espeak-ng (bench/callouts.py) in several voices and
+"暂停") are generated with espeak-ng (tests/lingting_testkit/callouts.py) in several voices and
 speeds, band-passed like a radio and mixed with noise, then streamed with 1 s
 of silence between them, with `watch` = the callout phrases and the
 `callouts` endpointing preset. Beside them, streams of non-callout speech
@@ -30,14 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.callouts import EN_VOICES, RATE, WATCH, Callout, callouts, have_espeak, radio, speak
-from bench.corpus import REPO, dev_clips, read_wav
+from bench import REPO
 from bench.stream_bench import pct
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
-
-from lingting_client import LingtingClient, StreamOptions  # noqa: E402
+from lingting_client import LingtingClient, StreamOptions
+from lingting_testkit.callouts import EN_VOICES, RATE, WATCH, Callout, callouts, have_espeak, radio, speak
+from lingting_testkit.corpus import dev_clips, read_wav
+from lingting_testkit.servers import start_server, stop_server
 
 GAP_S = 1.0
 

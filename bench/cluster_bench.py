@@ -24,12 +24,10 @@ from pathlib import Path
 
 import psutil
 
-from bench.corpus import REPO
+from bench import REPO
 from bench.stream_bench import run_level
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.ray_cluster import ENV, running_ray_cluster  # noqa: E402
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
+from lingting_testkit.ray_cluster import ENV, running_ray_cluster
+from lingting_testkit.servers import start_server, stop_server
 
 COLUMNS = ["setup", "streams", "final_latency_p50", "final_latency_p95", "first_partial_p50", "lost", "wer",
            "rss_mb", "rss_mb_per_stream"]

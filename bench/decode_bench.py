@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from bench.corpus import audio_dir, dev_clips, error_rate, read_wav
+from lingting_testkit.corpus import audio_dir, dev_clips, error_rate, read_wav
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpus import dev_clips, read_wav
+from lingting_testkit.corpus import dev_clips, read_wav
 
 CHUNK = 9600
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from bench.funasr_checkpoints import build_pair
+    from lingting_testkit.funasr_checkpoints import build_pair
     from server.engines.base import DecodeRequest
     from server.engines.funasr_engine import FunasrEngine
 

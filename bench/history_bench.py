@@ -17,21 +17,18 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.corpus import REPO, audio_dir, encode_audio, error_rate, load_manifest
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
-
-from lingting_client import FileOptions, LingtingClient  # noqa: E402
-from lingting_server.export import render  # noqa: E402
-from lingting_server.history import HistoryStore  # noqa: E402
+from bench import REPO
+from lingting_client import FileOptions, LingtingClient
+from lingting_server.export import render
+from lingting_server.history import HistoryStore
+from lingting_testkit.corpus import audio_dir, encode_audio, error_rate, load_manifest
+from lingting_testkit.servers import start_server, stop_server
 
 
 def pct(values, q):

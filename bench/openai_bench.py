@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import sys
 import time
 
 import numpy as np
 import openai
 import soxr
 
-from bench.corpus import REPO, dev_clips, error_rate, read_wav
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
+from lingting_testkit.corpus import dev_clips, error_rate, read_wav
+from lingting_testkit.servers import start_server, stop_server
 
 
 def pct(values: list[float], q: float) -> float:

@@ -1,6 +1,6 @@
 """Speaker labels: word-speaker accuracy live and as files, on conversations
 built from ../shared/audio clips of different real speakers
-(bench/conversations.py, as tests/test_e2e_speakers.py uses), plus turns of one voice.
+(tests/lingting_testkit/conversations.py, as tests/test_e2e_speakers.py uses), plus turns of one voice.
 
     python -m bench.speaker_bench [--url WS_URL] [--speed 1]
 
@@ -16,13 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.corpus import REPO, audio_dir
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
-from lingting_testkit.streams import stream_events, wav_file  # noqa: E402
-from bench.conversations import ENGLISH, MANDARIN, ONE_SPEAKER, accuracy, conversation, labelled_units  # noqa: E402
-from lingting_client import FileOptions, LingtingClient, StreamOptions  # noqa: E402
+from lingting_client import FileOptions, LingtingClient, StreamOptions
+from lingting_testkit.conversations import ENGLISH, MANDARIN, ONE_SPEAKER, accuracy, conversation, labelled_units
+from lingting_testkit.corpus import audio_dir
+from lingting_testkit.servers import start_server, stop_server
+from lingting_testkit.streams import stream_events, wav_file
 
 
 def file_labels(events: list[dict]) -> dict:

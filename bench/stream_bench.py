@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.corpus import REPO, audio_dir, dev_clips, error_rate, read_wav
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402  (the tests' own server launcher)
-
-from lingting_client import LingtingClient, StreamOptions  # noqa: E402
-from lingting_server.engines.base import DecodeResult, Word  # noqa: E402
-from lingting_server.engines.guard import looks_hallucinated  # noqa: E402
+from bench import REPO
+from lingting_client import LingtingClient, StreamOptions
+from lingting_server.engines.base import DecodeResult, Word
+from lingting_server.engines.guard import looks_hallucinated
+from lingting_testkit.corpus import audio_dir, dev_clips, error_rate, read_wav
+from lingting_testkit.servers import start_server, stop_server  # the tests' own server launcher
 
 
 def hallucinated(final: dict) -> bool:

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import json
 import struct
-import sys
 import time
 import urllib.request
 import uuid
@@ -28,11 +27,9 @@ import numpy as np
 import soxr
 import websockets
 
-from bench.corpus import REPO, dev_clips, error_rate, read_wav
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
-from lingting_testkit.streams import drain, mulaw_encode  # noqa: E402
+from lingting_testkit.corpus import dev_clips, error_rate, read_wav
+from lingting_testkit.servers import start_server, stop_server
+from lingting_testkit.streams import drain, mulaw_encode
 
 PACKET_MS = 20
 

@@ -19,12 +19,10 @@ import time
 
 import numpy as np
 
-from bench.corpus import REPO, audio_dir, dev_clips, error_rate, load_manifest, read_wav, written_words
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
-
-from lingting_client import LingtingClient, StreamOptions  # noqa: E402
+from bench import REPO
+from lingting_client import LingtingClient, StreamOptions
+from lingting_testkit.corpus import audio_dir, dev_clips, error_rate, load_manifest, read_wav, written_words
+from lingting_testkit.servers import start_server, stop_server
 
 WRITTEN_REFERENCES = {  # clips whose reference is in written form
     "en/cheetah_test_en_norm_ITN.wav": None,

@@ -23,14 +23,10 @@ import time
 import psutil
 import websockets
 
-from bench.corpus import REPO
 from bench.stream_bench import pct, playlist
-
-sys.path.insert(0, str(REPO / "tests"))
-from lingting_testkit.receivers import Receivers  # noqa: E402
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
-
-from lingting_client import LingtingClient, StreamOptions  # noqa: E402
+from lingting_client import LingtingClient, StreamOptions
+from lingting_testkit.receivers import Receivers
+from lingting_testkit.servers import start_server, stop_server
 
 
 async def watch(url: str, got: list) -> None:

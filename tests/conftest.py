@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.corpus import audio_dir
+from lingting_testkit.corpus import audio_dir
 from lingting_testkit.postgres import running_postgres
 from lingting_testkit.servers import start_server, stop_server
 

@@ -10,6 +10,7 @@ import pytest
 from lingting_server.batching import BatchCollector
 from lingting_server.engines.base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
 from lingting_server.streaming.commands import DecodeJob
+from lingting_testkit.waiting import until
 
 
 class RecordingEngine:
@@ -50,13 +51,20 @@ async def test_requests_of_many_sessions_share_a_batch():
     assert c.stats.batches == {4: 1, 2: 1}
 
 
-async def test_finals_first_and_stale_partials_coalesced():
+async def busy_collector(max_batch_size=2):
+    """A collector whose one worker is decoding a final and stays stuck on it
+    until engine.gate is set: what is submitted next waits in the queue."""
     engine = RecordingEngine()
-    engine.gate.clear()                       # hold the worker busy
-    c = BatchCollector(engine, max_batch_size=8, max_wait_ms=0)
+    engine.gate.clear()
+    c = BatchCollector(engine, max_batch_size=max_batch_size, max_wait_ms=0)
     c.start()
     busy = c.submit(job("x", "final", 1))
-    await asyncio.sleep(0.05)
+    await until(lambda: c.workers_busy == 1, what="the worker took the first final")
+    return engine, c, busy
+
+
+async def test_finals_first_and_stale_partials_coalesced():
+    engine, c, busy = await busy_collector(max_batch_size=8)
     p1 = c.submit(job("a", "partial", 10, seq=1))
     p2 = c.submit(job("a", "partial", 20, seq=2))   # replaces p1
     p3 = c.submit(job("b", "partial", 30))
@@ -72,12 +80,7 @@ async def test_finals_first_and_stale_partials_coalesced():
 
 
 async def test_a_final_supersedes_the_waiting_partial_of_its_session():
-    engine = RecordingEngine()
-    engine.gate.clear()
-    c = BatchCollector(engine, max_batch_size=8, max_wait_ms=0)
-    c.start()
-    c.submit(job("y", "final", 1))
-    await asyncio.sleep(0.05)
+    engine, c, _ = await busy_collector(max_batch_size=8)
     partial = c.submit(job("a", "partial", 10))
     final = c.submit(job("a", "final", 11))
     engine.gate.set()
@@ -113,19 +116,8 @@ async def test_engine_failure_fails_only_that_batch():
     await c.close()
 
 
-async def busy_collector(max_batch_size=2):
-    """A collector whose worker is stuck on one final until engine.gate is set."""
-    engine = RecordingEngine()
-    engine.gate.clear()
-    c = BatchCollector(engine, max_batch_size=max_batch_size, max_wait_ms=0)
-    c.start()
-    busy = c.submit(job("x", "final", 1))
-    await asyncio.sleep(0.05)
-    return engine, c, busy
-
-
-def file_job(n):
-    j = job("file", "final", n)
+def file_job(n, session="file"):
+    j = job(session, "final", n)
     j.background = True
     return j
 
@@ -133,7 +125,6 @@ def file_job(n):
 async def test_file_finals_yield_to_live_finals_and_take_turns_with_partials():
     engine, c, busy = await busy_collector()
     background = [c.submit(file_job(n)) for n in (20, 21, 22)]
-    await asyncio.sleep(0.01)
     partial = c.submit(job("a", "partial", 10, seq=1))
     live = c.submit(job("b", "final", 30))
     assert c.queue_depth == {"final": 1, "speculative": 0, "partial": 1, "background": 3}
@@ -149,12 +140,12 @@ async def test_file_finals_yield_to_live_finals_and_take_turns_with_partials():
 async def test_a_departed_clients_file_finals_are_cancelled():
     engine, c, busy = await busy_collector()
     waiting = c.submit(file_job(20))
+    after = c.submit(file_job(30, session="another file"))    # queued behind it: decoded once it is passed
     c.cancel_session("file")
     engine.gate.set()
-    await busy
-    await asyncio.sleep(0.05)
+    await asyncio.gather(busy, after)
     await c.close()
-    assert waiting.cancelled() and [n for b in engine.batches for _, n in b] == [1]
+    assert waiting.cancelled() and [n for b in engine.batches for _, n in b] == [1, 30]
 
 
 class DyingEngine(RecordingEngine):
@@ -202,11 +193,9 @@ async def test_text_work_runs_on_the_text_thread_while_the_model_goes_on(monkeyp
     c = BatchCollector(engine, max_batch_size=1, max_wait_ms=0)
     c.start()
     futures = [c.submit(job("a", "final", 5)), c.submit(job("b", "final", 6))]
-    for _ in range(100):                       # both batches decode while the first one's text work waits
-        if len(engine.batches) == 2:
-            break
-        await asyncio.sleep(0.02)
-    assert len(engine.batches) == 2 and not any(f.done() for f in futures)
+    # both batches decode while the first one's text work waits
+    await until(lambda: len(engine.batches) == 2, what="both batches decoded")
+    assert not any(f.done() for f in futures)
     text_gate.set()
     results = await asyncio.gather(*futures)
     await c.close()
@@ -270,11 +259,9 @@ async def test_workers_decode_batches_side_by_side():
     c = BatchCollector(engines, max_batch_size=1, max_wait_ms=0)
     c.start()
     futures = [c.submit(job(f"s{i}", "final", 100 + i)) for i in range(3)]
-    for _ in range(100):               # both workers take a batch while neither has finished
-        if c.workers_busy == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert c.workers_busy == 2 and c.queue_depth["final"] == 1
+    # both workers take a batch while neither has finished
+    await until(lambda: c.workers_busy == 2, what="both workers busy")
+    assert c.queue_depth["final"] == 1
     for engine in engines:
         engine.gate.set()
     results = await asyncio.gather(*futures)

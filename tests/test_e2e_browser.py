@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 import srt
 
-from bench.corpus import error_rate, load_manifest
+from lingting_testkit.corpus import error_rate, load_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -251,7 +251,7 @@ def test_pages_work_with_an_api_key(browser, shared_audio, tmp_path):
 
 
 def test_countdown_clock_and_alerts_in_the_page(browser, server, artifacts, tmp_path):
-    callouts = pytest.importorskip("bench.callouts")
+    callouts = pytest.importorskip("lingting_testkit.callouts")
     if not callouts.have_espeak():
         pytest.skip("espeak-ng is not installed (make test installs it: apt-get install espeak-ng)")
     import wave

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.callouts import have_espeak, speak
 from lingting_client import StreamOptions
+from lingting_testkit.callouts import have_espeak, speak
 from lingting_testkit.streams import check_event_grammar, stream_events
 
 pytestmark = [pytest.mark.e2e,

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import websockets
 
-from bench.corpus import read_wav
 from lingting_client import StreamOptions
 from lingting_server.history import open_store
+from lingting_testkit.corpus import read_wav
 from lingting_testkit.ray_cluster import ENV, running_ray_cluster, serve_config, serve_run
 from lingting_testkit.servers import free_port, start_server, stop_server
-from lingting_testkit.streams import check_event_grammar, stream_events
+from lingting_testkit.streams import check_event_grammar, finals, stream_events
 
 pytestmark = pytest.mark.e2e
 ACME, GLOBEX = "acme-" + "a" * 24, "globex-" + "g" * 24
@@ -39,10 +39,6 @@ def clips(shared_audio, *names: str) -> bytes:
         assert rate == 16000
         parts += [samples, np.zeros(int(1.2 * rate), "<i2")]
     return np.concatenate(parts).astype("<i2").tobytes()
-
-
-def finals(events: list[dict]) -> list[str]:
-    return [e["text"] for e in events if e["type"] == "final"]
 
 
 def spoken(events: list[dict]) -> list[str]:

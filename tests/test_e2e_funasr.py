@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from bench.corpus import dev_clips, error_rate, read_wav
+from lingting_testkit.corpus import dev_clips, error_rate, read_wav
 
 from lingting_testkit.funasr import funasr_client
 

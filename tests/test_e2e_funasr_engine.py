@@ -17,12 +17,12 @@ import pytest
 
 pytest.importorskip("funasr", reason="the funasr extra is not installed: make funasr")
 
-from bench.corpus import dev_clips  # noqa: E402
-from bench.funasr_checkpoints import build_pair  # noqa: E402
 from lingting_client import StreamOptions  # noqa: E402
-from lingting_testkit.servers import start_server, stop_server  # noqa: E402
+from lingting_testkit.corpus import dev_clips  # noqa: E402
 from lingting_testkit.funasr import funasr_client  # noqa: E402
-from lingting_testkit.streams import check_event_grammar, stream_events, wav_pcm  # noqa: E402
+from lingting_testkit.funasr_checkpoints import build_pair  # noqa: E402
+from lingting_testkit.servers import start_server, stop_server  # noqa: E402
+from lingting_testkit.streams import check_event_grammar, finals, stream_events, wav_pcm  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -66,11 +66,9 @@ async def test_concurrent_streams_get_what_a_stream_alone_gets(funasr_server):
     alone = [await stream_events(funasr_server.url, wav_pcm(c.path), options()) for c in clips]
     together = await asyncio.gather(*(stream_events(funasr_server.url, wav_pcm(c.path), options()) for c in clips))
 
-    def finals(events):
-        return [(e["start_ms"], e["end_ms"], e["raw_text"]) for e in events if e["type"] == "final"]
-
     for a, b in zip(alone, together):
-        assert finals(a) and finals(a) == finals(b)
+        timed = finals(a, "start_ms", "end_ms", "raw_text")
+        assert timed and timed == finals(b, "start_ms", "end_ms", "raw_text")
     health = json.loads(await asyncio.to_thread(lambda: urlopen(funasr_server.http + "/health").read()))
     assert health["engine"] == "funasr" and max(map(int, health["batching"]["batches"])) >= 2, health
 

@@ -18,9 +18,9 @@ import srt
 import webvtt
 import websockets
 
-from bench.corpus import encode_audio, error_rate, load_manifest
-from lingting_testkit.servers import start_server, stop_server
 from lingting_client import FileOptions, LingtingClient, StreamOptions
+from lingting_testkit.corpus import encode_audio, error_rate, load_manifest
+from lingting_testkit.servers import start_server, stop_server
 from lingting_testkit.streams import finals_text, stream_events, wav_pcm
 
 pytestmark = pytest.mark.e2e

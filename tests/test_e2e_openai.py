@@ -15,7 +15,7 @@ import pytest
 import srt
 import webvtt
 
-from bench.corpus import error_rate, load_manifest
+from lingting_testkit.corpus import error_rate, load_manifest
 from lingting_testkit.streams import mulaw_encode, resampled
 
 pytestmark = pytest.mark.e2e

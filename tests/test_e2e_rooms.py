@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import websockets
 
-from bench.corpus import read_wav
 from lingting_client import LingtingClient, StreamOptions
+from lingting_testkit.corpus import read_wav
 from lingting_testkit.receivers import ObsServer, Receivers
 from lingting_testkit.servers import start_server, stop_server
-from lingting_testkit.streams import check_event_grammar
+from lingting_testkit.streams import check_event_grammar, finals
 
 pytestmark = pytest.mark.e2e
 ACME, GLOBEX = "acme-" + "a" * 24, "globex-" + "g" * 24
@@ -126,24 +126,20 @@ async def _town_hall(server, pcm: bytes) -> dict:
     return out
 
 
-def finals(events) -> list[tuple[int, str]]:
-    return [(e["utterance"], e["text"]) for e in events if e["type"] == "final"]
-
-
 def test_three_viewers_and_a_late_joiner_get_every_final_in_order(town_hall):
-    spoken = finals(town_hall["speaker"])
+    spoken = finals(town_hall["speaker"], "utterance", "text")
     check_event_grammar(town_hall["speaker"])
     assert len(spoken) >= 2 and "ask not what your country" in " ".join(t for _, t in spoken).lower()
     for viewer in town_hall["viewers"]:
         assert viewer[0]["type"] == "room" and viewer[0]["room"] == "town-hall"
-        assert finals(viewer) == spoken
+        assert finals(viewer, "utterance", "text") == spoken
         assert viewer[-1] == {"type": "room_closed", "room": "town-hall", "reason": "stopped",
                               "session_id": town_hall["ready"]["session_id"], "finals": len(spoken),
                               "received_at": viewer[-1]["received_at"]}
         assert any(e["type"] == "partial" for e in viewer)       # live, not only the finals
     late = town_hall["late"][1:]
     assert late[0]["type"] == "room" and late[0]["backlog"] >= 1
-    assert finals(late) == spoken            # the backlog, then live
+    assert finals(late, "utterance", "text") == spoken            # the backlog, then live
     board = town_hall["board"]
     assert any(e["type"] == "final" and e["room"] == "town-hall" for e in board)
     assert board[-1]["type"] == "room_closed"
@@ -151,7 +147,8 @@ def test_three_viewers_and_a_late_joiner_get_every_final_in_order(town_hall):
 
 def test_a_stalled_viewer_does_not_hold_up_the_speaker(town_hall):
     assert town_hall["stalled_read_before_done"] == 0           # it read nothing while the speaker got all
-    assert finals(town_hall["stalled"]) == finals(town_hall["speaker"])    # and it loses no final after
+    spoken = finals(town_hall["speaker"], "utterance", "text")
+    assert finals(town_hall["stalled"], "utterance", "text") == spoken     # and it loses no final after
 
 
 async def test_a_viewer_token_reads_its_room_and_nothing_else(keyed_server, town_hall):
@@ -179,7 +176,7 @@ async def test_a_viewer_token_reads_its_room_and_nothing_else(keyed_server, town
 
 def test_webhooks_arrive_once_each_signed_after_a_30_s_outage(town_hall):
     got = town_hall["hooks"].got
-    spoken = finals(town_hall["speaker"])
+    spoken = finals(town_hall["speaker"], "utterance", "text")
     assert got.bad_signatures == 0
     keys = [key for key, _, _ in got.webhooks]
     assert len(keys) == len(set(keys)) == len(spoken) + 1
@@ -194,7 +191,7 @@ def test_webhooks_arrive_once_each_signed_after_a_30_s_outage(town_hall):
 
 
 def test_captions_reach_youtube_zoom_and_obs_with_seq_and_time(town_hall):
-    got, spoken = town_hall["receivers"].got, [t for _, t in finals(town_hall["speaker"]) if t]
+    got, spoken = town_hall["receivers"].got, [t for t in finals(town_hall["speaker"]) if t]
     assert got.refused == []
     assert [text for _, _, text in got.youtube] == spoken
     assert [seq for seq, _, _ in got.youtube] == list(range(1, len(spoken) + 1))

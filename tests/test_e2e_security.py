@@ -17,9 +17,9 @@ import urllib.request
 import pytest
 import websockets
 
-from bench.corpus import encode_audio
-from lingting_testkit.servers import start_server, stop_server
 from lingting_client import LingtingClient, StreamOptions
+from lingting_testkit.corpus import encode_audio
+from lingting_testkit.servers import start_server, stop_server
 from lingting_testkit.streams import events_until_closed, finals_text, wav_pcm
 
 pytestmark = pytest.mark.e2e

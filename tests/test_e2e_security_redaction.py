@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import websockets
 
-from bench.corpus import read_wav
 from lingting_client import LingtingClient, StreamOptions
+from lingting_testkit.corpus import read_wav
 from lingting_testkit.receivers import Receivers
 from lingting_testkit.servers import start_server, stop_server
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from bench.soak import soak, speech
 from lingting_testkit.servers import start_server, stop_server
+from lingting_testkit.soak import soak, speech
 
 pytestmark = pytest.mark.e2e
 

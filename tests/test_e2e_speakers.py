@@ -1,7 +1,7 @@
 """Speaker labels end to end: conversations built from ../shared/audio clips of
 different real speakers (known boundaries), through the real server, its
 Whisper model and resemblyzer's voice encoder, live and as files
-(bench/conversations.py builds them and scores the labels)."""
+(tests/lingting_testkit/conversations.py builds them and scores the labels)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from bench.conversations import ENGLISH, MANDARIN, ONE_SPEAKER, accuracy, conversation, labelled_units
 from lingting_client import FileOptions, LingtingClient, StreamOptions
+from lingting_testkit.conversations import ENGLISH, MANDARIN, ONE_SPEAKER, accuracy, conversation, labelled_units
 from lingting_testkit.streams import check_event_grammar, stream_events, wav_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(

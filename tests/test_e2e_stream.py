@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bench.corpus import dev_clips, error_rate, load_manifest
 from lingting_client import StreamOptions
+from lingting_testkit.corpus import dev_clips, error_rate, load_manifest
 from lingting_testkit.streams import (check_event_grammar, finals_text, gather_limited, mulaw_encode, resampled,
                        stream_events, wav_pcm)
 

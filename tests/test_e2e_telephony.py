@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from bench.corpus import error_rate, load_manifest
+from lingting_testkit.corpus import error_rate, load_manifest
 from lingting_testkit.phone import interleaved, leg, mulaw_packets, packets, s16
 from lingting_testkit.servers import free_port, start_server, stop_server
 from lingting_testkit.streams import drain

@@ -9,8 +9,8 @@ import pytest
 import websockets
 from rapidfuzz.distance import Levenshtein
 
-from bench.corpus import dev_clips, error_rate, load_manifest, written_words
 from lingting_client import StreamOptions
+from lingting_testkit.corpus import dev_clips, error_rate, load_manifest, written_words
 from lingting_testkit.streams import check_event_grammar, finals_text, gather_limited, stream_events, wav_pcm
 
 pytestmark = pytest.mark.e2e

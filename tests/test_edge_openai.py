@@ -19,6 +19,7 @@ from lingting_server.access import ApiKey
 from lingting_testkit.inprocess import edge_server
 from lingting_testkit.streams import wav_file
 from lingting_testkit.synth import silence, to_s16, voice
+from lingting_testkit.waiting import until
 
 AGENTS = ApiKey("agents", "agents-" + "a" * 24)
 OTHERS = ApiKey("others", "others-" + "o" * 24)
@@ -130,14 +131,6 @@ async def read_response(reader) -> tuple[int, bytes]:
     lines = head.decode().split("\r\n")
     length = next(int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:"))
     return int(lines[0].split()[1]), await reader.readexactly(length)
-
-
-async def until(condition, timeout_s: float = 10.0) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_a_stalled_form_upload_is_a_stream_spooled_once_and_timed_out(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("funasr", reason="the funasr extra is not installed: .venv/bin/pip install -e '.[funasr]'")
 
-from bench.corpus import dev_clips, read_wav  # noqa: E402
-from bench.funasr_checkpoints import build_pair  # noqa: E402
+from lingting_testkit.corpus import dev_clips, read_wav  # noqa: E402
+from lingting_testkit.funasr_checkpoints import build_pair  # noqa: E402
 from server.engines.base import DecodeRequest  # noqa: E402
 from server.engines.funasr_engine import (FunasrEngine, FunasrUnavailable, cache_signature,  # noqa: E402
                                           import_funasr, split_caches, stack_caches)
@@ -139,7 +139,7 @@ def test_final_word_times_come_from_the_predictor(engine, clips):
 
 
 def test_seaco_finals_take_the_hotwords(model_dirs, clips, tmp_path):
-    from bench.funasr_checkpoints import build_model_dir
+    from lingting_testkit.funasr_checkpoints import build_model_dir
     seaco = FunasrEngine(str(build_model_dir(tmp_path / "seaco", "seaco", "tiny", seed=3)), str(model_dirs[0]))
     hotwords = ("伳似", "仁")
     plain = seaco.decode([DecodeRequest(clips[0], "final")])[0].text

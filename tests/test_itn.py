@@ -2,8 +2,8 @@
 
 import pytest
 
-from bench.corpus import strip_digit_groups
 from lingting_server.itn import inverse_normalize
+from lingting_testkit.corpus import strip_digit_groups
 
 
 @pytest.mark.parametrize("spoken, written", [

@@ -13,12 +13,9 @@ from lingting_server.openai_compat import StreamedTranscript, check_model, join_
 from lingting_server.openai_realtime import MANUAL_SILENCE_MS, RealtimeCodec
 from lingting_server.protocol import Audio, Clear, Flush, Start, Update
 from lingting_server.streaming import events
+from lingting_testkit.streams import final
 
 NAMES = model_names("whisper-base", ("base",))
-
-
-def final(utterance, text, start_ms=0, end_ms=1000, words=None, error=None, language="en"):
-    return events.Final(utterance, start_ms, end_ms, "silence", text, text, language, words, error=error)
 
 
 def test_model_names_and_prompt_terms():

