@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import sys
 
-from .assembly import access_policy, assemble, enforce_retention
+from .assembly import access_policy, assemble, enforce_retention, worker_options
 from .edge.app import EdgeServer
 from .edge.telephony import audiosocket_setup
 from .edge.streams import STREAM_PATH
@@ -81,7 +81,7 @@ async def local_engines(settings: Settings) -> tuple[list, TextThread]:
     model = settings.model
     workers, threads = plan_workers(model.engine, model.device, model.model_workers)
     loop = asyncio.get_running_loop()
-    options = settings.worker_options(threads)
+    options = worker_options(settings, threads)
     loading = [loop.run_in_executor(None, functools.partial(ProcessEngine, load_engine, options,
                                                             decode_timeout_s=model.decode_timeout_s))
                for _ in range(workers)]

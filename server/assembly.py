@@ -10,6 +10,7 @@ import logging
 from .access import AccessPolicy, load_keys
 from .batching import BatchCollector
 from .edge.app import Lingting
+from .engines.loader import ENGINES, WorkerOptions
 from .history import AsyncHistory, Retention, default_path, open_store
 from .metrics import Metrics
 from .postprocess import TextThread
@@ -34,6 +35,15 @@ def access_policy(settings: Settings) -> tuple[AccessPolicy, str]:
     else:
         log.info("%d API key(s) configured; streams and history need one", len(policy.keys))
     return policy, host
+
+
+def worker_options(settings: Settings, cpu_threads: int = 0) -> WorkerOptions:
+    """What a model worker (or a recognizer replica) loads its engine with."""
+    model = settings.model
+    engine = "whisper" if model.engine == "ray" else model.engine
+    return WorkerOptions(engine, model.model, model.device, ENGINES[engine].options_from(settings, cpu_threads),
+                         vad_model=model.vad_model, speaker_model=settings.speakers.speaker_model,
+                         log_level=settings.log.level, log_format=settings.log.format)
 
 
 def assemble(settings: Settings, engines: list, text: TextThread, access: AccessPolicy,

@@ -21,7 +21,7 @@ import shlex
 import ray
 from ray import serve
 
-from .assembly import access_policy, assemble, enforce_retention
+from .assembly import access_policy, assemble, enforce_retention, worker_options
 from .edge.app import build_app, finish_streams
 from .engines.ray_engine import APP_NAME, DEPLOYMENT, RayEngine, Recognizer
 from .logs import setup_logging
@@ -42,7 +42,7 @@ def recognizer_app(settings: Settings, replicas: int | None):
     options = {"ray_actor_options": {"num_cpus": cluster.replica_cpus, "num_gpus": cluster.replica_gpus}}
     if replicas is not None:
         options["num_replicas"] = replicas
-    return Recognizer.options(**options).bind(settings.worker_options(cpu_threads=max(1, int(cluster.replica_cpus))))
+    return Recognizer.options(**options).bind(worker_options(settings, cpu_threads=max(1, int(cluster.replica_cpus))))
 
 
 def lanes(settings: Settings, replicas: int | None) -> int:

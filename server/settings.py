@@ -9,9 +9,7 @@ A TOML file has a table per concern ([network], [access], [limits], [model],
 [batching], [funasr], [speakers], [history], [log], [telephony], [outputs], [cluster]) with the field names below;
 [model] also takes the keys of [batching], [funasr] and [speakers] (where they all were before those groups). A
 variable is LINGTING_ and the flag's name (--max-connections: LINGTING_MAX_CONNECTIONS; lists comma-separated).
-`lingting-server --print-config` shows the effective values as such a file.
-
-`Settings.validate()` holds the checks that involve more than one setting; the server runs it before it starts."""
+`lingting-server --print-config` shows the effective values as such a file."""
 
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .engines.loader import ENGINES, WorkerOptions
+from .engines.loader import ENGINES
 
 ENV_PREFIX = "LINGTING_"
 
@@ -294,14 +292,6 @@ class Settings:
         if kind is not None and kind.model_required and not model.model:
             raise SettingsError(kind.model_required)
 
-    def worker_options(self, cpu_threads: int = 0) -> WorkerOptions:
-        """What a model worker (or a recognizer replica) loads its engine with."""
-        engine = "whisper" if self.model.engine == "ray" else self.model.engine
-        model = self.model
-        return WorkerOptions(engine, model.model, model.device, ENGINES[engine].options_from(self, cpu_threads),
-                             vad_model=model.vad_model, speaker_model=self.speakers.speaker_model,
-                             log_level=self.log.level, log_format=self.log.format)
-
 
 WEBHOOK_EVENTS = ("final", "alert", "session_end")
 _SECTION_TYPES = {"network": NetworkSettings, "access": AccessSettings, "limits": LimitSettings,
@@ -401,13 +391,9 @@ def load_settings(args: argparse.Namespace, environ: dict | None = None) -> Sett
             raise SettingsError(f"--config {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"--config {path}: not valid TOML: {exc}") from None
-        unknown = set(from_file) - set(_SECTION_TYPES)
-        if unknown:
+        if unknown := set(from_file) - set(_SECTION_TYPES):
             raise SettingsError(f"--config {path}: unknown table(s) {', '.join(sorted(unknown))}; "
                                 f"known: {', '.join(_SECTION_TYPES)}")
-    for section in from_file:
-        if not isinstance(from_file[section], dict):
-            raise SettingsError(f"--config {path}: [{section}] must be a table")
     written_in = _tables_of_keys(from_file, path)
     sections = {}
     for section, cls in _SECTION_TYPES.items():
@@ -419,28 +405,26 @@ def load_settings(args: argparse.Namespace, environ: dict | None = None) -> Sett
             if _env_name(f) in environ:
                 values[f.name] = _convert(f, environ[_env_name(f)], _env_name(f))
             if _dest(section, f) in given:
-                value = given[_dest(section, f)]
-                values[f.name] = _convert(f, value, _flag(f))
+                values[f.name] = _convert(f, given[_dest(section, f)], _flag(f))
         sections[section] = cls(**values)
     return Settings(**sections)
 
 
 def _tables_of_keys(from_file: dict, path: str) -> dict[tuple[str, str], str]:
-    """(section, setting) -> the --config table that sets it: its own, or [model]
-    for the groups that were part of it."""
-    written_in, unknown = {}, {}
+    """(section, setting) -> the --config table that sets it: its own, or [model] for the groups once in it."""
+    written_in = {}
     for table, values in from_file.items():
+        if not isinstance(values, dict):
+            raise SettingsError(f"--config {path}: [{table}] must be a table")
         for name in values:
-            homes = [table] + (list(_ONCE_IN_MODEL) if table == "model" else [])
+            homes = [table, *(_ONCE_IN_MODEL if table == "model" else ())]
             section = next((h for h in homes if name in {f.name for f in fields(_SECTION_TYPES[h])}), None)
             if section is None:
-                unknown.setdefault(table, []).append(name)
-            elif (section, name) in written_in:
+                unknown = sorted(set(values) - {f.name for h in homes for f in fields(_SECTION_TYPES[h])})
+                raise SettingsError(f"--config {path}: unknown setting(s) in [{table}]: {', '.join(unknown)}")
+            if (section, name) in written_in:
                 raise SettingsError(f"--config {path}: {name} is set in both [model] and [{section}]; keep one")
-            else:
-                written_in[section, name] = table
-    for table, names in unknown.items():
-        raise SettingsError(f"--config {path}: unknown setting(s) in [{table}]: {', '.join(sorted(names))}")
+            written_in[section, name] = table
     return written_in
 
 

@@ -102,11 +102,12 @@ def test_model_settings_come_in_groups_and_old_model_keys_still_read(tmp_path):
 
 
 def test_the_worker_gets_its_engines_options_as_one_object():
-    whisper = settings(["--final-beam-size", "3", "--device", "cpu"]).worker_options(cpu_threads=2)
+    from lingting_server.assembly import worker_options
+    whisper = worker_options(settings(["--final-beam-size", "3", "--device", "cpu"]), cpu_threads=2)
     assert (whisper.engine, whisper.device, whisper.options.final_beam_size, whisper.options.cpu_threads) == (
         "whisper", "cpu", 3, 2)
-    assert whisper.on_cpu().device == "cpu" and settings(["--engine", "ray"]).worker_options().engine == "whisper"
-    funasr = settings(["--engine", "funasr", "--model", "paraformer-zh", "--model-language", "auto"]).worker_options()
+    assert whisper.on_cpu().device == "cpu" and worker_options(settings(["--engine", "ray"])).engine == "whisper"
+    funasr = worker_options(settings(["--engine", "funasr", "--model", "paraformer-zh", "--model-language", "auto"]))
     assert (funasr.model, funasr.options.language, funasr.options.hub) == ("paraformer-zh", "auto", "ms")
 
 
