@@ -37,10 +37,10 @@ def noises(seconds: float = 1.5, seed: int = 0) -> dict[str, np.ndarray]:
 def noise_check() -> None:
     """What Whisper makes of the finals webrtcvad cuts from noise, with and without the FSMN-VAD check."""
     from server.engines.base import DecodeRequest
-    from server.engines.loader import load_engine
+    from server.engines.loader import WhisperLoad, WorkerOptions, load_engine
     from server.engines.vad_stage import VadCheckedEngine
     from server.streaming.segmenter import Segmenter, SpeechEnded
-    whisper = load_engine(None, "cpu")
+    whisper = load_engine(WorkerOptions("whisper", None, "cpu", WhisperLoad()))
     checked = VadCheckedEngine(whisper)
     print("sound | finals webrtcvad cut | with text: Whisper alone | with the FSMN-VAD check | Whisper said")
     for name, audio in noises().items():

@@ -10,10 +10,9 @@ import signal
 import sqlite3
 import sys
 
-from .assembly import access_policy, assemble, enforce_retention, worker_settings
+from .assembly import access_policy, assemble, enforce_retention, worker_options
 from .edge.app import EdgeServer
 from .edge.telephony import audiosocket_setup
-from .edge.webhooks import server_targets
 from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine, plan_workers
 from .logs import redact, setup_logging
@@ -26,19 +25,13 @@ log = logging.getLogger("lingting")
 
 
 async def run(settings: Settings) -> None:
+    settings.validate()
     model = settings.model
     if model.engine in ("whisper", "ray"):
         from lingting_models import resolve_model
         resolve_model(model.model)   # catalog errors surface here, before a worker starts
     network = settings.network
-    if bool(network.tls_cert) != bool(network.tls_key):
-        raise ValueError("--tls-cert and --tls-key go together")
     access, host = access_policy(settings)
-    outputs = settings.outputs
-    if server_targets(outputs.webhooks, outputs.webhook_secret, outputs.webhook_events) and \
-            settings.history.db == "off":     # its mistakes surface before the model loads
-        raise ValueError("--webhook needs the history database (its outbox keeps what is not yet delivered); "
-                         "drop --history-db off")
     if settings.telephony.audiosocket_port is not None:
         audiosocket_setup(settings.telephony, access)     # its mistakes surface before the model loads
     settings = dataclasses.replace(settings, network=dataclasses.replace(network, host=host))
@@ -71,7 +64,7 @@ async def run(settings: Settings) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     await stop
     log.info("shutting down: finishing %d open stream(s)", len(lingting.streams))
-    await server.shutdown(network.shutdown_grace_s, network.drain_s)
+    await server.shutdown(network.shutdown_grace_s, network.drain_s, network.last_frames_s)
     await lingting.collector.close()
     for worker in engines:
         if hasattr(worker, "close"):
@@ -88,8 +81,8 @@ async def local_engines(settings: Settings) -> tuple[list, TextThread]:
     model = settings.model
     workers, threads = plan_workers(model.engine, model.device, model.model_workers)
     loop = asyncio.get_running_loop()
-    loading = [loop.run_in_executor(None, functools.partial(ProcessEngine, load_engine,
-                                                            worker_settings(settings, threads),
+    options = worker_options(settings, threads)
+    loading = [loop.run_in_executor(None, functools.partial(ProcessEngine, load_engine, options,
                                                             decode_timeout_s=model.decode_timeout_s))
                for _ in range(workers)]
     text = TextThread()
@@ -108,8 +101,8 @@ def shareable(settings: Settings) -> Settings:
         changes = {}
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
-            if f.metadata.get("secret") and value is not None:
-                changes[f.name] = "***"
+            if f.metadata.get("secret") and value not in (None, ()):
+                changes[f.name] = ("***",) if isinstance(value, tuple) else "***"
             elif isinstance(value, str):
                 changes[f.name] = redact(value, "***")
             elif isinstance(value, tuple):

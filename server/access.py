@@ -5,7 +5,6 @@ Pure logic on request headers and counters; the edge calls it."""
 from __future__ import annotations
 
 import hmac
-import os
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -32,9 +31,10 @@ class AccessDenied(Exception):
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
-def load_keys(path: str | None = None, env: str | None = None) -> list[ApiKey]:
+def load_keys(path: str | None = None, env: str | tuple[str, ...] = ()) -> list[ApiKey]:
     """Keys from a TOML file ([[keys]] name, key, max_streams, audio_minutes_per_day)
-    and/or the LINGTING_API_KEYS variable ("name:key,name2:key2" or bare keys)."""
+    and/or LINGTING_API_KEYS (settings.py's --api-keys: "name:key,name2:key2" or
+    bare keys, as one string or its items)."""
     keys = []
     if path:
         with open(path, "rb") as f:
@@ -48,8 +48,8 @@ def load_keys(path: str | None = None, env: str | None = None) -> list[ApiKey]:
                 raise ValueError(f"{path}: keys[{n}].admin must be true or false")
             keys.append(ApiKey(str(entry.get("name", f"key{n}")), secret, int(entry.get("max_streams", 0)),
                                float(entry.get("audio_minutes_per_day", 0)), admin))
-    env = os.environ.get("LINGTING_API_KEYS", "") if env is None else env
-    for n, item in enumerate(filter(None, (i.strip() for i in env.split(",")))):
+    items = env.split(",") if isinstance(env, str) else env
+    for n, item in enumerate(filter(None, (i.strip() for i in items))):
         name, _, secret = item.rpartition(":")
         if len(secret) < 16:
             raise ValueError("LINGTING_API_KEYS: each key must be at least 16 characters")

@@ -10,6 +10,7 @@ import logging
 from .access import AccessPolicy, load_keys
 from .batching import BatchCollector
 from .edge.app import Lingting
+from .engines.loader import ENGINES, WorkerOptions
 from .history import AsyncHistory, Retention, default_path, open_store
 from .metrics import Metrics
 from .postprocess import TextThread
@@ -22,7 +23,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def access_policy(settings: Settings) -> tuple[AccessPolicy, str]:
     """The policy, and the host to bind: without keys, loopback only."""
     access = settings.access
-    policy = AccessPolicy(load_keys(access.api_keys_file), access.allowed_origins, allowed_hosts=access.allowed_hosts)
+    policy = AccessPolicy(load_keys(access.api_keys_file, access.api_keys), access.allowed_origins,
+                          allowed_hosts=access.allowed_hosts)
     host = settings.network.host
     if policy.open and host not in LOOPBACK:
         log.warning("no API keys configured: binding to 127.0.0.1 instead of %s. Configure keys "
@@ -35,23 +37,21 @@ def access_policy(settings: Settings) -> tuple[AccessPolicy, str]:
     return policy, host
 
 
-def worker_settings(settings: Settings, cpu_threads: int = 0) -> dict:
+def worker_options(settings: Settings, cpu_threads: int = 0) -> WorkerOptions:
     """What a model worker (or a recognizer replica) loads its engine with."""
     model = settings.model
-    return {"model": model.model, "device": model.device, "compute_type": model.compute_type,
-            "final_beam_size": model.final_beam_size, "window": model.window,
-            "log_level": settings.log.level, "log_format": settings.log.format,
-            "engine": "whisper" if model.engine == "ray" else model.engine, "online_model": model.online_model,
-            "hub": model.model_hub, "model_language": model.model_language, "vad_model": model.vad_model,
-            "speaker_model": model.speaker_model, "cpu_threads": cpu_threads}
+    engine = "whisper" if model.engine == "ray" else model.engine
+    return WorkerOptions(engine, model.model, model.device, ENGINES[engine].options_from(settings, cpu_threads),
+                         vad_model=model.vad_model, speaker_model=settings.speakers.speaker_model,
+                         log_level=settings.log.level, log_format=settings.log.format)
 
 
 def assemble(settings: Settings, engines: list, text: TextThread, access: AccessPolicy,
              metrics: Metrics) -> Lingting:
     """Everything an edge shares, around its engines (local workers or recognizer replicas)."""
-    model = settings.model
-    collector = BatchCollector(engines, model.max_batch_size, model.max_wait_ms, model.max_partial_batch_size,
-                               metrics, model.max_file_batch_size, text)
+    batching = settings.batching
+    collector = BatchCollector(engines, batching.max_batch_size, batching.max_wait_ms,
+                               batching.max_partial_batch_size, metrics, batching.max_file_batch_size, text)
     history = open_history(settings)
     collector.start()
     return Lingting(engines[0], collector, settings, engines[0].describe(), history, access, metrics)

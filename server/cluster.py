@@ -21,7 +21,7 @@ import shlex
 import ray
 from ray import serve
 
-from .assembly import access_policy, assemble, enforce_retention, worker_settings
+from .assembly import access_policy, assemble, enforce_retention, worker_options
 from .edge.app import build_app, finish_streams
 from .engines.ray_engine import APP_NAME, DEPLOYMENT, RayEngine, Recognizer
 from .logs import setup_logging
@@ -42,7 +42,7 @@ def recognizer_app(settings: Settings, replicas: int | None):
     options = {"ray_actor_options": {"num_cpus": cluster.replica_cpus, "num_gpus": cluster.replica_gpus}}
     if replicas is not None:
         options["num_replicas"] = replicas
-    return Recognizer.options(**options).bind(worker_settings(settings, cpu_threads=max(1, int(cluster.replica_cpus))))
+    return Recognizer.options(**options).bind(worker_options(settings, cpu_threads=max(1, int(cluster.replica_cpus))))
 
 
 def lanes(settings: Settings, replicas: int | None) -> int:
@@ -70,7 +70,8 @@ def cluster_engines(settings: Settings) -> list[RayEngine]:
         log.info("deploying the recognizer application %r: %d replica(s)", APP_NAME, replicas)
         serve.start(proxy_location="Disabled")     # plain edges need no Serve proxy
         handle = serve.run(recognizer_app(settings, replicas), name=APP_NAME, route_prefix=None)
-    return [RayEngine(handle, settings.model.decode_timeout_s) for _ in range(lanes(settings, replicas))]
+    return [RayEngine(handle, settings.model.decode_timeout_s, settings.cluster.replica_retry_s)
+            for _ in range(lanes(settings, replicas))]
 
 
 def _running_recognizer() -> tuple[str, int] | None:
@@ -98,6 +99,7 @@ class Edge:
 
     async def __init__(self, recognizer, flags: list[str], replicas: int | None = None):
         settings = load_settings(build_parser().parse_args(flags))
+        settings.validate()
         setup_logging(settings.log.level, settings.log.format)
         # Serve's proxy (a plain uvicorn) accepts the connections, not EdgeServer: the app still refuses frames
         # over --max-frame-bytes (streams.read_frames), but no request-header timeout applies.
@@ -106,7 +108,8 @@ class Edge:
                  "--max-frame-bytes); put a load balancer with a request-header timeout in front (docs/cluster.md)")
         access, _ = access_policy(settings)
         loop = asyncio.get_running_loop()
-        engines = [await loop.run_in_executor(None, RayEngine, recognizer, settings.model.decode_timeout_s)
+        engines = [await loop.run_in_executor(None, RayEngine, recognizer, settings.model.decode_timeout_s,
+                                              settings.cluster.replica_retry_s)
                    for _ in range(lanes(settings, replicas))]
         text = TextThread()
         await text.warm_up()
@@ -122,7 +125,8 @@ class Edge:
     async def __del__(self):
         lingting = self.lingting
         lingting.shutting_down, lingting.ready = True, False
-        await finish_streams(lingting, lingting.settings.network.shutdown_grace_s)
+        network = lingting.settings.network
+        await finish_streams(lingting, network.shutdown_grace_s, network.last_frames_s)
         lingting.rooms.shutdown()
         await lingting.stop_services()
         await lingting.collector.close()
@@ -140,5 +144,6 @@ def build(args: dict):
     flags = args.get("flags", [])
     flags = shlex.split(flags) if isinstance(flags, str) else [str(f) for f in flags]
     settings = load_settings(build_parser().parse_args(flags))
+    settings.validate()          # its mistakes surface at deploy time, not in each edge replica
     replicas = int(args["replicas"]) if args.get("replicas") is not None else None
     return Edge.bind(recognizer_app(settings, replicas), flags, replicas)

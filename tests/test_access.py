@@ -80,13 +80,12 @@ def test_per_key_streams_and_daily_audio_quota():
     assert policy.quota_left(key) == 60
 
 
-def test_without_keys_the_server_binds_to_loopback_only(monkeypatch, caplog):
-    monkeypatch.delenv("LINGTING_API_KEYS", raising=False)
+def test_without_keys_the_server_binds_to_loopback_only(caplog):
     policy, host = access_policy(load_settings(build_parser().parse_args(["--host", "0.0.0.0"]), {}))
     assert policy.open and host == "127.0.0.1"
     assert "no API keys configured: binding to 127.0.0.1 instead of 0.0.0.0" in caplog.text
-    monkeypatch.setenv("LINGTING_API_KEYS", SECRET)
-    policy, host = access_policy(load_settings(build_parser().parse_args(["--host", "0.0.0.0"]), {}))
+    keyed = load_settings(build_parser().parse_args(["--host", "0.0.0.0"]), {"LINGTING_API_KEYS": SECRET})
+    policy, host = access_policy(keyed)
     assert not policy.open and host == "0.0.0.0"
 
 

@@ -77,3 +77,59 @@ def test_the_server_prints_its_effective_config():
     bad = subprocess.run([sys.executable, "-m", "lingting_server", "--print-config"], capture_output=True, text=True,
                          env={"LINGTING_MAX_CONNECTIONS": "many", "PATH": ""}, timeout=60)
     assert bad.returncode == 2 and "LINGTING_MAX_CONNECTIONS: 'many' is not an integer" in bad.stderr
+
+
+def test_model_settings_come_in_groups_and_old_model_keys_still_read(tmp_path):
+    s = settings(["--max-batch-size", "4", "--online-model", "paraformer-zh-streaming", "--speaker-model", "off"],
+                 {"LINGTING_MAX_WAIT_MS": "20"})
+    assert (s.batching.max_batch_size, s.batching.max_wait_ms) == (4, 20.0)
+    assert s.funasr.online_model == "paraformer-zh-streaming" and s.speakers.speaker_model == "off"
+    # Before the groups had tables, all of them were keys of [model]: such a file reads as it did.
+    (tmp_path / "old.toml").write_text('[model]\nengine = "funasr"\nmax_batch_size = 3\nmodel_hub = "hf"\n'
+                                       'speaker_model = "off"\n')
+    old = settings(["--config", str(tmp_path / "old.toml")])
+    assert (old.model.engine, old.batching.max_batch_size, old.funasr.model_hub, old.speakers.speaker_model) == (
+        "funasr", 3, "hf", "off")
+    (tmp_path / "new.toml").write_text('[model]\nengine = "funasr"\n[batching]\nmax_batch_size = 3\n'
+                                       '[funasr]\nmodel_hub = "hf"\n[speakers]\nspeaker_model = "off"\n')
+    assert settings(["--config", str(tmp_path / "new.toml")]) == old
+    (tmp_path / "both.toml").write_text('[model]\nmax_batch_size = 3\n[batching]\nmax_batch_size = 4\n')
+    with pytest.raises(SettingsError, match=r"max_batch_size is set in both \[model\] and \[batching\]"):
+        settings(["--config", str(tmp_path / "both.toml")])
+    (tmp_path / "bad.toml").write_text('[model]\nmax_batch_size = "many"\n')
+    with pytest.raises(SettingsError, match=r"\[model\] max_batch_size: 'many' is not an integer"):
+        settings(["--config", str(tmp_path / "bad.toml")])
+
+
+def test_the_worker_gets_its_engines_options_as_one_object():
+    from lingting_server.assembly import worker_options
+    whisper = worker_options(settings(["--final-beam-size", "3", "--device", "cpu"]), cpu_threads=2)
+    assert (whisper.engine, whisper.device, whisper.options.final_beam_size, whisper.options.cpu_threads) == (
+        "whisper", "cpu", 3, 2)
+    assert whisper.on_cpu().device == "cpu" and worker_options(settings(["--engine", "ray"])).engine == "whisper"
+    funasr = worker_options(settings(["--engine", "funasr", "--model", "paraformer-zh", "--model-language", "auto"]))
+    assert (funasr.model, funasr.options.language, funasr.options.hub) == ("paraformer-zh", "auto", "ms")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+    (["--webhook", "https://h.example/x"], "--webhook needs --webhook-secret"),
+    (["--webhook-secret", "short"], "at least 16 characters"),
+    (["--webhook-event", "partial"], "unknown event(s) partial"),
+    (["--webhook", "https://h.example/x", "--webhook-secret", "s" * 16, "--history-db", "off"],
+     "--webhook needs the history database"),
+    (["--engine", "funasr", "--model", "paraformer-zh", "--model-workers", "2"], "--model-workers above 1"),
+    (["--engine", "funasr"], "the funasr engine needs --model"),
+])
+def test_validate_refuses_settings_that_contradict_each_other(argv, fragment):
+    with pytest.raises(SettingsError) as info:
+        settings(argv).validate()
+    assert fragment in str(info.value)
+
+
+def test_api_keys_and_the_fixed_delays_are_settings():
+    s = settings([], {"LINGTING_API_KEYS": "ops:" + "o" * 16 + ",bare" + "b" * 16})
+    assert s.access.api_keys == ("ops:" + "o" * 16, "bare" + "b" * 16)
+    assert (s.network.last_frames_s, s.limits.finals_wait_s, s.cluster.replica_retry_s) == (0.5, 120.0, 60.0)
+    assert (s.outputs.webhook_retry_first_s, s.outputs.webhook_retry_max_s, s.outputs.webhook_give_up_s) == (
+        0.5, 30.0, 86400.0)

@@ -32,18 +32,17 @@ from ..funasr_compat import PATHS as FUNASR_PATHS
 from ..history import AsyncHistory
 from ..metrics import Metrics
 from ..rooms import Rooms
-from ..settings import Settings
+from ..settings import NetworkSettings, Settings
 from ..streaming.session import End, Session
 from ..uploads import SpoolBudget
 from . import files, health, history_api, openai_api, pages, rooms_api, streams, telephony
 from .room_bus import RoomBus
-from .webhooks import WebhookSender, server_targets
+from .webhooks import RetrySchedule, WebhookSender, server_targets
 from .guard import HostGuard
 from .pages import content_security_policy
 from .responses import error, http_exception, upgrade_required
 
 log = logging.getLogger("lingting.server")
-LAST_FRAMES_S = 0.5          # on shutdown, input still read before streams are finished
 
 
 def deflate_slack(max_frame_bytes: int) -> int:
@@ -74,11 +73,11 @@ class Lingting:
         self.room_bus = RoomBus(history.store.url, self.rooms) if shared else None
         self.viewers = 0                 # connected viewers of rooms and boards
         outputs = settings.outputs
+        # Settings.validate() refused webhooks without a history (their outbox) before this was built.
         self.webhook_targets = server_targets(outputs.webhooks, outputs.webhook_secret, outputs.webhook_events)
-        if self.webhook_targets and history is None:
-            raise ValueError("--webhook needs the history database (its outbox keeps what is not yet delivered); "
-                             "drop --history-db off")
-        self.webhook_sender = WebhookSender(history, outputs.webhook_allow_private, self.metrics) if history else None
+        retry = RetrySchedule(outputs.webhook_retry_first_s, outputs.webhook_retry_max_s, outputs.webhook_give_up_s)
+        self.webhook_sender = WebhookSender(history, outputs.webhook_allow_private, self.metrics,
+                                            retry) if history else None
         self.started = time.monotonic()
         self.started_at = time.time()        # wall clock, for what reports a creation time
         self.ready = False
@@ -219,11 +218,12 @@ def build_app(lingting: Lingting) -> Starlette:
     return HostGuard(app, lingting.access, lambda code: lingting.metrics.connections.labels(code).inc())
 
 
-async def finish_streams(lingting: Lingting, grace_s: float) -> None:
+async def finish_streams(lingting: Lingting, grace_s: float,
+                         last_frames_s: float = NetworkSettings.last_frames_s) -> None:
     """Finish every open stream's utterance (its final is sent), then close it with 1001."""
     # Audio the clients sent before the signal may still sit in socket
     # buffers: read it, so the last words make it into the finals.
-    await asyncio.sleep(LAST_FRAMES_S)
+    await asyncio.sleep(last_frames_s)
     for runner in lingting.open_runners():
         runner.end(End.SHUTDOWN)
     deadline = time.monotonic() + grace_s
@@ -323,12 +323,13 @@ class EdgeServer:
     def port(self) -> int:
         return self.socket.getsockname()[1]
 
-    async def shutdown(self, grace_s: float = 30.0, drain_s: float = 0.0) -> None:
+    async def shutdown(self, grace_s: float = 30.0, drain_s: float = 0.0,
+                       last_frames_s: float = NetworkSettings.last_frames_s) -> None:
         """Stop taking streams, finish the open utterances (their finals are
         sent), then close every stream with 1001 (going away). drain_s: first
         let open streams go on until they end, for up to that long (new ones
         are refused with 503 and /health says draining, so a load balancer
-        sends them to another edge)."""
+        sends them to another edge); last_frames_s: audio still read before."""
         lingting = self.lingting
         lingting.shutting_down = True
         lingting.ready = False
@@ -341,7 +342,7 @@ class EdgeServer:
             server.close()
         if self.audiosocket:
             self.audiosocket.close()
-        await finish_streams(lingting, grace_s)
+        await finish_streams(lingting, grace_s, last_frames_s)
         lingting.rooms.shutdown()       # boards (room viewers heard room_closed with their stream)
         self.server.should_exit = True
         await self._task

@@ -32,7 +32,6 @@ from .observers import HistoryRecorder, MetricsObserver
 from .outbound import literal_refusal
 
 log = logging.getLogger("lingting.server")
-DRAIN_S = 120        # finals still decoding when the input ends: waited for this long at most
 
 
 class Gone(Exception):
@@ -334,9 +333,10 @@ class StreamRunner:
             else:
                 self.writer.cancel()
         try:
-            await asyncio.wait_for(asyncio.shield(self.writer), DRAIN_S)
+            await asyncio.wait_for(asyncio.shield(self.writer), self.limits.finals_wait_s)
         except asyncio.TimeoutError:
-            self.log.warning("session %s: finals still pending after %d s; giving up", self.session.id, DRAIN_S)
+            self.log.warning("session %s: finals still pending after %d s; giving up", self.session.id,
+                             self.limits.finals_wait_s)
             self.writer.cancel()
         except asyncio.CancelledError:
             if not self.writer.cancelled():

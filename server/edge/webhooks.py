@@ -3,8 +3,9 @@ outbox (stored with the final, before the client hears it), and the sender
 that drains the outbox.
 
 Each URL gets its deliveries in order, one at a time; a failure holds that
-URL's queue back with growing pauses (0.5 s doubling to 30 s) until the
-receiver answers 2xx, for up to a day. 4xx answers other than 408 and 429
+URL's queue back with growing pauses (by default 0.5 s doubling to 30 s:
+--webhook-retry-first-s, --webhook-retry-max-s) until the receiver answers
+2xx, for up to a day (--webhook-give-up-s). 4xx answers other than 408 and 429
 mean the receiver will never take it: that delivery fails and the next goes.
 Every request carries the delivery's id (Idempotency-Key) so a receiver that
 got one twice (its answer was lost) can tell."""
@@ -17,6 +18,7 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 
 import httpx
 
@@ -25,10 +27,19 @@ from ..outputs import SIGNATURE_HEADER, WebhookTarget, sign
 from . import outbound
 
 log = logging.getLogger("lingting.webhooks")
-FIRST_RETRY_S = 0.5
-MAX_RETRY_S = 30.0
-GIVE_UP_S = 86400.0
 MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """When a failed delivery is tried again (settings.py's OutputSettings has the defaults' reasons)."""
+    first_s: float = 0.5
+    max_s: float = 30.0
+    give_up_s: float = 86400.0
+
+    def delay(self, attempts: int) -> float:
+        """The pause after `attempts` failures: doubling, capped, with jitter so receivers are not hit at once."""
+        return min(self.max_s, self.first_s * 2 ** (attempts - 1)) * random.uniform(0.8, 1.0)
 
 
 def deliveries(targets, kind: str, session_id: str, payload: dict) -> list[dict]:
@@ -52,24 +63,17 @@ def session_end_payload(room: str | None, status: str, audio_ms: int, transcript
 
 
 def server_targets(urls, secret: str | None, kinds) -> tuple[WebhookTarget, ...]:
-    """--webhook URL (repeatable), signed with --webhook-secret."""
-    if urls and not secret:
-        raise ValueError("--webhook needs --webhook-secret (or LINGTING_WEBHOOK_SECRET): receivers check the "
-                         "signature with it")
-    if secret is not None and len(secret) < 16:
-        raise ValueError("--webhook-secret must be at least 16 characters")
-    unknown = set(kinds) - {"final", "alert", "session_end"}
-    if unknown:
-        raise ValueError(f"--webhook-event: unknown event(s) {', '.join(sorted(unknown))}; "
-                         "known: final, alert, session_end")
+    """--webhook URL (repeatable), signed with --webhook-secret (Settings.validate() checked them)."""
     return tuple(WebhookTarget(url, secret, frozenset(kinds)) for url in urls)
 
 
 class WebhookSender:
     """Drains the outbox: due deliveries, each URL in order."""
 
-    def __init__(self, history: AsyncHistory, allow_private: bool = False, metrics=None):
+    def __init__(self, history: AsyncHistory, allow_private: bool = False, metrics=None,
+                 retry: RetrySchedule = RetrySchedule()):
         self.history = history
+        self.retry = retry
         self.allow_private = allow_private
         self.metrics = metrics
         self.wake = asyncio.Event()
@@ -110,7 +114,7 @@ class WebhookSender:
             except Exception:
                 log.exception("webhook outbox: cannot read it")
                 heads = []
-            now, wait = time.time(), MAX_RETRY_S
+            now, wait = time.time(), self.retry.max_s
             for row in heads:
                 if row["url"] in self._in_flight:
                     continue
@@ -152,9 +156,9 @@ class WebhookSender:
             outcome, error = "refused", str(exc)
         except httpx.HTTPError as exc:
             outcome, error = "pending", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if outcome == "pending" and time.time() - row["created_at"] > GIVE_UP_S:
+        if outcome == "pending" and time.time() - row["created_at"] > self.retry.give_up_s:
             outcome = "failed"
-        delay = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** (attempts - 1)) * random.uniform(0.8, 1.0)
+        delay = self.retry.delay(attempts)
         if outcome != "delivered":
             log.warning("webhook %s to %s (%s): attempt %d: %s%s", row["delivery_id"], row["url"], row["event"],
                         attempts, error, f"; retry in {delay:.1f} s" if outcome == "pending" else "")

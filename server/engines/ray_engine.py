@@ -25,11 +25,11 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 from ray.serve import metrics
 
 from .base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
+from .loader import WorkerOptions, load_engine
 
 log = logging.getLogger("lingting.ray")
 APP_NAME = "lingting-recognizer"     # the recognizer application `lingting-server --cluster` deploys or finds
 DEPLOYMENT = "Recognizer"
-RETRY_FOR_S = 60.0                   # a batch whose replica died is sent again for this long (Serve replaces it)
 MERGE_WAIT_S = 0.005                 # a replica waits this long for other edges' batches to merge
 
 
@@ -39,12 +39,10 @@ class Recognizer:
     """One replica: a model on its device. Loaded with the same settings as a
     single server's model worker (engines/loader.py)."""
 
-    def __init__(self, worker_settings: dict):
-        from .loader import load_engine
-        settings = dict(worker_settings)
-        if settings.get("device", "auto") == "auto" and not ray.get_gpu_ids():     # no GPU reserved
-            settings["device"] = "cpu"
-        self.engine = load_engine(**settings)
+    def __init__(self, options: WorkerOptions):
+        if options.device == "auto" and not ray.get_gpu_ids():     # no GPU reserved
+            options = options.on_cpu()
+        self.engine = load_engine(options)
         self.decoding = threading.Lock()
         self.batches = 0
         # Exported by Ray's metrics agent on each node, tagged with the deployment and replica.
@@ -88,9 +86,10 @@ class RayEngine:
     """The Engine interface over the Recognizer deployment. Its methods block:
     the batch collector calls them from its model threads, one per lane."""
 
-    def __init__(self, handle, decode_timeout_s: float = 60.0):
+    def __init__(self, handle, decode_timeout_s: float = 60.0, retry_for_s: float = 60.0):
         self.handle = handle
         self.decode_timeout_s = decode_timeout_s
+        self.retry_for_s = retry_for_s    # a batch whose replica died is sent again for this long (--replica-retry-s)
         self.restarts = 0             # batches sent again after a replica died (health: worker_restarts)
         info = self._call("describe")
         self.name, self.device = info["name"], info["device"]
@@ -107,13 +106,13 @@ class RayEngine:
         return {**self._describe, "engine": "ray"}
 
     def _call(self, method: str, *args):
-        delay, give_up = 0.2, time.monotonic() + RETRY_FOR_S
+        delay, give_up = 0.2, time.monotonic() + self.retry_for_s
         while True:
             try:
                 return getattr(self.handle, method).remote(*args).result(timeout_s=self.decode_timeout_s)
             except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
                 if time.monotonic() > give_up:
-                    raise EngineFailed(f"no recognizer replica answered for {RETRY_FOR_S:.0f} s: {exc}") from None
+                    raise EngineFailed(f"no recognizer replica answered for {self.retry_for_s:.0f} s: {exc}") from None
                 self.restarts += 1
                 log.warning("recognizer replica lost during a %s (%s); sending it to another replica",
                             method, type(exc).__name__)
