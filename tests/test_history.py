@@ -1,9 +1,11 @@
 """The history store and its exports: one suite, run on both backends (real
 SQLite files, and a real PostgreSQL server in a temporary directory)."""
 
+import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -11,7 +13,7 @@ import srt
 import webvtt
 
 from lingting_server.export import render
-from lingting_server.history import MIGRATIONS, HistoryError, HistoryStore, Retention, open_store
+from lingting_server.history import MIGRATIONS, AsyncHistory, HistoryError, HistoryStore, Retention, open_store
 from lingting_server.protocol import parse_message
 
 
@@ -408,7 +410,6 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
     """One call flooding marks costs the shared history writer about one write a second, not one a mark
     (issue 34.6): the first is stored at once, the rest in a batch before the next final or at the end."""
     from lingting_server.edge.observers import HistoryRecorder
-    from lingting_server.history import AsyncHistory
     from lingting_server.streaming import events
     from lingting_server.streaming.session import Session
 
@@ -431,5 +432,40 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
         stored = store.get_session("call")["signals"]
         assert [s.get("name", s.get("digit")) for s in stored] == [f"m{n}" for n in range(300)] + ["5"]
         assert batches == [1, 299, 1]
+    finally:
+        history.close()
+
+
+async def test_async_history_runs_store_methods_writes_in_order_reads_beside(store):
+    """Any store method, awaited: writes in the order asked on the one writer thread (a final is
+    stored before it is sent), reads on another thread."""
+    threads: dict[str, set[str]] = {}
+
+    def watch(name):
+        method = getattr(store, name)
+
+        def on_its_thread(*args, **kwargs):
+            threads.setdefault(name, set()).add(threading.current_thread().name)
+            return method(*args, **kwargs)
+        setattr(store, name, on_its_thread)
+
+    watch("add_utterance")
+    watch("search")
+    history = AsyncHistory(store, Retention(max_age_days=30))
+    try:
+        await history.open_session("a", "stream", owner="agents", started_at=time.time() - 40 * 86400)
+        await asyncio.gather(*(history.add_utterance("a", final(n, f"words number {n}", n, n + 1))
+                               for n in range(20)))
+        await history.close_session("a", "stopped", 20_000)
+        # stored in the order asked: the search gives the newest first
+        assert [r["idx"] for r in await history.search("number", 50, 0, None)] == list(range(19, -1, -1))
+        sessions, total = await history.list_sessions(10, 0, "agents")
+        assert total == 1 and sessions[0]["utterances"] == 20
+        assert await history.get_session("a", "others") is None
+        (writer,), (reader,) = threads["add_utterance"], threads["search"]
+        assert writer.startswith("lingting-history-write") and reader.startswith("lingting-history-read")
+        assert await history.enforce_retention() == 1
+        with pytest.raises(AttributeError):
+            history.schema_version          # a property, not a method: not run on the event loop
     finally:
         history.close()
