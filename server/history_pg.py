@@ -1,7 +1,7 @@
 """Transcript history in PostgreSQL, for several edges sharing one history.
 
-The same schema, queries and guarantees as SQLite (history.py: a final is
-committed before its client hears of it), plus what several edges need:
+The same schema, queries and guarantees as SQLite (history_sql.py; a final
+is committed before its client hears of it), plus what several edges need:
 - substring search through pg_trgm indexes (Chinese and Japanese too);
 - each edge holds an advisory lock while it lives, so a starting edge marks
   interrupted only the open sessions of edges that are gone;
@@ -21,105 +21,11 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from .history import DUE_COLUMNS, MIGRATIONS, HistoryError, Retention, SqlHistory
+from .history_schema import MIGRATIONS
+from .history_sql import DUE_COLUMNS, HistoryError, Retention, SqlHistory
 
 LOCKS = 0x4C54        # advisory lock namespace ("LT"): (LOCKS, 0) migrations, (LOCKS, n) edge n is alive
 CLAIM_S = 90.0        # an edge's hold on a webhook URL; renewed at every outbox poll (at least every 30 s)
-
-# Entry n does what SQLite's MIGRATIONS[n] does, so one version number means
-# one schema on both. Append, never edit.
-PG_MIGRATIONS: list[str] = [
-    """
-    CREATE EXTENSION IF NOT EXISTS pg_trgm;
-    CREATE TABLE sessions (
-        id          TEXT PRIMARY KEY,
-        kind        TEXT NOT NULL,
-        started_at  DOUBLE PRECISION NOT NULL,
-        ended_at    DOUBLE PRECISION,
-        status      TEXT NOT NULL,
-        model       TEXT,
-        language    TEXT,
-        filename    TEXT,
-        audio_ms    BIGINT NOT NULL DEFAULT 0,
-        client      TEXT NOT NULL DEFAULT '{}',
-        settings    TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX sessions_started ON sessions(started_at);
-    CREATE TABLE utterances (
-        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        idx         INTEGER NOT NULL,
-        start_ms    BIGINT NOT NULL,
-        end_ms      BIGINT NOT NULL,
-        text        TEXT NOT NULL,
-        raw_text    TEXT NOT NULL,
-        language    TEXT,
-        words       TEXT,
-        hotwords    TEXT NOT NULL DEFAULT '[]',
-        created_at  DOUBLE PRECISION NOT NULL,
-        UNIQUE (session_id, idx)
-    );
-    -- trigrams: substring search (ILIKE) for every language, as SQLite's fts5 trigram tokenizer
-    CREATE INDEX utterances_text_trgm ON utterances USING gin (text gin_trgm_ops);
-    CREATE INDEX utterances_raw_text_trgm ON utterances USING gin (raw_text gin_trgm_ops);
-    """,
-    """
-    ALTER TABLE sessions ADD COLUMN owner TEXT;
-    CREATE INDEX sessions_owner ON sessions(owner, started_at);
-    """,
-    """
-    ALTER TABLE utterances ADD COLUMN channel INTEGER;
-    ALTER TABLE utterances ADD COLUMN speaker TEXT;
-    ALTER TABLE sessions ADD COLUMN signals TEXT NOT NULL DEFAULT '[]';
-    """,
-    """
-    CREATE TABLE webhook_deliveries (
-        id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        delivery_id  TEXT NOT NULL UNIQUE,
-        session_id   TEXT NOT NULL,
-        url          TEXT NOT NULL,
-        secret       TEXT NOT NULL,
-        event        TEXT NOT NULL,
-        body         TEXT NOT NULL,
-        status       TEXT NOT NULL DEFAULT 'pending',
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_at      DOUBLE PRECISION NOT NULL,
-        last_status  INTEGER,
-        last_error   TEXT,
-        created_at   DOUBLE PRECISION NOT NULL,
-        delivered_at DOUBLE PRECISION
-    );
-    CREATE INDEX webhook_pending ON webhook_deliveries(status, url, id);
-    CREATE INDEX webhook_session ON webhook_deliveries(session_id);
-    """,
-    """
-    ALTER TABLE utterances ADD COLUMN turns TEXT;
-    ALTER TABLE sessions ADD COLUMN speaker_names TEXT NOT NULL DEFAULT '{}';
-    """,
-    """
-    ALTER TABLE sessions ADD COLUMN edge TEXT;
-    -- which edge drains a webhook URL's queue, until when (several edges share the outbox)
-    CREATE TABLE webhook_claims (url TEXT PRIMARY KEY, edge TEXT NOT NULL, until DOUBLE PRECISION NOT NULL);
-    -- secrets every edge uses alike (the viewer-token key)
-    CREATE TABLE lingting_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
-    """,
-    """
-    CREATE TABLE session_signals (
-        id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        body        TEXT NOT NULL
-    );
-    CREATE INDEX session_signals_session ON session_signals(session_id, id);
-    INSERT INTO session_signals (session_id, body)
-        SELECT s.id, e.value::text FROM sessions s,
-            jsonb_array_elements(CAST(s.signals AS jsonb)) WITH ORDINALITY AS e(value, n) ORDER BY s.id, e.n;
-    ALTER TABLE sessions DROP COLUMN signals;
-    """,
-    """
-    UPDATE webhook_deliveries SET secret = '' WHERE status != 'pending';
-    """,
-]
-assert len(PG_MIGRATIONS) == len(MIGRATIONS), "each SQLite migration has its PostgreSQL twin"
 
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -204,15 +110,15 @@ class PostgresHistory(SqlHistory):
             db.execute("CREATE TABLE IF NOT EXISTS lingting_schema (version INTEGER NOT NULL)")
             row = db.execute("SELECT version FROM lingting_schema").fetchone()
             version = row[0] if row else 0
-            if version > len(PG_MIGRATIONS):
+            if version > len(MIGRATIONS):
                 raise HistoryError(f"{self.path} has schema version {version}, newer than this Lingting "
-                                   f"knows ({len(PG_MIGRATIONS)}): upgrade Lingting or use another --history-db")
-            for number in range(version, len(PG_MIGRATIONS)):
-                db.execute(PG_MIGRATIONS[number])
+                                   f"knows ({len(MIGRATIONS)}): upgrade Lingting or use another --history-db")
+            for number in range(version, len(MIGRATIONS)):
+                db.execute(MIGRATIONS[number].postgres)
             if row is None:
-                db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (len(PG_MIGRATIONS),))
+                db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (len(MIGRATIONS),))
             else:
-                db.execute("UPDATE lingting_schema SET version = %s", (len(PG_MIGRATIONS),))
+                db.execute("UPDATE lingting_schema SET version = %s", (len(MIGRATIONS),))
 
     @property
     def schema_version(self) -> int:

@@ -1,8 +1,11 @@
 """The history store and its exports: one suite, run on both backends (real
 SQLite files, and a real PostgreSQL server in a temporary directory)."""
 
+import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -10,7 +13,7 @@ import srt
 import webvtt
 
 from lingting_server.export import render
-from lingting_server.history import MIGRATIONS, HistoryError, HistoryStore, Retention, open_store
+from lingting_server.history import MIGRATIONS, AsyncHistory, HistoryError, HistoryStore, Retention, open_store
 from lingting_server.protocol import parse_message
 
 
@@ -180,7 +183,7 @@ def test_reads_are_scoped_to_the_tenant(store):
 def test_sessions_from_before_tenancy_belong_to_no_key(tmp_path):
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version=1;")
+    db.executescript(MIGRATIONS[0].sqlite + "\nPRAGMA user_version=1;")
     db.execute("INSERT INTO sessions (id, kind, started_at, status) VALUES ('old', 'stream', 1, 'stopped')")
     db.close()
     store = HistoryStore(path)
@@ -241,6 +244,58 @@ def test_a_delivery_forgets_its_secret_once_it_leaves_pending(store):
     assert all("secret" not in w for w in store.get_session("a")["webhooks"])
 
 
+# ---- databases of before: made at an older schema version, opened by this code -----
+@contextlib.contextmanager
+def created_at(location, version: int):
+    """A history as an older Lingting left it: the first `version` migrations, run as that
+    Lingting ran them; yields execute(sql, params) with ? parameters, to seed rows."""
+    if isinstance(location, str):
+        import psycopg
+        with psycopg.connect(location, autocommit=True) as db:
+            db.execute("CREATE TABLE lingting_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (version,))
+            for migration in MIGRATIONS[:version]:
+                db.execute(migration.postgres)
+            yield lambda sql, params=(): db.execute(sql.replace("?", "%s"), params)
+    else:
+        location.parent.mkdir(parents=True)
+        db = sqlite3.connect(location, isolation_level=None)
+        for migration in MIGRATIONS[:version]:
+            db.executescript(migration.sqlite)
+        db.execute(f"PRAGMA user_version={version}")
+        yield db.execute
+        db.close()
+
+
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS)))
+def test_a_history_of_any_version_migrates_to_this_one(location, version):
+    with created_at(location, version):
+        pass
+    store = open_store(location)
+    try:
+        assert store.schema_version == len(MIGRATIONS)
+    finally:
+        store.close()
+
+
+def test_both_databases_have_the_same_tables_and_columns(tmp_path, postgres):
+    """One migration list, two dialects: what the queries use is the same on both."""
+    sqlite, pg = open_store(tmp_path / "h.sqlite3"), open_store(postgres.new_database())
+    try:
+        tables = {r[0] for r in sqlite._all("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                            " AND name NOT LIKE 'utterances_fts%'")}   # SQLite's search index
+        pg_tables = {r[0] for r in pg._all("SELECT table_name FROM information_schema.tables"
+                                           " WHERE table_schema = 'public'")}
+        # PostgreSQL's own: its version, and what several edges share
+        assert pg_tables - tables == {"lingting_schema", "webhook_claims", "lingting_secrets"}
+        assert tables <= pg_tables
+        for table in tables:
+            assert store_columns(sqlite, table) == store_columns(pg, table), table
+    finally:
+        sqlite.close()
+        pg.close()
+
+
 SECRETS_KEPT = 7        # the schema version whose finished deliveries kept their secrets
 
 
@@ -250,25 +305,9 @@ def test_finished_deliveries_of_before_lose_their_secrets(location):
             " created_at) VALUES (?, 's', ?, 'secret-of-before', 'final', '{}', ?, 0, 1)")
     rows = [("p", "https://p.example/h", "pending"), ("d", "https://d.example/h", "delivered"),
             ("f", "https://f.example/h", "failed"), ("r", "https://r.example/h", "refused")]
-    if isinstance(location, str):
-        import psycopg
-        from lingting_server.history_pg import PG_MIGRATIONS
-        with psycopg.connect(location, autocommit=True) as db:
-            db.execute("CREATE TABLE lingting_schema (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (SECRETS_KEPT,))
-            for sql in PG_MIGRATIONS[:SECRETS_KEPT]:
-                db.execute(sql)
-            for row in rows:
-                db.execute(seed.replace("?", "%s"), row)
-    else:
-        location.parent.mkdir(parents=True)
-        db = sqlite3.connect(location, isolation_level=None)
-        for sql in MIGRATIONS[:SECRETS_KEPT]:
-            db.executescript(sql)
-        db.execute(f"PRAGMA user_version={SECRETS_KEPT}")
+    with created_at(location, SECRETS_KEPT) as execute:
         for row in rows:
-            db.execute(seed, row)
-        db.close()
+            execute(seed, row)
     store = open_store(location)
     try:
         assert outbox_secrets(store) == {"p": "secret-of-before", "d": "", "f": "", "r": ""}
@@ -334,8 +373,8 @@ def test_signals_are_rows_of_their_own_and_go_with_their_session(store):
 def store_columns(store, table: str) -> list[str]:
     if isinstance(store, HistoryStore):
         return [r[1] for r in store._all(f"PRAGMA table_info({table})")]
-    return [r[0] for r in store._all("SELECT column_name FROM information_schema.columns WHERE table_name = :t",
-                                     {"t": table})]
+    return [r[0] for r in store._all("SELECT column_name FROM information_schema.columns WHERE table_name = :t"
+                                     " ORDER BY ordinal_position", {"t": table})]
 
 
 def count_rows(store, table: str) -> int:
@@ -349,23 +388,8 @@ def test_signals_stored_as_json_move_to_rows(location):
     """A database from before keeps its sessions' signals, in order, on both backends."""
     old = [{"type": "dtmf", "digit": "7", "audio_ms": 2000, "channel": 0, "speaker": "inbound", "redacted": False},
            {"type": "mark", "name": "greeting \u64ad\u653e", "audio_ms": 2010}]
-    if isinstance(location, str):
-        import psycopg
-        from lingting_server.history_pg import PG_MIGRATIONS
-        with psycopg.connect(location, autocommit=True) as db:
-            db.execute("CREATE TABLE lingting_schema (version INTEGER NOT NULL)")
-            db.execute("INSERT INTO lingting_schema (version) VALUES (%s)", (SIGNALS_AS_JSON,))
-            for sql in PG_MIGRATIONS[:SIGNALS_AS_JSON]:
-                db.execute(sql)
-            seed_signals(lambda sql, params: db.execute(sql.replace("?", "%s"), params), old)
-    else:
-        location.parent.mkdir(parents=True)
-        db = sqlite3.connect(location, isolation_level=None)
-        for sql in MIGRATIONS[:SIGNALS_AS_JSON]:
-            db.executescript(sql)
-        db.execute(f"PRAGMA user_version={SIGNALS_AS_JSON}")
-        seed_signals(db.execute, old)
-        db.close()
+    with created_at(location, SIGNALS_AS_JSON) as execute:
+        seed_signals(execute, old)
     store = open_store(location)
     try:
         assert store.schema_version == len(MIGRATIONS) > SIGNALS_AS_JSON
@@ -386,7 +410,6 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
     """One call flooding marks costs the shared history writer about one write a second, not one a mark
     (issue 34.6): the first is stored at once, the rest in a batch before the next final or at the end."""
     from lingting_server.edge.observers import HistoryRecorder
-    from lingting_server.history import AsyncHistory
     from lingting_server.streaming import events
     from lingting_server.streaming.session import Session
 
@@ -409,5 +432,40 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
         stored = store.get_session("call")["signals"]
         assert [s.get("name", s.get("digit")) for s in stored] == [f"m{n}" for n in range(300)] + ["5"]
         assert batches == [1, 299, 1]
+    finally:
+        history.close()
+
+
+async def test_async_history_runs_store_methods_writes_in_order_reads_beside(store):
+    """Any store method, awaited: writes in the order asked on the one writer thread (a final is
+    stored before it is sent), reads on another thread."""
+    threads: dict[str, set[str]] = {}
+
+    def watch(name):
+        method = getattr(store, name)
+
+        def on_its_thread(*args, **kwargs):
+            threads.setdefault(name, set()).add(threading.current_thread().name)
+            return method(*args, **kwargs)
+        setattr(store, name, on_its_thread)
+
+    watch("add_utterance")
+    watch("search")
+    history = AsyncHistory(store, Retention(max_age_days=30))
+    try:
+        await history.open_session("a", "stream", owner="agents", started_at=time.time() - 40 * 86400)
+        await asyncio.gather(*(history.add_utterance("a", final(n, f"words number {n}", n, n + 1))
+                               for n in range(20)))
+        await history.close_session("a", "stopped", 20_000)
+        # stored in the order asked: the search gives the newest first
+        assert [r["idx"] for r in await history.search("number", 50, 0, None)] == list(range(19, -1, -1))
+        sessions, total = await history.list_sessions(10, 0, "agents")
+        assert total == 1 and sessions[0]["utterances"] == 20
+        assert await history.get_session("a", "others") is None
+        (writer,), (reader,) = threads["add_utterance"], threads["search"]
+        assert writer.startswith("lingting-history-write") and reader.startswith("lingting-history-read")
+        assert await history.enforce_retention() == 1
+        with pytest.raises(AttributeError):
+            history.schema_version          # a property, not a method: not run on the event loop
     finally:
         history.close()
