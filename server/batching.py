@@ -28,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .engines.base import Engine, EngineFailed, EngineOutOfMemory
-from .postprocess import TextThread
+from .itn import warm_up as warm_up_itn
+from .engines.base import DecodeResult
+from .postprocess import TextWork, postprocess
 from .streaming.commands import DecodeJob, Priority
 
 log = logging.getLogger("lingting.batching")
@@ -312,3 +314,20 @@ class BatchCollector:
             if not waiting.future.done():
                 waiting.future.set_exception(RuntimeError(reason))
 
+
+class TextThread:
+    """The one thread text work runs on (postprocess.py says why one, and always the same)."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lingting-text")
+
+    async def warm_up(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, warm_up_itn)
+
+    def run(self, items: list[tuple[TextWork, str, DecodeResult]]) -> asyncio.Future:
+        """Future of the Recognized for each (work, kind, result)."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: [postprocess(*item) for item in items])
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

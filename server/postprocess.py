@@ -9,14 +9,12 @@ server's memory grow with every final (issue 21), so ITN is warmed up there too.
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from .alerts import Occurrence, WatchPhrase, find_occurrences, mask_occurrences
 from .engines.base import DecodeResult
 from .hotwords import Hotword, apply_hotwords
-from .itn import inverse_normalize, warm_up as warm_up_itn
+from .itn import inverse_normalize
 from .redaction import redact, redact_words, spans
 
 
@@ -56,21 +54,3 @@ def postprocess(work: TextWork, kind: str, result: DecodeResult) -> Recognized:
         itn_text = redact(itn_text, work.redact, partial)
         found = mask_occurrences(said, found, spans(said, work.redact, partial))
     return Recognized(result, raw, text, itn_text, found)
-
-
-class TextThread:
-    """The one thread text work runs on (see the module's note)."""
-
-    def __init__(self):
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lingting-text")
-
-    async def warm_up(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, warm_up_itn)
-
-    def run(self, items: list[tuple[TextWork, str, DecodeResult]]) -> asyncio.Future:
-        """Future of the Recognized for each (work, kind, result)."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._pool, lambda: [postprocess(*item) for item in items])
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -13,7 +13,8 @@ from dataclasses import replace
 from difflib import SequenceMatcher
 
 from ..streaming.text import comparable, join_units, split_units
-from .base import DecodeResult, Word
+from ..wire.audio import MODEL_RATE
+from ..wire.recognition import DecodeRequest, DecodeResult, Word
 
 MIN_REPEAT_UNITS = 8         # a repeated tail shorter than this may be real speech
 REPEAT_SIMILARITY = 0.8      # a near copy: Whisper's second pass drops or changes a word or two
@@ -105,3 +106,16 @@ def trim_hallucination(result: DecodeResult, audio_ms: int) -> DecodeResult:
     if text == result.text and words is result.words:
         return result
     return replace(result, text=text, words=words or None, extra={**result.extra, "trimmed": True})
+
+
+def decode_by_kind(requests: list[DecodeRequest], decoders: dict) -> list[DecodeResult]:
+    """Results in request order, each kind decoded as one group by decoders[kind]
+    (finals first: they are the ones a client waits for). Whatever the engine,
+    a result's repeated tail and words no audio backs are trimmed (guard.py)."""
+    results: list[DecodeResult | None] = [None] * len(requests)
+    for kind in ("final", "partial"):
+        group = [i for i, r in enumerate(requests) if r.kind == kind]
+        if group:
+            for i, result in zip(group, decoders[kind]([requests[i] for i in group])):
+                results[i] = trim_hallucination(result, len(requests[i].audio) * 1000 // MODEL_RATE)
+    return results  # type: ignore[return-value]
