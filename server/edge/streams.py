@@ -92,7 +92,7 @@ async def serve(websocket: WebSocket, negotiate, key_in_stream: bool = False) ->
         lingting.metrics.connections.labels(exc.code).inc()
         await websocket.send_denial_response(denied(exc))
         return
-    runner = StreamRunner(lingting, session, WebSocketTransport(websocket, codec), key,
+    runner = StreamRunner(lingting.stream_services, session, WebSocketTransport(websocket, codec), key,
                           client_details(websocket, ip, codec.subprotocol))
     needs_key = lingting.owes_key(key)
     if needs_key:

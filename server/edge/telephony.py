@@ -139,7 +139,7 @@ class AudioSocketServer:
         session = lingting.new_session()
         codec = AudioSocketCodec(self.options)
         client = {"address": ip, "user_agent": None, "origin": None, "subprotocol": codec.subprotocol}
-        runner = StreamRunner(lingting, session, AudioSocketTransport(writer), self.key, client)
+        runner = StreamRunner(lingting.stream_services, session, AudioSocketTransport(writer), self.key, client)
         lingting.opened(runner)
         left = True
 
