@@ -73,7 +73,7 @@ class HistoryRecorder(Sink):
         self.info = info
         self.session = info.session
         self.recorded = False          # the session has a row
-        self.closed = False            # ...and its end
+        self.ended = False             # ...and its end
         self.failed = False
         self._untold: ProtocolError | None = None   # a failure the client has not heard of yet
         self._signals: list[dict] = []                # DTMF keys and marks not yet stored
@@ -126,8 +126,8 @@ class HistoryRecorder(Sink):
         return self.info.owner
 
     async def close(self) -> None:
-        if self.recorded and not self.closed:
-            self.closed = True
+        if self.recorded and not self.ended:
+            self.ended = True
             await self._store_signals()
             status, audio_ms = self.session.outcome or "disconnected", ms(self.session.audio_samples)
             if any("session_end" in t.events for t in self.targets):
