@@ -19,6 +19,7 @@ from ..settings import LimitSettings, OutputSettings
 from ..streaming.events import Event, Ready
 from ..streaming.session import Session
 from ..uploads import SpoolBudget
+from .webhooks import WebhookSender
 
 
 class Sink(Protocol):
@@ -65,4 +66,4 @@ class StreamServices:
     spool: SpoolBudget
     speaker_model: bool        # diarize is possible
     webhook_targets: tuple = ()      # --webhook: every stream's
-    webhook_sender: object = None    # webhooks.WebhookSender: nudged when deliveries are stored
+    webhook_sender: WebhookSender | None = None     # nudged when deliveries are stored
