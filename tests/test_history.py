@@ -410,6 +410,8 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
     """One call flooding marks costs the shared history writer about one write a second, not one a mark
     (issue 34.6): the first is stored at once, the rest in a batch before the next final or at the end."""
     from lingting_server.edge.observers import HistoryRecorder
+    from lingting_server.edge.sinks import StreamInfo
+    from lingting_server.history import AsyncHistory
     from lingting_server.streaming import events
     from lingting_server.streaming.session import Session
 
@@ -420,7 +422,7 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
     history = AsyncHistory(store)
     session = Session("call", "m")
     (ready,) = session.receive(parse_message({"type": "start"})).events
-    recorder = HistoryRecorder(history, session, {}, "agents")
+    recorder = HistoryRecorder(history, StreamInfo(session, {}, "agents"))
     try:
         await recorder.observe(ready)
         for n in range(300):

@@ -37,6 +37,7 @@ from ..streaming.session import End, Session
 from ..uploads import SpoolBudget
 from . import files, health, history_api, openai_api, pages, rooms_api, streams, telephony
 from .room_bus import RoomBus
+from .sinks import StreamServices
 from .webhooks import RetrySchedule, WebhookSender, server_targets
 from .guard import HostGuard
 from .pages import content_security_policy
@@ -78,6 +79,11 @@ class Lingting:
         retry = RetrySchedule(outputs.webhook_retry_first_s, outputs.webhook_retry_max_s, outputs.webhook_give_up_s)
         self.webhook_sender = WebhookSender(history, outputs.webhook_allow_private, self.metrics,
                                             retry) if history else None
+        self.stream_services = StreamServices(       # what each stream's runner is given, not all of this
+            collector=collector, access=self.access, authenticated=self.authenticated, rooms=self.rooms,
+            history=history, metrics=self.metrics, limits=settings.limits, outputs=outputs, spool=self.spool,
+            speaker_model=bool(model_info.get("speaker_model")), webhook_targets=self.webhook_targets,
+            webhook_sender=self.webhook_sender)
         self.started = time.monotonic()
         self.started_at = time.time()        # wall clock, for what reports a creation time
         self.ready = False

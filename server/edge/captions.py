@@ -31,7 +31,10 @@ import websockets
 from ..errors import ErrorCode, ProtocolError
 from ..outputs import CaptionTarget
 from ..streaming import events
+from ..streaming.audio import MODEL_RATE
+from ..streaming.session import Session
 from . import outbound
+from .sinks import Sink
 
 log = logging.getLogger("lingting.captions")
 TRIES = 3
@@ -240,21 +243,40 @@ class ObsOutput(Output):
 OUTPUTS = {"youtube": YouTubeOutput, "zoom": ZoomOutput, "obs": ObsOutput}
 
 
-class CaptionOutputs:
-    """A stream's caption outputs. observe() every event on its way out;
-    report(ProtocolError) tells the speaker of a delivery problem."""
+class CaptionOutputs(Sink):
+    """A live stream's caption outputs (its start's `captions`), started with it;
+    each final goes to every one. report(ProtocolError) tells the speaker of a
+    delivery problem."""
 
-    def __init__(self, targets, allow_private: bool, report, metrics=None):
-        self.http = outbound.client()
-        self.outputs = [OUTPUTS[t.type](t, self.http, allow_private, report, metrics) for t in targets]
+    def __init__(self, session: Session, allow_private: bool, report, metrics=None):
+        self.session = session
+        self.allow_private = allow_private
+        self.report = report
+        self.metrics = metrics
+        self.http: httpx.AsyncClient | None = None
+        self.outputs: list[Output] = []
 
-    def observe(self, event: events.Event, spoken_at: float) -> None:
-        if isinstance(event, events.Final) and event.text:
+    def opened(self, ready: events.Ready) -> None:
+        config = self.session.config
+        if config.captions and config.mode == "stream":
+            self.http = outbound.client()
+            self.outputs = [OUTPUTS[t.type](t, self.http, self.allow_private, self.report, self.metrics)
+                            for t in config.captions]
+
+    async def observe(self, event: events.Event) -> None:
+        if self.outputs and isinstance(event, events.Final) and event.text:
+            spoken_at = self._spoken_at(event)
             for output in self.outputs:
                 output.put(caption_text(event), spoken_at)
 
-    async def close(self, grace_s: float = 10.0) -> None:
+    def _spoken_at(self, event: events.Final) -> float:
+        """The wall-clock time an utterance began: now, less the audio heard since its start."""
+        return time.time() - max(0, self.session.audio_samples * 1000 // MODEL_RATE - event.start_ms) / 1000
+
+    async def closed(self, outcome: str | None, grace_s: float = 10.0) -> None:
         """The last captions go out (bounded), then the connections close."""
+        if self.http is None:
+            return
         for output in self.outputs:
             output.queue.put_nowait(None)
         tasks = [o.task for o in self.outputs]

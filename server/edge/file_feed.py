@@ -8,18 +8,35 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from ..errors import ErrorCode, ProtocolError
+from ..settings import LimitSettings
 from ..streaming.audio import AudioFormatError
-from ..streaming.session import State
-from ..uploads import FileReader, SpoolFull, Upload
+from ..streaming.commands import Output
+from ..streaming.session import Session, State
+from ..uploads import FileReader, SpoolBudget, SpoolFull, Upload
 
 log = logging.getLogger("lingting.server")
 
 
+class FeedHost(Protocol):
+    """What the feed needs of its stream (the runner)."""
+    session: Session
+
+    @property
+    def closing(self) -> bool: ...          # a Close is queued: nothing more is taken
+
+    def apply(self, out: Output) -> None: ...
+
+    def reject(self, error: ProtocolError) -> None: ...
+
+
 class FileFeed:
-    def __init__(self, runner):
-        self.runner = runner
+    def __init__(self, host: FeedHost, limits: LimitSettings, spool: SpoolBudget):
+        self.host = host
+        self.limits = limits
+        self.spool = spool
         self.upload: Upload | None = None
         self.kept = 0                           # bytes on disk the session has not taken yet
         self.active_at = time.monotonic()       # the last file data (or the start)
@@ -37,7 +54,7 @@ class FileFeed:
         """Bytes of the file that come before the session can start (a form's
         file, whose fields may follow it): spooled now, under the same budget,
         and told to the session later (kept_chunks) without a second copy."""
-        if not self.runner.closing and self._write(data):
+        if not self.host.closing and self._write(data):
             self.kept += len(data)
 
     async def kept_chunks(self, size: int) -> AsyncIterator[bytes]:
@@ -50,16 +67,19 @@ class FileFeed:
                 yield chunk
 
     def _write(self, data: bytes) -> bool:
-        runner = self.runner
         if self.upload is None:
-            self.upload = Upload(runner.limits.spool_dir, runner.lingting.spool)
+            self.upload = Upload(self.limits.spool_dir, self.spool)
         try:
             self.upload.write(data)
         except SpoolFull as exc:
-            runner.reject(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
+            self.host.reject(ProtocolError(ErrorCode.OVERLOADED, str(exc), fatal=True))
             return False
         self.active_at = time.monotonic()
         return True
+
+    def decode_done(self) -> None:
+        """One of the session's decodes finished: feeding may go on."""
+        self.decoded.set()
 
     def transcribe(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._read())
@@ -75,23 +95,23 @@ class FileFeed:
             self.upload.discard()
 
     async def _read(self) -> None:
-        runner, session = self.runner, self.runner.session
+        host, session = self.host, self.host.session
         self.upload.complete()
         audio = FileReader(self.upload.path)
         try:
-            runner.apply(session.file_opened(await audio.open()))
+            host.apply(session.file_opened(await audio.open()))
             while (chunk := await audio.read()) is not None:
-                runner.apply(session.file_audio(chunk))
-                while session.finals_pending >= runner.limits.file_finals_in_flight:
+                host.apply(session.file_audio(chunk))
+                while session.finals_pending >= self.limits.file_finals_in_flight:
                     self.decoded.clear()
                     await self.decoded.wait()
                 if session.state is State.CLOSED:
                     return
-            runner.apply(session.file_ended())
+            host.apply(session.file_ended())
         except AudioFormatError as exc:
-            runner.reject(ProtocolError(ErrorCode.BAD_AUDIO, str(exc), fatal=True))
+            host.reject(ProtocolError(ErrorCode.BAD_AUDIO, str(exc), fatal=True))
         except Exception:
             log.exception("session %s: file transcription failed", session.id)
-            runner.apply(session.fail())
+            host.apply(session.fail())
         finally:
             audio.close()

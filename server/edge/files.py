@@ -66,7 +66,8 @@ async def transcribe_file(request: Request) -> Response:
     except ProtocolError as exc:
         return error(status_for(exc.code), exc.code, exc.message)
     transport = QueueTransport()
-    runner = StreamRunner(lingting, lingting.new_session(), transport, key, client_details(request, ip, SUBPROTOCOL))
+    runner = StreamRunner(lingting.stream_services, lingting.new_session(), transport, key,
+                          client_details(request, ip, SUBPROTOCOL))
     lingting.opened(runner)
     try:
         runner.receive(Start(config))

@@ -1,17 +1,25 @@
-"""What watches a stream's events on their way out: history (stored before
-sent) and metrics. They see typed events, never the edge's internals."""
+"""A stream's outputs, as sinks (sinks.py): history (stored before sent, with
+the webhook deliveries that carry it), metrics and the room; captions.py holds
+the caption outputs. `sinks_for` builds them all, `check_outputs` is what a start
+must pass for them. They see typed events, never the edge's internals."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from ..errors import ErrorCode, ProtocolError
 from ..history import AsyncHistory
 from ..metrics import Metrics
+from ..protocol import StartConfig
+from ..rooms import Room, Rooms
 from ..streaming import events
 from ..streaming.audio import samples_to_ms as ms
 from ..streaming.session import Session
+from .captions import CaptionOutputs
+from .outbound import literal_refusal
+from .sinks import Sink, StreamInfo, StreamServices
 from .webhooks import deliveries, session_end_payload
 
 log = logging.getLogger("lingting.server")
@@ -22,21 +30,50 @@ log = logging.getLogger("lingting.server")
 SIGNAL_BATCH_S = 1.0
 
 
-class HistoryRecorder:
+def sinks_for(info: StreamInfo, services: StreamServices, report) -> list[Sink]:
+    """A stream's outputs, in the order each event reaches them: history first
+    (a final is stored before anything else sees it), then metrics, captions and
+    the room; closed in the reverse order. Each reads the start config when the
+    stream opens. report(ProtocolError): a caption output's problem, for the speaker."""
+    return [HistoryRecorder(services.history, info, services.webhook_targets, services.webhook_sender,
+                            services.metrics.history_writes),
+            MetricsObserver(services.metrics, info.session),
+            CaptionOutputs(info.session, services.outputs.webhook_allow_private, report, services.metrics),
+            RoomSink(services.rooms, info)]
+
+
+def check_outputs(config: StartConfig, owner: str | None, services: StreamServices) -> None:
+    """What the edge must allow before a start is taken: its room name, a speaker
+    model for diarize, its outputs' targets (ProtocolError if not)."""
+    if config.mode == "stream":
+        services.rooms.check_free(owner, config.room)
+    if config.diarize and not services.speaker_model:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, "this server has no speaker model for diarize (install the "
+                                                   "diarize extra: pip install -e '.[diarize]'; see "
+                                                   "--speaker-model)")
+    if config.webhooks and services.history is None:
+        raise ProtocolError(ErrorCode.UNSUPPORTED, "webhooks need the history database (their outbox), and "
+                                                   "this server keeps none (--history-db off)")
+    for target in (*config.webhooks, *config.captions):
+        if (refusal := literal_refusal(target.url, services.outputs.webhook_allow_private)) is not None:
+            raise refusal
+
+
+class HistoryRecorder(Sink):
     """The session's row at `ready`, each final before the client gets it, the
     end at `stopped` (or, without one, when the connection is over); DTMF keys
     and marks in batches (SIGNAL_BATCH_S)."""
 
-    def __init__(self, history: AsyncHistory | None, session: Session, client: dict, owner: str | None,
-                 server_webhooks=(), webhook_sender=None):
+    def __init__(self, history: AsyncHistory | None, info: StreamInfo, server_webhooks=(), webhook_sender=None,
+                 write_seconds=None):
         self.history = history
         self.server_webhooks = tuple(server_webhooks)      # --webhook: every stream's
         self.webhook_sender = webhook_sender
-        self.session = session
-        self.client = client
-        self.owner = owner
+        self.write_seconds = write_seconds                 # a histogram: how long storing a final takes
+        self.info = info
+        self.session = info.session
         self.recorded = False          # the session has a row
-        self.closed = False            # ...and its end
+        self.ended = False             # ...and its end
         self.failed = False
         self._untold: ProtocolError | None = None   # a failure the client has not heard of yet
         self._signals: list[dict] = []                # DTMF keys and marks not yet stored
@@ -53,11 +90,14 @@ class HistoryRecorder:
                 session.id, "file" if session.offline else "stream", model=session.model, language=config.language,
                 filename=config.filename, client=self.client, settings=config.summary(), owner=self.owner))
         elif isinstance(event, events.Final) and self.recorded:
+            started = time.perf_counter()
             await self._store_signals()
             wire = event.to_wire()
             outbox = self._deliveries("final", {"room": self.room, "event": wire})
             await self._write(self.history.add_utterance(session.id, wire, list(event.hotwords), outbox))
             self._stored(bool(outbox))
+            if self.write_seconds is not None:
+                self.write_seconds.observe(time.perf_counter() - started)
         elif isinstance(event, events.Alert) and self.recorded:
             outbox = self._deliveries("alert", {"room": self.room, "event": event.to_wire()})
             if outbox:
@@ -74,9 +114,20 @@ class HistoryRecorder:
         error, self._untold = self._untold, None
         return error
 
+    async def closed(self, outcome: str | None) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> dict:
+        return self.info.client
+
+    @property
+    def owner(self) -> str | None:
+        return self.info.owner
+
     async def close(self) -> None:
-        if self.recorded and not self.closed:
-            self.closed = True
+        if self.recorded and not self.ended:
+            self.ended = True
             await self._store_signals()
             status, audio_ms = self.session.outcome or "disconnected", ms(self.session.audio_samples)
             if any("session_end" in t.events for t in self.targets):
@@ -123,13 +174,13 @@ class HistoryRecorder:
             return False
 
 
-class MetricsObserver:
+class MetricsObserver(Sink):
     def __init__(self, metrics: Metrics, session: Session):
         self.metrics = metrics
         self.session = session
         self.ended_at: dict[int, float] = {}   # utterance -> when its end went out
 
-    def observe(self, event: events.Event) -> None:
+    async def observe(self, event: events.Event) -> None:
         if isinstance(event, events.Error):
             self.metrics.errors.labels(event.code).inc()
         elif isinstance(event, events.SpeechEnded):
@@ -139,3 +190,35 @@ class MetricsObserver:
             ended = self.ended_at.pop(event.utterance, None)
             if ended is not None:
                 self.metrics.final_latency.observe(time.monotonic() - ended)
+
+
+class RoomSink(Sink):
+    """A live stream's room: opened with its start (its name was checked free in
+    the same step), every shared event to its viewers, closed with the stream."""
+
+    def __init__(self, rooms: Rooms, info: StreamInfo):
+        self.rooms = rooms
+        self.info = info
+        self.room: Room | None = None
+
+    def opened(self, ready: events.Ready) -> events.Ready | None:
+        if ready.room is None:
+            return None
+        session, config = self.info.session, self.info.session.config
+        self.room = self.rooms.open(session.id, self.info.owner, config.room, {
+            "mode": config.mode, "language": config.language, "model": session.model,
+            "channels": ready.channels and list(ready.channels), "protocol": self.info.client.get("subprotocol"),
+            "countdown": config.countdown})
+        return dataclasses.replace(ready, viewer_token=self.room.token)
+
+    async def observe(self, event: events.Event) -> None:
+        if self.room is not None:
+            self.rooms.publish(self.room, event)
+
+    def speaker_left(self) -> None:
+        if self.room is not None:
+            self.rooms.speaker_left(self.room)
+
+    async def closed(self, outcome: str | None) -> None:
+        if self.room is not None:
+            self.rooms.close(self.room, outcome)

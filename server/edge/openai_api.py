@@ -287,7 +287,8 @@ async def transcriptions(request: Request) -> Response:
     except ProtocolError as exc:
         return openai_error(status_for(exc.code), exc.code, exc.message, "file")
     transport = QueueTransport()
-    runner = StreamRunner(lingting, lingting.new_session(), transport, key, client_details(request, ip, SUBPROTOCOL))
+    runner = StreamRunner(lingting.stream_services, lingting.new_session(), transport, key,
+                          client_details(request, ip, SUBPROTOCOL))
     lingting.opened(runner)         # a stream from its first byte on, as /v1/files counts an upload
     refused: FormError | None = None
     try:
@@ -320,7 +321,7 @@ async def transcriptions(request: Request) -> Response:
             runner.receive(Audio(chunk))
         if not runner.closing:
             runner.receive(Stop())
-        answer = await _answer(runner, transport, asked)
+        answer = await _answer(lingting, runner, transport, asked)
     finally:
         if not isinstance(answer, StreamingResponse):   # (a stream finishes the session when it ends)
             transport.reader_left()
@@ -329,7 +330,7 @@ async def transcriptions(request: Request) -> Response:
     return answer
 
 
-async def _answer(runner: StreamRunner, transport: QueueTransport, asked: TranscriptionRequest) -> Response:
+async def _answer(lingting, runner: StreamRunner, transport: QueueTransport, asked: TranscriptionRequest) -> Response:
     """Wait for the first final (or the end): a file refused by then is an HTTP
     error; otherwise the whole answer, or (stream=true) the events from here on."""
     events = transport.events()
@@ -342,7 +343,7 @@ async def _answer(runner: StreamRunner, transport: QueueTransport, asked: Transc
             return openai_error(status_for(event.code), event.code, event.message, "file"
                                 if event.code == ErrorCode.BAD_AUDIO else None)
     if asked.stream:
-        return StreamingResponse(_sse(runner, transport, seen, events), media_type="text/event-stream",
+        return StreamingResponse(_sse(lingting, runner, transport, seen, events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
     finals = [e for e in seen if isinstance(e, Final)]
     failed = next((f for f in finals if f.error), None)
@@ -358,7 +359,7 @@ async def _answer(runner: StreamRunner, transport: QueueTransport, asked: Transc
     return PlainTextResponse(body, media_type=MEDIA_TYPES[asked.format])
 
 
-async def _sse(runner: StreamRunner, transport: QueueTransport, seen: list, rest):
+async def _sse(lingting, runner: StreamRunner, transport: QueueTransport, seen: list, rest):
     transcript = StreamedTranscript()
     left = True
 
@@ -384,7 +385,7 @@ async def _sse(runner: StreamRunner, transport: QueueTransport, seen: list, rest
         if left:
             transport.reader_left()
         await runner.finish(client_left=left)
-        runner.lingting.closed(runner)
+        lingting.closed(runner)
 
 
 # ---- the realtime WebSocket --------------------------------------------------

@@ -81,7 +81,7 @@ async def serve(websocket: WebSocket, endpoint: Endpoint) -> None:
         lingting.metrics.connections.labels(exc.code).inc()
         await websocket.send_denial_response(denied(exc))
         return
-    runner = StreamRunner(lingting, session, WebSocketTransport(websocket, codec), key,
+    runner = StreamRunner(lingting.stream_services, session, WebSocketTransport(websocket, codec), key,
                           client_details(websocket, ip, codec.history_name))
     needs_key = lingting.owes_key(key)
     if needs_key:

@@ -134,7 +134,7 @@ class AudioSocketServer:
         session = lingting.new_session()
         codec = AudioSocketCodec(self.options)
         client = {"address": ip, "user_agent": None, "origin": None, "subprotocol": codec.history_name}
-        runner = StreamRunner(lingting, session, AudioSocketTransport(writer), self.key, client)
+        runner = StreamRunner(lingting.stream_services, session, AudioSocketTransport(writer), self.key, client)
         lingting.opened(runner)
         left = True
 
