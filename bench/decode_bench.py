@@ -30,7 +30,7 @@ def main() -> int:
         print("speech corpus not found: set LINGTING_AUDIO_DIR or put it at ../shared/audio", file=sys.stderr)
         return 2
     from lingting_models import resolve_model
-    from lingting_server.engines.base import DecodeRequest
+    from lingting_server.wire.recognition import DecodeRequest
     from lingting_server.engines.whisper import WhisperEngine, WhisperOptions
 
     spec = resolve_model(args.model)

@@ -26,7 +26,7 @@ import numpy as np
 
 from bench import REPO
 from lingting_client import LingtingClient, StreamOptions
-from lingting_server.engines.base import DecodeResult, Word
+from lingting_server.wire.recognition import DecodeResult, Word
 from lingting_server.engines.guard import looks_hallucinated
 from lingting_testkit.corpus import audio_dir, dev_clips, error_rate, read_wav
 from lingting_testkit.servers import start_server, stop_server  # the tests' own server launcher

@@ -17,7 +17,7 @@ from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine, plan_workers
 from .logs import redact, setup_logging
 from .metrics import Metrics
-from .postprocess import TextThread
+from .batching import TextThread
 from .settings import Settings, SettingsError, build_parser, load_settings, to_toml
 from .worker import ProcessEngine, WorkerStartError
 

@@ -13,7 +13,7 @@ from .edge.app import Lingting
 from .engines.loader import ENGINES, WorkerOptions
 from .history import AsyncHistory, Retention, default_path, open_store
 from .metrics import Metrics
-from .postprocess import TextThread
+from .batching import TextThread
 from .settings import Settings
 
 log = logging.getLogger("lingting")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .engines.base import Engine, EngineFailed, EngineOutOfMemory
 from .itn import warm_up as warm_up_itn
-from .engines.base import DecodeResult
+from .wire.recognition import DecodeResult
 from .postprocess import TextWork, postprocess
 from .streaming.commands import DecodeJob, Priority
 

@@ -26,7 +26,7 @@ from .edge.app import build_app, finish_streams
 from .engines.ray_engine import APP_NAME, DEPLOYMENT, RayEngine, Recognizer
 from .logs import setup_logging
 from .metrics import Metrics
-from .postprocess import TextThread
+from .batching import TextThread
 from .settings import Settings, build_parser, load_settings
 
 log = logging.getLogger("lingting.cluster")

@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 
 from .codec import Frame, negotiate
-from .engines.base import MODEL_RATE
+from .wire.audio import MODEL_RATE
 from .errors import ErrorCode, ProtocolError
 from .hotwords import from_funasr
 from .protocol import Audio, ClientMessage, KeepAlive, Start, Stop, load_json, parse_start

@@ -32,7 +32,7 @@ from .hotwords import from_prompt, parse_hotwords
 from .openai_compat import check_model, iso_language, usage
 from .protocol import Audio, Clear, ClientMessage, Flush, Start, Update, bounded_int, load_json, parse_start
 from .streaming import events
-from .streaming.segmenter import EndpointConfig
+from .wire.endpointing import EndpointConfig
 
 SUBPROTOCOL = "realtime"              # what OpenAI's browser clients offer
 HISTORY_NAME = "openai.realtime"      # what history records as the client's protocol

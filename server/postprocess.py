@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .alerts import Occurrence, WatchPhrase, find_occurrences, mask_occurrences
-from .engines.base import DecodeResult
+from .wire.recognition import DecodeResult
 from .hotwords import Hotword, apply_hotwords
 from .itn import inverse_normalize
 from .redaction import redact, redact_words, spans

@@ -15,8 +15,8 @@ from .hotwords import Hotword, parse_hotwords
 from .languages import AUTO, LANGUAGES
 from .outputs import CaptionTarget, WebhookTarget, parse_captions, parse_room, parse_webhooks
 from .redaction import parse_redact
-from .streaming.audio import ENCODINGS, MODEL_RATE
-from .streaming.segmenter import EndpointConfig
+from .wire.audio import ENCODINGS, MODEL_RATE
+from .wire.endpointing import EndpointConfig
 
 MIN_RATE, MAX_RATE = 8000, 48000
 MODES = ("stream", "offline")

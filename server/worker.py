@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .engines.base import DecodeRequest, DecodeResult, EngineFailed
+from .wire.recognition import DecodeRequest, DecodeResult
+from .engines.base import EngineFailed
 
 log = logging.getLogger("lingting.worker")
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lingting_server.batching import BatchCollector
-from lingting_server.engines.base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
+from lingting_server.wire.recognition import DecodeRequest, DecodeResult
+from lingting_server.engines.base import EngineFailed, EngineOutOfMemory
 from lingting_server.streaming.commands import DecodeJob
 from lingting_testkit.waiting import until
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lingting_server.engines.base import DecodeResult, Word
+from lingting_server.wire.recognition import DecodeResult, Word
 from lingting_server.errors import ErrorCode, ProtocolError
 from lingting_server.protocol import Audio, Dtmf, Mark, Stop, parse_message
 from lingting_testkit.synth import silence, to_s16, voice

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lingting_models import resolve_model
-from lingting_server.engines.base import DecodeRequest
+from lingting_server.wire.recognition import DecodeRequest
 from lingting_server.engines.guard import unheard_tail
 from lingting_server.engines.whisper import WhisperEngine
 from lingting_testkit.corpus import error_rate, read_wav

@@ -1,7 +1,7 @@
 """Hallucination guards on synthetic results: repeated tails and unheard words
 go, genuine repetition stays."""
 
-from lingting_server.engines.base import DecodeResult, Word
+from lingting_server.wire.recognition import DecodeResult, Word
 from lingting_server.engines.guard import looks_hallucinated, repeated_tail, trim_hallucination
 from lingting_server.streaming.text import split_units
 

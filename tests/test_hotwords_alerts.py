@@ -1,7 +1,7 @@
 import pytest
 
 from lingting_server.alerts import AlertTracker, WatchPhrase, find_occurrences, parse_number
-from lingting_server.engines.base import DecodeResult
+from lingting_server.wire.recognition import DecodeResult
 from lingting_server.postprocess import TextWork, postprocess
 from lingting_server.hotwords import Hotword, apply_hotwords
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from lingting_server.engines.base import DecodeResult, Word
+from lingting_server.wire.recognition import DecodeResult, Word
 from lingting_server.errors import ProtocolError
 from lingting_server.postprocess import TextWork, postprocess
 from lingting_server.redaction import parse_redact, redact, redact_words

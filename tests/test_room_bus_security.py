@@ -22,7 +22,6 @@ from lingting_server.edge.room_bus import (CHANNEL, MAX_PAYLOAD, VERSION, BusKey
                                            open_sealed, seal)
 from lingting_server.history_pg import PostgresHistory
 from lingting_server.rooms import Rooms, Viewer
-from lingting_server.streaming import events
 from lingting_testkit.streams import final
 from lingting_testkit.waiting import until
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lingting_server.streaming.segmenter import EndpointConfig, Segmenter, SpeechEnded, SpeechStarted
+from lingting_server.wire.endpointing import EndpointConfig
+from lingting_server.streaming.segmenter import Segmenter, SpeechEnded, SpeechStarted
 from lingting_testkit.synth import silence, voice
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lingting_server.engines.base import DecodeResult, Word
+from lingting_server.wire.recognition import DecodeResult, Word
 from lingting_server.errors import ErrorCode, ProtocolError
 from lingting_server.postprocess import postprocess
 from lingting_server.protocol import Audio, Clear, Dtmf, Flush, Mark, Stop, parse_message

@@ -4,7 +4,7 @@ synthetic audio in, hand-made decode results, the session's commands out."""
 import numpy as np
 import pytest
 
-from lingting_server.engines.base import DecodeResult
+from lingting_server.wire.recognition import DecodeResult
 from lingting_server.errors import ProtocolError
 from lingting_server.postprocess import postprocess
 from lingting_server.protocol import Audio, Flush, Stop, parse_message

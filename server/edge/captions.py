@@ -31,7 +31,7 @@ import websockets
 from ..errors import ErrorCode, ProtocolError
 from ..outputs import CaptionTarget
 from ..streaming import events
-from ..streaming.audio import MODEL_RATE
+from ..wire.audio import MODEL_RATE
 from ..streaming.session import Session
 from . import outbound
 from .sinks import Sink

@@ -15,7 +15,7 @@ from ..metrics import Metrics
 from ..protocol import StartConfig
 from ..rooms import Room, Rooms
 from ..streaming import events
-from ..streaming.audio import samples_to_ms as ms
+from ..wire.audio import samples_to_ms as ms
 from ..streaming.session import Session
 from .captions import CaptionOutputs
 from .outbound import literal_refusal

@@ -21,7 +21,7 @@ from typing import Protocol
 from ..access import AccessDenied, AccessPolicy, ApiKey
 from ..errors import ErrorCode, ProtocolError
 from ..protocol import ClientMessage, Start
-from ..streaming.audio import MODEL_RATE
+from ..wire.audio import MODEL_RATE
 from ..streaming.commands import (GOING_AWAY, POLICY, Cancel, Close, Decode, DecodeJob, Expedite, Output, Send, Store,
                                   Transcribe)
 from ..metrics import Metrics

@@ -18,7 +18,7 @@ from ..errors import ErrorCode, ProtocolError
 from ..funasr_compat import PATHS as FUNASR_PATHS
 from ..protocol import Start
 from ..settings import LimitSettings
-from ..streaming.audio import MODEL_RATE
+from ..wire.audio import MODEL_RATE
 from ..streaming.commands import POLICY, TOO_BIG
 from ..streaming.events import Event
 from ..streaming.session import End, State

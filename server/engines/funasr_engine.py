@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .base import (MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, is_out_of_memory,
-                   out_of_memory_as_engine_error)
+from ..wire.audio import MODEL_RATE
+from ..wire.recognition import DecodeRequest, DecodeResult, Word
+from .guard import decode_by_kind
+from .base import is_out_of_memory, out_of_memory_as_engine_error
 from .devices import usable_cores
 
 log = logging.getLogger("lingting.funasr")

@@ -15,7 +15,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..logs import setup_logging
-from .base import MODEL_RATE, DecodeRequest, is_out_of_memory
+from ..wire.audio import MODEL_RATE
+from ..wire.recognition import DecodeRequest
+from .base import is_out_of_memory
 from .devices import resolve_device, usable_cores
 
 log = logging.getLogger("lingting.engine")

@@ -24,7 +24,8 @@ from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve import metrics
 
-from .base import DecodeRequest, DecodeResult, EngineFailed, EngineOutOfMemory
+from ..wire.recognition import DecodeRequest, DecodeResult
+from .base import EngineFailed, EngineOutOfMemory
 from .loader import WorkerOptions, load_engine
 
 log = logging.getLogger("lingting.ray")

@@ -16,7 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .base import MODEL_RATE, DecodeRequest, DecodeResult
+from ..wire.audio import MODEL_RATE
+from ..wire.recognition import DecodeRequest, DecodeResult
 
 log = logging.getLogger("lingting.speakers")
 INSTALL_HINT = "pip install -e '.[diarize]' (resemblyzer and torch)"

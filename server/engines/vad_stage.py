@@ -18,7 +18,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .base import MODEL_RATE, DecodeRequest, DecodeResult, Word
+from ..wire.audio import MODEL_RATE
+from ..wire.recognition import DecodeRequest, DecodeResult, Word
 
 log = logging.getLogger("lingting.vad")
 

@@ -17,7 +17,10 @@ import numpy as np
 from ..streaming.text import IS_CJK, collapse_repeats, join_units
 from ..hotwords import mentions_any
 from ..phonetic import sounds_present
-from .base import MODEL_RATE, DecodeRequest, DecodeResult, Word, decode_by_kind, out_of_memory_as_engine_error
+from ..wire.audio import MODEL_RATE
+from ..wire.recognition import DecodeRequest, DecodeResult, Word
+from .guard import decode_by_kind
+from .base import out_of_memory_as_engine_error
 from .guard import looks_hallucinated
 
 log = logging.getLogger("lingting.whisper")

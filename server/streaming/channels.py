@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ErrorCode, ProtocolError
 from ..postprocess import Recognized
 from ..protocol import StartConfig, Update
-from .audio import SAMPLE_BYTES
+from ..wire.audio import SAMPLE_BYTES
 from .commands import DecodeJob, Output, Send
 from .events import Updated
 from .live import LiveStream

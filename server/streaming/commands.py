@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from ..engines.base import DecodeRequest
+from ..wire.recognition import DecodeRequest
 from ..postprocess import TextWork
 from .events import Event
 

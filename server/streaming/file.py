@@ -8,7 +8,7 @@ from ..errors import ErrorCode, ProtocolError
 from ..protocol import StartConfig
 from ..speakers import cluster
 from . import events
-from .audio import samples_to_ms as ms
+from ..wire.audio import samples_to_ms as ms
 from .commands import Decode, Output, Store
 from .segmenter import SpeechEnded, SpeechStarted
 from .utterances import Utterances

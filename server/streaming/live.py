@@ -13,7 +13,8 @@ from ..errors import ErrorCode, ProtocolError
 from ..postprocess import Recognized
 from ..protocol import StartConfig
 from . import events
-from .audio import MODEL_RATE, AudioDecoder, AudioFormatError, samples_to_ms as ms
+from ..wire.audio import MODEL_RATE, samples_to_ms as ms
+from .audio import AudioDecoder, AudioFormatError
 from .commands import Cancel, Decode, DecodeJob, Expedite, Output
 from .segmenter import Paused, Resumed, SpeechEnded, SpeechStarted, UtteranceNumbers
 from .stabilizer import Stabilizer

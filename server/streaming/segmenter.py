@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import webrtcvad
-from ..engines.base import MODEL_RATE
+from ..wire.audio import MODEL_RATE
 from ..wire.endpointing import EndpointConfig
 
 RATE = MODEL_RATE

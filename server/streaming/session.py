@@ -18,7 +18,7 @@ from ..languages import AUTO
 from ..postprocess import Recognized
 from ..protocol import Audio, ClientMessage, Clear, Dtmf, Flush, KeepAlive, Mark, Start, StartConfig, Stop, Update
 from . import events
-from .audio import samples_to_ms as ms
+from ..wire.audio import samples_to_ms as ms
 from .channels import Channels, speaker_of
 from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
 from .file import FileTranscription

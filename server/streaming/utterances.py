@@ -9,7 +9,7 @@ from collections import deque
 
 from ..alerts import AlertTracker, prompt_terms
 from ..countdown import CountdownTracker
-from ..engines.base import DecodeRequest
+from ..wire.recognition import DecodeRequest
 from ..errors import ErrorCode, ProtocolError
 from ..hotwords import prompt_order
 from ..postprocess import Recognized, TextWork
@@ -17,7 +17,7 @@ from ..protocol import Update, apply_update
 from ..speakers import OnlineSpeakers, turns
 from ..start_config import LIVE_ONLY, StartConfig, endpointing_summary
 from . import events
-from .audio import samples_to_ms as ms
+from ..wire.audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
 from .segmenter import Paused, Segmenter, SpeechEnded, UtteranceNumbers
 from .text import join_units
