@@ -311,10 +311,10 @@ class StreamRunner:
             else:
                 self.writer.cancel()
         try:
-            await asyncio.wait_for(asyncio.shield(self.writer), self.limits.finals_wait_s)
+            await asyncio.wait_for(asyncio.shield(self.writer), self.services.limits.finals_wait_s)
         except asyncio.TimeoutError:
             self.log.warning("session %s: finals still pending after %d s; giving up", self.session.id,
-                             self.limits.finals_wait_s)
+                             self.services.limits.finals_wait_s)
             self.writer.cancel()
         except asyncio.CancelledError:
             if not self.writer.cancelled():
