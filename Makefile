@@ -62,6 +62,7 @@ postgres-deps:
 		echo "postgresql could not be installed: the PostgreSQL tests will be skipped"
 
 test: $(STAMP) $(FUNASR_STAMP) $(DIARIZE_STAMP) $(CLUSTER_STAMP) browser-deps alert-deps postgres-deps
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

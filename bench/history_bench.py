@@ -25,8 +25,8 @@ import numpy as np
 
 from bench import REPO
 from lingting_client import FileOptions, LingtingClient
-from lingting_server.export import render
-from lingting_server.history import HistoryStore
+from lingting_server.text.export import render
+from lingting_server.services.history.store import HistoryStore
 from lingting_testkit.corpus import audio_dir, encode_audio, error_rate, load_manifest
 from lingting_testkit.servers import start_server, stop_server
 

@@ -16,10 +16,10 @@ from .edge.telephony import audiosocket_setup
 from .edge.streams import STREAM_PATH
 from .engines.loader import load_engine, plan_workers
 from .logs import redact, setup_logging
-from .metrics import Metrics
-from .batching import TextThread
+from .services.metrics import Metrics
+from .services.batching import TextThread
 from .settings import Settings, SettingsError, build_parser, load_settings, to_toml
-from .worker import ProcessEngine, WorkerStartError
+from .engines.worker import ProcessEngine, WorkerStartError
 
 log = logging.getLogger("lingting")
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from lingting_models import CatalogError
-        from .history import HistoryError
+        from .services.history.store import HistoryError
         if isinstance(exc, (CatalogError, HistoryError, sqlite3.Error)):
             log.error("%s", exc)
             return 2

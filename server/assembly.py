@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .access import AccessPolicy, load_keys
-from .batching import BatchCollector
+from .services.access import AccessPolicy, load_keys
+from .services.batching import BatchCollector
 from .edge.app import Lingting
 from .engines.loader import ENGINES, WorkerOptions
-from .history import AsyncHistory, Retention, default_path, open_store
-from .metrics import Metrics
-from .batching import TextThread
+from .services.history.store import AsyncHistory, Retention, default_path, open_store
+from .services.metrics import Metrics
+from .services.batching import TextThread
 from .settings import Settings
 
 log = logging.getLogger("lingting")

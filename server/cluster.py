@@ -25,8 +25,8 @@ from .assembly import access_policy, assemble, enforce_retention, worker_options
 from .edge.app import build_app, finish_streams
 from .engines.ray_engine import APP_NAME, DEPLOYMENT, RayEngine, Recognizer
 from .logs import setup_logging
-from .metrics import Metrics
-from .batching import TextThread
+from .services.metrics import Metrics
+from .services.batching import TextThread
 from .settings import Settings, build_parser, load_settings
 
 log = logging.getLogger("lingting.cluster")

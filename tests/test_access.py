@@ -5,7 +5,7 @@ from starlette.datastructures import Headers
 
 from lingting_server.__main__ import access_policy
 from lingting_server.settings import build_parser, load_settings
-from lingting_server.access import AccessDenied, AccessPolicy, ApiKey, client_ip, load_keys
+from lingting_server.services.access import AccessDenied, AccessPolicy, ApiKey, client_ip, load_keys
 
 SECRET = "k" * 24
 

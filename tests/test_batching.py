@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from lingting_server.batching import BatchCollector
+from lingting_server.services.batching import BatchCollector
 from lingting_server.wire.recognition import DecodeRequest, DecodeResult
 from lingting_server.engines.base import EngineFailed, EngineOutOfMemory
 from lingting_server.streaming.commands import DecodeJob
@@ -182,7 +182,7 @@ async def test_a_final_whose_worker_died_is_decoded_again_on_the_new_one():
 async def test_text_work_runs_on_the_text_thread_while_the_model_goes_on(monkeypatch):
     """Hotwords, ITN and watch phrases run after the decode on the one text
     thread: never on the event loop, and not holding up the next batch."""
-    import lingting_server.postprocess as postprocess
+    import lingting_server.text.postprocess as postprocess
     threads, text_gate = [], threading.Event()
 
     def slow_itn(text, language):

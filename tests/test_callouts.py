@@ -2,11 +2,11 @@
 
 import pytest
 
-from lingting_server.alerts import AlertTracker, find_occurrences, parse_watch, prompt_terms
-from lingting_server.countdown import CountdownTracker
+from lingting_server.text.alerts import AlertTracker, find_occurrences, parse_watch, prompt_terms
+from lingting_server.text.countdown import CountdownTracker
 from lingting_server.engines.whisper import _for_language, _steered
-from lingting_server.errors import ProtocolError
-from lingting_server.phonetic import sound_similarity, sounds_present
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.text.phonetic import sound_similarity, sounds_present
 
 
 def found(text, watch):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lingting_server.wire.recognition import DecodeResult, Word
-from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.protocol import Audio, Dtmf, Mark, Stop, parse_message
+from lingting_server.wire.errors import ErrorCode, ProtocolError
+from lingting_server.protocols.messages import Audio, Dtmf, Mark, Stop, parse_message
 from lingting_testkit.synth import silence, to_s16, voice
 from test_session import error_code, started, types, wire
 

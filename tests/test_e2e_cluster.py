@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from lingting_client import StreamOptions
-from lingting_server.history import open_store
+from lingting_server.services.history.store import open_store
 from lingting_testkit.corpus import read_wav
 from lingting_testkit.ray_cluster import ENV, running_ray_cluster, serve_config, serve_run
 from lingting_testkit.servers import free_port, start_server, stop_server

@@ -17,7 +17,7 @@ import pytest
 import srt
 import webvtt
 
-from lingting_server.export import render
+from lingting_server.text.export import render
 from lingting_testkit.inprocess import edge_server
 from lingting_testkit.servers import start_server, stop_server
 

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from lingting_client import LingtingClient, StreamOptions
-from lingting_server.protocol import MAX_MARK_CHARS
+from lingting_server.protocols.messages import MAX_MARK_CHARS
 from lingting_server.streaming.session import MAX_SIGNALS
 from lingting_testkit.phone import leg, mulaw_packets
 from lingting_testkit.servers import start_server, stop_server

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import websockets
 
-from lingting_server.access import ApiKey
+from lingting_server.services.access import ApiKey
 from lingting_testkit.inprocess import RecordingEngine, edge_server
 from lingting_testkit.streams import events_until_closed, wav_file
 from lingting_testkit.synth import silence, to_s16, voice

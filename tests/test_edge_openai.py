@@ -15,7 +15,7 @@ import openai
 import pytest
 import websockets
 
-from lingting_server.access import ApiKey
+from lingting_server.services.access import ApiKey
 from lingting_testkit.inprocess import edge_server
 from lingting_testkit.streams import wav_file
 from lingting_testkit.synth import silence, to_s16, voice

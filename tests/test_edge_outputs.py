@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import websockets
 
-from lingting_server.access import ApiKey
+from lingting_server.services.access import ApiKey
 from lingting_server.edge import outbound
 from lingting_testkit.inprocess import RecordingEngine, edge_server
 from lingting_testkit.receivers import ObsServer, Receivers

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from lingting_server.funasr_compat import FunasrCodec
-from lingting_server.errors import ProtocolError
-from lingting_server.protocol import Audio, KeepAlive, Start, Stop
-from lingting_server.streaming import events
+from lingting_server.protocols.funasr import FunasrCodec
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.protocols.messages import Audio, KeepAlive, Start, Stop
+from lingting_server.wire import events
 
 
 def replies(codec, event):

@@ -13,16 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lingting_server.wire.recognition import DecodeResult
-from lingting_server.errors import ProtocolError
-from lingting_server.funasr_compat import FunasrCodec
-from lingting_server.postprocess import postprocess
-from lingting_server.protocol import parse_message
-from lingting_server.streaming import events
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.protocols.funasr import FunasrCodec
+from lingting_server.text.postprocess import postprocess
+from lingting_server.protocols.messages import parse_message
+from lingting_server.wire import events
 from lingting_server.wire.audio import ENCODINGS
 from lingting_server.streaming.audio import AudioDecoder, AudioFormatError
 from lingting_server.streaming.commands import Close, Decode, Send, Transcribe
 from lingting_server.streaming.session import End, Session, State
-from lingting_server.v1_codec import V1Codec
+from lingting_server.protocols.v1 import V1Codec
 from lingting_testkit.synth import silence, to_s16, voice
 
 FIELDS = ["type", "sample_rate", "encoding", "language", "partials", "partial_interval_ms", "endpointing",

@@ -3,7 +3,7 @@ go, genuine repetition stays."""
 
 from lingting_server.wire.recognition import DecodeResult, Word
 from lingting_server.engines.guard import looks_hallucinated, repeated_tail, trim_hallucination
-from lingting_server.streaming.text import split_units
+from lingting_server.wire.words import split_units
 
 SENTENCE = "It was the first great sorrow of his life, it was not so much the loss of the cotton itself"
 

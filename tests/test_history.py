@@ -12,9 +12,9 @@ import pytest
 import srt
 import webvtt
 
-from lingting_server.export import render
-from lingting_server.history import MIGRATIONS, AsyncHistory, HistoryError, HistoryStore, Retention, open_store
-from lingting_server.protocol import parse_message
+from lingting_server.text.export import render
+from lingting_server.services.history.store import MIGRATIONS, AsyncHistory, HistoryError, HistoryStore, Retention, open_store
+from lingting_server.protocols.messages import parse_message
 
 
 def final(idx, text, start, end, raw=None):
@@ -411,8 +411,8 @@ async def test_a_sessions_signals_are_stored_in_batches(tmp_path):
     (issue 34.6): the first is stored at once, the rest in a batch before the next final or at the end."""
     from lingting_server.edge.observers import HistoryRecorder
     from lingting_server.edge.sinks import StreamInfo
-    from lingting_server.history import AsyncHistory
-    from lingting_server.streaming import events
+    from lingting_server.services.history.store import AsyncHistory
+    from lingting_server.wire import events
     from lingting_server.streaming.session import Session
 
     store = HistoryStore(tmp_path / "history.sqlite3")

@@ -1,9 +1,9 @@
 import pytest
 
-from lingting_server.alerts import AlertTracker, WatchPhrase, find_occurrences, parse_number
+from lingting_server.text.alerts import AlertTracker, WatchPhrase, find_occurrences, parse_number
 from lingting_server.wire.recognition import DecodeResult
-from lingting_server.postprocess import TextWork, postprocess
-from lingting_server.hotwords import Hotword, apply_hotwords
+from lingting_server.text.postprocess import TextWork, postprocess
+from lingting_server.text.hotwords import Hotword, apply_hotwords
 
 HOTWORDS = (Hotword("ComfyUI"), Hotword("Lingting"), Hotword("hold"), Hotword("达摩院"))
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lingting_server.itn import inverse_normalize
+from lingting_server.text.itn import inverse_normalize
 from lingting_testkit.corpus import strip_digit_groups
 
 

@@ -87,7 +87,7 @@ def test_print_config_shows_secrets_as_stars(capsys, monkeypatch):
 
 
 def test_a_failing_itn_logs_neither_the_transcript_nor_its_exception_message(monkeypatch, caplog):
-    from lingting_server import itn
+    from lingting_server.text import itn
 
     class Broken:
         def normalize(self, text):

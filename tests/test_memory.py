@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import websockets
 
-from lingting_server.access import ApiKey
+from lingting_server.services.access import ApiKey
 from lingting_testkit.inprocess import RecordingEngine, edge_server
 from lingting_testkit.streams import drain, wav_file
 

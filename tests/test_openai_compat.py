@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.hotwords import from_prompt
-from lingting_server.openai_compat import StreamedTranscript, check_model, join_texts, model_names, render
-from lingting_server.openai_realtime import MANUAL_SILENCE_MS, RealtimeCodec
-from lingting_server.protocol import Audio, Clear, Flush, Start, Update
-from lingting_server.streaming import events
+from lingting_server.wire.errors import ErrorCode, ProtocolError
+from lingting_server.text.hotwords import from_prompt
+from lingting_server.protocols.openai import StreamedTranscript, check_model, join_texts, model_names, render
+from lingting_server.protocols.openai_realtime import MANUAL_SILENCE_MS, RealtimeCodec
+from lingting_server.protocols.messages import Audio, Clear, Flush, Start, Update
+from lingting_server.wire import events
 from lingting_testkit.streams import final
 
 NAMES = model_names("whisper-base", ("base",))

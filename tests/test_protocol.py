@@ -5,11 +5,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from lingting_server.hotwords import Hotword
-from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.protocol import MAX_MARK_CHARS, Audio, Dtmf, Flush, KeepAlive, Mark, Start, Stop, parse_message
-from lingting_server.v1_codec import V1Codec
-from lingting_server.start_config import START_OPTIONS
+from lingting_server.text.hotwords import Hotword
+from lingting_server.wire.errors import ErrorCode, ProtocolError
+from lingting_server.protocols.messages import MAX_MARK_CHARS, Audio, Dtmf, Flush, KeepAlive, Mark, Start, Stop, parse_message
+from lingting_server.protocols.v1 import V1Codec
+from lingting_server.protocols.start import START_OPTIONS
 
 
 def error_of(fn, *args):
@@ -91,7 +91,7 @@ def test_no_subprotocol_means_json():
 
 
 def test_update_and_watch_messages():
-    from lingting_server.protocol import Update
+    from lingting_server.protocols.messages import Update
     msg = parse_message({"type": "update", "hotwords": ["Lingting"], "watch": ["hold", "T minus <number>"]})
     assert isinstance(msg, Update)
     assert [h.phrase for h in msg.hotwords] == ["Lingting"]

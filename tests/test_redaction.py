@@ -5,9 +5,9 @@ import time
 import pytest
 
 from lingting_server.wire.recognition import DecodeResult, Word
-from lingting_server.errors import ProtocolError
-from lingting_server.postprocess import TextWork, postprocess
-from lingting_server.redaction import parse_redact, redact, redact_words
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.text.postprocess import TextWork, postprocess
+from lingting_server.text.redaction import parse_redact, redact, redact_words
 
 ALL = frozenset({"pci", "ssn", "phone", "email"})
 

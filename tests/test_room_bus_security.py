@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lingting_server.edge.room_bus import (CHANNEL, MAX_PAYLOAD, VERSION, BusKey, Freshness, RoomBus, encode,
                                            open_sealed, seal)
-from lingting_server.history_pg import PostgresHistory
-from lingting_server.rooms import Rooms, Viewer
+from lingting_server.services.history.postgres import PostgresHistory
+from lingting_server.services.rooms import Rooms, Viewer
 from lingting_testkit.streams import final
 from lingting_testkit.waiting import until
 

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from lingting_server.errors import ProtocolError
-from lingting_server.outputs import parse_captions, parse_webhooks, sign, verify
-from lingting_server.protocol import parse_start
-from lingting_server.rooms import NoViewerSlot, Rooms, Viewer, ViewerCaps, ViewerSlot, ViewerSlots
-from lingting_server.streaming import events
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.protocols.outputs import parse_captions, parse_webhooks, sign, verify
+from lingting_server.protocols.messages import parse_start
+from lingting_server.services.rooms import NoViewerSlot, Rooms, Viewer, ViewerCaps, ViewerSlot, ViewerSlots
+from lingting_server.wire import events
 from lingting_testkit.streams import final
 
 

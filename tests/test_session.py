@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from lingting_server.wire.recognition import DecodeResult, Word
-from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.postprocess import postprocess
-from lingting_server.protocol import Audio, Clear, Dtmf, Flush, Mark, Stop, parse_message
+from lingting_server.wire.errors import ErrorCode, ProtocolError
+from lingting_server.text.postprocess import postprocess
+from lingting_server.protocols.messages import Audio, Clear, Dtmf, Flush, Mark, Stop, parse_message
 from lingting_server.streaming.commands import Close, Store, Transcribe
 from lingting_server.settings import LimitSettings
 from lingting_server.streaming.session import MAX_SIGNALS, End, Session, State

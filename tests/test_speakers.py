@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from lingting_server.errors import ProtocolError
-from lingting_server.export import render
-from lingting_server.protocol import parse_start
-from lingting_server.speakers import OnlineSpeakers, cluster, turns, unit
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.text.export import render
+from lingting_server.protocols.messages import parse_start
+from lingting_server.text.speakers import OnlineSpeakers, cluster, turns, unit
 
 RNG = np.random.default_rng(7)
 VOICES = [unit(RNG.normal(size=256)) for _ in range(3)]     # random directions: cosine about 0 between them
@@ -89,7 +89,7 @@ async def test_diarize_is_refused_by_a_server_without_a_speaker_model():
 
 
 def test_only_the_sessions_tenant_renames_its_speakers(tmp_path):
-    from lingting_server.history import HistoryStore
+    from lingting_server.services.history.store import HistoryStore
     store = HistoryStore(tmp_path / "h.sqlite3")
     store.open_session("s1", "file", owner="acme")
     store.add_utterance("s1", {"utterance": 0, "start_ms": 0, "end_ms": 900, "text": "hi", "speaker": "S1"})

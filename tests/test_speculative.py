@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from lingting_server.wire.recognition import DecodeResult
-from lingting_server.errors import ProtocolError
-from lingting_server.postprocess import postprocess
-from lingting_server.protocol import Audio, Flush, Stop, parse_message
+from lingting_server.wire.errors import ProtocolError
+from lingting_server.text.postprocess import postprocess
+from lingting_server.protocols.messages import Audio, Flush, Stop, parse_message
 from lingting_server.streaming.commands import Cancel, Expedite
 from lingting_server.streaming.session import Session
-from lingting_server.streaming.text import clause_shape
+from lingting_server.wire.words import clause_shape
 from lingting_testkit.synth import silence, to_s16, voice
 
 

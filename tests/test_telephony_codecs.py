@@ -7,18 +7,18 @@ import uuid
 
 import pytest
 
-from lingting_server.codec import MAX_CALL_ID_CHARS, Codec
-from lingting_server.errors import ErrorCode, ProtocolError
-from lingting_server.funasr_compat import FunasrCodec
-from lingting_server.openai_realtime import RealtimeCodec
-from lingting_server.protocol import Audio, Dtmf, KeepAlive, Mark, Start, Stop, Update
-from lingting_server.streaming import events
-from lingting_server.telephony.audio_fork import AudioForkCodec
-from lingting_server.telephony.audiohook import AudioHookCodec
-from lingting_server.telephony.audiosocket import AudioSocketCodec
-from lingting_server.telephony.options import call_options
-from lingting_server.telephony.twilio import TwilioCodec
-from lingting_server.v1_codec import V1Codec
+from lingting_server.protocols.codec import MAX_CALL_ID_CHARS, Codec
+from lingting_server.wire.errors import ErrorCode, ProtocolError
+from lingting_server.protocols.funasr import FunasrCodec
+from lingting_server.protocols.openai_realtime import RealtimeCodec
+from lingting_server.protocols.messages import Audio, Dtmf, KeepAlive, Mark, Start, Stop, Update
+from lingting_server.wire import events
+from lingting_server.protocols.telephony.audio_fork import AudioForkCodec
+from lingting_server.protocols.telephony.audiohook import AudioHookCodec
+from lingting_server.protocols.telephony.audiosocket import AudioSocketCodec
+from lingting_server.protocols.telephony.options import call_options
+from lingting_server.protocols.telephony.twilio import TwilioCodec
+from lingting_server.protocols.v1 import V1Codec
 
 
 @pytest.mark.parametrize("codec", [V1Codec(), FunasrCodec(), RealtimeCodec("s1", ("whisper-1",)), TwilioCodec(),
@@ -284,7 +284,7 @@ def test_a_twilio_open_with_a_wrong_type_says_which_field():
 
 def test_twilio_signature_is_the_documented_hmac_of_the_wss_url():
     from twilio.request_validator import RequestValidator
-    from lingting_server.telephony.twilio import signed_by_twilio
+    from lingting_server.protocols.telephony.twilio import signed_by_twilio
     token = "12345678901234567890123456789012"
     url = "wss://lingting.example.com/v1/twilio"
     sig = RequestValidator(token).compute_signature(url, {})       # what Twilio's own library computes

@@ -1,5 +1,5 @@
 from lingting_server.streaming.stabilizer import Stabilizer
-from lingting_server.streaming.text import collapse_repeats, join_units, split_units
+from lingting_server.wire.words import collapse_repeats, join_units, split_units
 
 
 def test_units_split_words_and_cjk_characters():

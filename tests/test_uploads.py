@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lingting_server.streaming.audio import AudioFormatError
-from lingting_server.uploads import FileReader, SpoolBudget, SpoolFull, Upload
+from lingting_server.services.uploads import FileReader, SpoolBudget, SpoolFull, Upload
 
 
 def test_each_upload_has_a_private_directory_and_gives_its_space_back(tmp_path):

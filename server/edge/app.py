@@ -25,16 +25,16 @@ from starlette.websockets import WebSocket
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from ..access import AccessDenied, AccessPolicy, ApiKey, client_ip, offered_subprotocols, presented_key
-from ..batching import BatchCollector
-from ..errors import ErrorCode
-from ..funasr_compat import PATHS as FUNASR_PATHS
-from ..history import AsyncHistory
-from ..metrics import Metrics
-from ..rooms import Rooms
+from ..services.access import AccessDenied, AccessPolicy, ApiKey, client_ip, offered_subprotocols, presented_key
+from ..services.batching import BatchCollector
+from ..wire.errors import ErrorCode
+from ..protocols.funasr import PATHS as FUNASR_PATHS
+from ..services.history.store import AsyncHistory
+from ..services.metrics import Metrics
+from ..services.rooms import Rooms
 from ..settings import NetworkSettings, Settings
 from ..streaming.session import End, Session
-from ..uploads import SpoolBudget
+from ..services.uploads import SpoolBudget
 from . import files, health, history_api, openai_api, pages, rooms_api, streams, telephony
 from .room_bus import RoomBus
 from .sinks import StreamServices

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
-from ..errors import ErrorCode, ProtocolError
+from ..wire.errors import ErrorCode, ProtocolError
 from ..settings import LimitSettings
 
 

@@ -28,9 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import websockets
 
-from ..errors import ErrorCode, ProtocolError
-from ..outputs import CaptionTarget
-from ..streaming import events
+from ..wire.errors import ErrorCode, ProtocolError
+from ..protocols.outputs import CaptionTarget
+from ..wire import events
 from ..wire.audio import MODEL_RATE
 from ..streaming.session import Session
 from . import outbound

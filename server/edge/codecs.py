@@ -14,16 +14,16 @@ from starlette.requests import HTTPConnection
 
 from lingting_models.catalog import list_models
 
-from ..access import AccessDenied
-from ..codec import Codec
-from ..errors import ProtocolError
-from ..funasr_compat import PATHS as FUNASR_PATHS, FunasrCodec
-from ..openai_compat import check_model, model_names
-from ..openai_realtime import RealtimeCodec
-from ..telephony.audio_fork import AudioForkCodec
-from ..telephony.audiohook import AudioHookCodec
-from ..telephony.twilio import TwilioCodec
-from ..v1_codec import V1Codec
+from ..services.access import AccessDenied
+from ..protocols.codec import Codec
+from ..wire.errors import ProtocolError
+from ..protocols.funasr import PATHS as FUNASR_PATHS, FunasrCodec
+from ..protocols.openai import check_model, model_names
+from ..protocols.openai_realtime import RealtimeCodec
+from ..protocols.telephony.audio_fork import AudioForkCodec
+from ..protocols.telephony.audiohook import AudioHookCodec
+from ..protocols.telephony.twilio import TwilioCodec
+from ..protocols.v1 import V1Codec
 
 STREAM_PATH = "/v1/stream"
 REALTIME_PATH = "/v1/realtime"

@@ -10,12 +10,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from ..errors import ErrorCode, ProtocolError
+from ..wire.errors import ErrorCode, ProtocolError
 from ..settings import LimitSettings
 from ..streaming.audio import AudioFormatError
 from ..streaming.commands import Output
 from ..streaming.session import Session, State
-from ..uploads import FileReader, SpoolBudget, SpoolFull, Upload
+from ..services.uploads import FileReader, SpoolBudget, SpoolFull, Upload
 
 log = logging.getLogger("lingting.server")
 

@@ -16,10 +16,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..access import AccessDenied
-from ..errors import ErrorCode, ProtocolError
-from ..protocol import Audio, Start, Stop, parse_start
-from ..streaming.events import Error
+from ..services.access import AccessDenied
+from ..wire.errors import ErrorCode, ProtocolError
+from ..protocols.messages import Audio, Start, Stop, parse_start
+from ..wire.events import Error
 from ..streaming.session import End
 from .bodies import UploadIdle, upload_chunks, upload_idle_error
 from .responses import denied, error, status_for

@@ -9,7 +9,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from ..access import AccessDenied, AccessPolicy
+from ..services.access import AccessDenied, AccessPolicy
 from .responses import denied
 
 

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..access import AccessDenied
-from ..errors import ErrorCode, ProtocolError
-from ..export import FORMATS, one_line, render
+from ..services.access import AccessDenied
+from ..wire.errors import ErrorCode, ProtocolError
+from ..text.export import FORMATS, one_line, render
 from .bodies import read_json
 from .responses import JSON, denied, error, status_for
 

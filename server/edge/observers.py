@@ -9,12 +9,12 @@ import dataclasses
 import logging
 import time
 
-from ..errors import ErrorCode, ProtocolError
-from ..history import AsyncHistory
-from ..metrics import Metrics
-from ..protocol import StartConfig
-from ..rooms import Room, Rooms
-from ..streaming import events
+from ..wire.errors import ErrorCode, ProtocolError
+from ..services.history.store import AsyncHistory
+from ..services.metrics import Metrics
+from ..protocols.messages import StartConfig
+from ..services.rooms import Room, Rooms
+from ..wire import events
 from ..wire.audio import samples_to_ms as ms
 from ..streaming.session import Session
 from .captions import CaptionOutputs

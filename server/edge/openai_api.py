@@ -18,14 +18,13 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from ..access import AccessDenied
-from ..errors import ErrorCode, ProtocolError
-from ..hotwords import from_prompt
-from ..openai_compat import (MEDIA_TYPES, RESPONSE_FORMATS, StreamedTranscript, check_model, error_body,
-                             iso_language, language_of, render)
-from ..protocol import MAX_FILENAME_CHARS, Audio, Start, Stop, parse_start
+from ..services.access import AccessDenied
+from ..wire.errors import ErrorCode, ProtocolError
+from ..text.hotwords import from_prompt
+from ..protocols.openai import MEDIA_TYPES, RESPONSE_FORMATS, StreamedTranscript, check_model, error_body, iso_language, language_of, render
+from ..protocols.messages import MAX_FILENAME_CHARS, Audio, Start, Stop, parse_start
 from ..settings import LimitSettings
-from ..streaming.events import Error, Final, Stopped
+from ..wire.events import Error, Final, Stopped
 from ..streaming.session import End
 from .bodies import UploadIdle, check_declared, upload_chunks, upload_idle_error
 from .codecs import ENDPOINTS, REALTIME_PATH, served_models

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..errors import ErrorCode, ProtocolError
+from ..wire.errors import ErrorCode, ProtocolError
 
 TIMEOUT_S = 10.0             # connect, and each read or write
 EXCHANGE_S = 30.0            # a whole request and its answer: a receiver trickling its answer is cut off

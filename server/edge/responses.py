@@ -9,8 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..access import AccessDenied
-from ..errors import ErrorCode
+from ..services.access import AccessDenied
+from ..wire.errors import ErrorCode
 
 _CODES = {400: ErrorCode.INVALID_FIELD, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
           426: ErrorCode.UPGRADE_REQUIRED, 500: ErrorCode.INTERNAL}

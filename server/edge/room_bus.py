@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from ..rooms import Rooms
+from ..services.rooms import Rooms
 
 if TYPE_CHECKING:   # imported when a bus starts: `cryptography` comes with the postgres and cluster extras
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -26,10 +26,10 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..access import AccessDenied, client_ip, offered_subprotocols
-from ..errors import ErrorCode
-from ..protocol import SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
-from ..rooms import NoViewerSlot, Room, Viewer, ViewerCaps, ViewerSlot
+from ..services.access import AccessDenied, client_ip, offered_subprotocols
+from ..wire.errors import ErrorCode
+from ..protocols.messages import SUBPROTOCOL_MSGPACK, SUBPROTOCOLS
+from ..services.rooms import NoViewerSlot, Room, Viewer, ViewerCaps, ViewerSlot
 from ..settings import LimitSettings
 from .responses import JSON, denied
 

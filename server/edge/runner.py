@@ -18,14 +18,14 @@ import logging
 from functools import partial
 from typing import Protocol
 
-from ..access import AccessDenied, AccessPolicy, ApiKey
-from ..errors import ErrorCode, ProtocolError
-from ..protocol import ClientMessage, Start
+from ..services.access import AccessDenied, AccessPolicy, ApiKey
+from ..wire.errors import ErrorCode, ProtocolError
+from ..protocols.messages import ClientMessage, Start
 from ..wire.audio import MODEL_RATE
 from ..streaming.commands import (GOING_AWAY, POLICY, Cancel, Close, Decode, DecodeJob, Expedite, Output, Send, Store,
                                   Transcribe)
-from ..metrics import Metrics
-from ..streaming.events import Event, Ready, UploadProgress
+from ..services.metrics import Metrics
+from ..wire.events import Event, Ready, UploadProgress
 from ..streaming.session import End, Session, State
 from .file_feed import FileFeed
 from .observers import check_outputs, sinks_for

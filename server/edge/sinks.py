@@ -9,16 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..access import AccessPolicy
-from ..batching import BatchCollector
-from ..errors import ProtocolError
-from ..history import AsyncHistory
-from ..metrics import Metrics
-from ..rooms import Rooms
+from ..services.access import AccessPolicy
+from ..services.batching import BatchCollector
+from ..wire.errors import ProtocolError
+from ..services.history.store import AsyncHistory
+from ..services.metrics import Metrics
+from ..services.rooms import Rooms
 from ..settings import LimitSettings, OutputSettings
-from ..streaming.events import Event, Ready
+from ..wire.events import Event, Ready
 from ..streaming.session import Session
-from ..uploads import SpoolBudget
+from ..services.uploads import SpoolBudget
 from .webhooks import WebhookSender
 
 

@@ -12,15 +12,15 @@ from asyncio_throttle import Throttler
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..access import AccessDenied
-from ..codec import Codec
-from ..errors import ErrorCode, ProtocolError
-from ..funasr_compat import PATHS as FUNASR_PATHS
-from ..protocol import Start
+from ..services.access import AccessDenied
+from ..protocols.codec import Codec
+from ..wire.errors import ErrorCode, ProtocolError
+from ..protocols.funasr import PATHS as FUNASR_PATHS
+from ..protocols.messages import Start
 from ..settings import LimitSettings
 from ..wire.audio import MODEL_RATE
 from ..streaming.commands import POLICY, TOO_BIG
-from ..streaming.events import Event
+from ..wire.events import Event
 from ..streaming.session import End, State
 from .codecs import ENDPOINTS, STREAM_PATH, Endpoint, offered
 from .responses import denied

@@ -14,13 +14,13 @@ import logging
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from ..access import AccessDenied
-from ..errors import ErrorCode, ProtocolError
+from ..services.access import AccessDenied
+from ..wire.errors import ErrorCode, ProtocolError
 from ..settings import SettingsError, TelephonySettings
-from ..streaming.events import Event
-from ..telephony.audiosocket import HANGUP_PACKET, HEADER, AudioSocketCodec
-from ..telephony.options import call_config
-from ..telephony.twilio import SIGNATURE_HEADER, signed_by_twilio
+from ..wire.events import Event
+from ..protocols.telephony.audiosocket import HANGUP_PACKET, HEADER, AudioSocketCodec
+from ..protocols.telephony.options import call_config
+from ..protocols.telephony.twilio import SIGNATURE_HEADER, signed_by_twilio
 from .codecs import ENDPOINTS, PHONE_PATHS as PATHS
 from .responses import error, upgrade_required
 from .runner import Gone, StreamRunner

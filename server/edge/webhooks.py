@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..history import AsyncHistory
-from ..outputs import SIGNATURE_HEADER, WebhookTarget, sign
+from ..services.history.store import AsyncHistory
+from ..protocols.outputs import SIGNATURE_HEADER, WebhookTarget, sign
 from . import outbound
 
 log = logging.getLogger("lingting.webhooks")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from difflib import SequenceMatcher
 
-from ..streaming.text import comparable, join_units, split_units
+from ..wire.words import comparable, join_units, split_units
 from ..wire.audio import MODEL_RATE
 from ..wire.recognition import DecodeRequest, DecodeResult, Word
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..streaming.text import IS_CJK, collapse_repeats, join_units
-from ..hotwords import mentions_any
-from ..phonetic import sounds_present
+from ..wire.words import IS_CJK, collapse_repeats, join_units
+from ..text.hotwords import mentions_any
+from ..text.phonetic import sounds_present
 from ..wire.audio import MODEL_RATE
 from ..wire.recognition import DecodeRequest, DecodeResult, Word
 from .guard import decode_by_kind

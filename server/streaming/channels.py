@@ -11,12 +11,12 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import ErrorCode, ProtocolError
-from ..postprocess import Recognized
-from ..protocol import StartConfig, Update
+from ..wire.errors import ErrorCode, ProtocolError
+from ..text.postprocess import Recognized
+from ..protocols.messages import StartConfig, Update
 from ..wire.audio import SAMPLE_BYTES
 from .commands import DecodeJob, Output, Send
-from .events import Updated
+from ..wire.events import Updated
 from .live import LiveStream
 from .segmenter import UtteranceNumbers
 

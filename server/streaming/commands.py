@@ -7,8 +7,8 @@ import enum
 from dataclasses import dataclass, field
 
 from ..wire.recognition import DecodeRequest
-from ..postprocess import TextWork
-from .events import Event
+from ..text.postprocess import TextWork
+from ..wire.events import Event
 
 # WebSocket close codes (RFC 6455), by what they mean here.
 NORMAL, GOING_AWAY, POLICY, TOO_BIG, INTERNAL_ERROR, TRY_LATER = 1000, 1001, 1008, 1009, 1011, 1013

@@ -4,10 +4,10 @@ background lane, with progress events."""
 
 from __future__ import annotations
 
-from ..errors import ErrorCode, ProtocolError
-from ..protocol import StartConfig
-from ..speakers import cluster
-from . import events
+from ..wire.errors import ErrorCode, ProtocolError
+from ..protocols.messages import StartConfig
+from ..text.speakers import cluster
+from ..wire import events
 from ..wire.audio import samples_to_ms as ms
 from .commands import Decode, Output, Store
 from .segmenter import SpeechEnded, SpeechStarted

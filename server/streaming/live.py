@@ -9,16 +9,16 @@ text also sets the endpoint: sooner when it ends a sentence, later mid-clause.""
 
 from __future__ import annotations
 
-from ..errors import ErrorCode, ProtocolError
-from ..postprocess import Recognized
-from ..protocol import StartConfig
-from . import events
+from ..wire.errors import ErrorCode, ProtocolError
+from ..text.postprocess import Recognized
+from ..protocols.messages import StartConfig
+from ..wire import events
 from ..wire.audio import MODEL_RATE, samples_to_ms as ms
 from .audio import AudioDecoder, AudioFormatError
 from .commands import Cancel, Decode, DecodeJob, Expedite, Output
 from .segmenter import Paused, Resumed, SpeechEnded, SpeechStarted, UtteranceNumbers
 from .stabilizer import Stabilizer
-from .text import clause_shape
+from ..wire.words import clause_shape
 from .utterances import Utterances
 
 FIRST_PARTIAL_RETRY_MS = 250       # nothing on screen yet: ask again sooner

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import enum
 
-from ..errors import ErrorCode, ProtocolError
-from ..languages import AUTO
-from ..postprocess import Recognized
-from ..protocol import Audio, ClientMessage, Clear, Dtmf, Flush, KeepAlive, Mark, Start, StartConfig, Stop, Update
-from . import events
+from ..wire.errors import ErrorCode, ProtocolError
+from ..wire.languages import AUTO
+from ..text.postprocess import Recognized
+from ..protocols.messages import Audio, ClientMessage, Clear, Dtmf, Flush, KeepAlive, Mark, Start, StartConfig, Stop, Update
+from ..wire import events
 from ..wire.audio import samples_to_ms as ms
 from .channels import Channels, speaker_of
 from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe

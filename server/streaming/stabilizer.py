@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from difflib import SequenceMatcher
 
-from .text import comparable, join_units, split_units
+from ..wire.words import comparable, join_units, split_units
 
 
 class Stabilizer:

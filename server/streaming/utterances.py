@@ -7,20 +7,20 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from ..alerts import AlertTracker, prompt_terms
-from ..countdown import CountdownTracker
+from ..text.alerts import AlertTracker, prompt_terms
+from ..text.countdown import CountdownTracker
 from ..wire.recognition import DecodeRequest
-from ..errors import ErrorCode, ProtocolError
-from ..hotwords import prompt_order
-from ..postprocess import Recognized, TextWork
-from ..protocol import Update, apply_update
-from ..speakers import OnlineSpeakers, turns
-from ..start_config import LIVE_ONLY, StartConfig, endpointing_summary
-from . import events
+from ..wire.errors import ErrorCode, ProtocolError
+from ..text.hotwords import prompt_order
+from ..text.postprocess import Recognized, TextWork
+from ..protocols.messages import Update, apply_update
+from ..text.speakers import OnlineSpeakers, turns
+from ..protocols.start import LIVE_ONLY, StartConfig, endpointing_summary
+from ..wire import events
 from ..wire.audio import samples_to_ms as ms
 from .commands import DecodeJob, Output
 from .segmenter import Paused, Segmenter, SpeechEnded, UtteranceNumbers
-from .text import join_units
+from ..wire.words import join_units
 
 
 class Utterances:

@@ -7,12 +7,12 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from lingting_server.access import AccessPolicy, ApiKey
-from lingting_server.batching import BatchCollector
+from lingting_server.services.access import AccessPolicy, ApiKey
+from lingting_server.services.batching import BatchCollector
 from lingting_server.edge.app import EdgeServer, Lingting
 from lingting_server.wire.recognition import DecodeResult, Word
-from lingting_server.history import AsyncHistory, open_store
-from lingting_server.metrics import Metrics
+from lingting_server.services.history.store import AsyncHistory, open_store
+from lingting_server.services.metrics import Metrics
 from lingting_server.settings import LimitSettings, NetworkSettings, OutputSettings, Settings
 
 

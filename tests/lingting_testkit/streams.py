@@ -13,7 +13,7 @@ import soxr
 import websockets
 
 from lingting_client import LingtingClient, StreamOptions
-from lingting_server.streaming import events as core_events
+from lingting_server.wire import events as core_events
 from lingting_testkit.corpus import read_wav
 
 
