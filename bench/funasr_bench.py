@@ -37,8 +37,8 @@ def main() -> None:
 
     import torch
     from lingting_testkit.funasr_checkpoints import build_pair
-    from server.engines.base import DecodeRequest
-    from server.engines.funasr_engine import FunasrEngine
+    from lingting_server.wire.recognition import DecodeRequest
+    from lingting_server.engines.funasr_engine import FunasrEngine
 
     root = Path(args.models or tempfile.mkdtemp(prefix="lingting-funasr-"))
     online, offline = root / f"paraformer-online-{args.size}", root / f"paraformer-offline-{args.size}"

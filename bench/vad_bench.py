@@ -36,10 +36,10 @@ def noises(seconds: float = 1.5, seed: int = 0) -> dict[str, np.ndarray]:
 
 def noise_check() -> None:
     """What Whisper makes of the finals webrtcvad cuts from noise, with and without the FSMN-VAD check."""
-    from server.engines.base import DecodeRequest
-    from server.engines.loader import WhisperLoad, WorkerOptions, load_engine
-    from server.engines.vad_stage import VadCheckedEngine
-    from server.streaming.segmenter import Segmenter, SpeechEnded
+    from lingting_server.wire.recognition import DecodeRequest
+    from lingting_server.engines.loader import WhisperLoad, WorkerOptions, load_engine
+    from lingting_server.engines.vad_stage import VadCheckedEngine
+    from lingting_server.streaming.segmenter import Segmenter, SpeechEnded
     whisper = load_engine(WorkerOptions("whisper", None, "cpu", WhisperLoad()))
     checked = VadCheckedEngine(whisper)
     print("sound | finals webrtcvad cut | with text: Whisper alone | with the FSMN-VAD check | Whisper said")
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.noise:
         return noise_check()
-    from server.engines.vad_stage import FsmnVad
+    from lingting_server.engines.vad_stage import FsmnVad
     started = time.perf_counter()
     vad = FsmnVad()
     print(f"FSMN-VAD loaded in {time.perf_counter() - started:.2f} s")

