@@ -21,8 +21,9 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+from .outbox import DUE_COLUMNS
 from .schema import MIGRATIONS
-from .sql import DUE_COLUMNS, HistoryError, Retention, SqlHistory
+from .sql import HistoryError, Retention, SqlHistory
 
 LOCKS = 0x4C54        # advisory lock namespace ("LT"): (LOCKS, 0) migrations, (LOCKS, n) edge n is alive
 CLAIM_S = 90.0        # an edge's hold on a webhook URL; renewed at every outbox poll (at least every 30 s)

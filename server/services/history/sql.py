@@ -1,8 +1,8 @@
 """What both history databases share: every query that SQLite and PostgreSQL
-both run (`SqlHistory`), the rows' shapes, tenancy and retention limits. The
-schema is history_schema.py.
+both run (`SqlHistory`; the webhook outbox's in outbox.py), the rows' shapes,
+tenancy and retention limits. The schema is schema.py.
 
-The dialects (history.py: SQLite; history_pg.py: PostgreSQL) import this
+The dialects (store.py: SQLite; postgres.py: PostgreSQL) import this
 module, never the reverse."""
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ import json
 import time
 from dataclasses import dataclass
 
+from .outbox import DELIVERY_COLUMNS, WebhookOutbox
+
 SESSION_COLUMNS = ("id", "kind", "started_at", "ended_at", "status", "model", "language", "filename",
                    "audio_ms", "client", "settings", "owner", "speaker_names")
 UTTERANCE_COLUMNS = ("idx", "start_ms", "end_ms", "text", "raw_text", "language", "words", "hotwords", "channel",
                      "speaker", "created_at", "turns")
-DELIVERY_COLUMNS = ("delivery_id", "url", "event", "status", "attempts", "last_status", "last_error", "created_at",
-                    "delivered_at")
-DUE_COLUMNS = ("id", "delivery_id", "session_id", "url", "secret", "event", "body", "attempts", "created_at",
-               "next_at")
 _JSON_COLUMNS = {"client", "settings", "words", "hotwords", "turns", "speaker_names"}
 
 
@@ -46,11 +44,12 @@ def _row(columns, values) -> dict:
     return row
 
 
-class SqlHistory:
-    """What both backends share: every query here is plain SQL that SQLite and
-    PostgreSQL both run, with :named parameters. A subclass gives the
-    connection (one per thread), transactions, the schema and the few
-    dialect-specific parts (search, retention, the webhook outbox)."""
+class SqlHistory(WebhookOutbox):
+    """What both backends share: every query here (and the webhook outbox's,
+    outbox.py) is plain SQL that SQLite and PostgreSQL both run, with :named
+    parameters. A subclass gives the connection (one per thread), transactions,
+    the schema and the few dialect-specific parts (search, retention, claiming
+    the outbox's URLs)."""
 
     path: object
     edge: str | None = None            # the edge that opens sessions here (several share PostgreSQL)
@@ -161,52 +160,6 @@ class SqlHistory:
             self._run(db, "UPDATE sessions SET speaker_names=:names WHERE id=:id",
                       {"names": json.dumps(merged, ensure_ascii=False), "id": session_id})
             return True
-
-    # ---- the webhook outbox ---------------------------------------------
-    def _add_deliveries(self, db, deliveries) -> None:
-        if not deliveries:
-            return
-        now = time.time()
-        self._run_many(
-            db, "INSERT INTO webhook_deliveries (delivery_id, session_id, url, secret, event, body, next_at,"
-                " created_at) VALUES (:delivery_id, :session_id, :url, :secret, :event, :body, :now, :now)",
-            [{**d, "now": now} for d in deliveries])
-
-    def add_deliveries(self, deliveries: list[dict]) -> None:
-        with self._transaction() as db:
-            self._add_deliveries(db, deliveries)
-
-    def add_session_end(self, session_id: str, make_deliveries) -> None:
-        """make_deliveries(transcript) -> the session_end deliveries, built from what history holds."""
-        self.add_deliveries(make_deliveries(self.transcript(session_id)))
-
-    def transcript(self, session_id: str) -> list[dict]:
-        """The session's finals so far, in order (a session_end webhook carries them)."""
-        return [_row(("utterance", "start_ms", "end_ms", "text", "channel", "speaker"), r) for r in self._all(
-            "SELECT idx, start_ms, end_ms, text, channel, speaker FROM utterances WHERE session_id=:id"
-            " ORDER BY start_ms, idx", {"id": session_id})]
-
-    def pending_heads(self, limit: int = 256) -> list[dict]:
-        """Per URL, its oldest pending delivery (with when it is due): one URL's events go in order."""
-        rows = self._all(
-            f"SELECT {', '.join(DUE_COLUMNS)} FROM webhook_deliveries WHERE id IN"
-            " (SELECT min(id) FROM webhook_deliveries WHERE status='pending' GROUP BY url)"
-            " ORDER BY next_at LIMIT :limit", {"limit": limit})
-        return [dict(zip(DUE_COLUMNS, r)) for r in rows]
-
-    def delivery_attempted(self, row_id: int, status: str, attempts: int, next_at: float,
-                           last_status: int | None, last_error: str | None) -> None:
-        """A finished delivery (not pending) loses its signing secret in the same
-        statement: the outbox holds a secret only while it may still sign. Only a
-        pending one is updated, so a finished one never returns to the queue secretless."""
-        self._run(self._db(),
-                  "UPDATE webhook_deliveries SET status=:status, attempts=:attempts, next_at=:next_at,"
-                  " last_status=:last_status, last_error=coalesce(:last_error, last_error),"   # the last failure's
-                  " secret=CASE WHEN :status='pending' THEN secret ELSE '' END,"
-                  " delivered_at=CASE WHEN :status='delivered' THEN :now ELSE delivered_at END"
-                  " WHERE id=:id AND status='pending'",
-                  {"status": status, "attempts": attempts, "next_at": next_at, "last_status": last_status,
-                   "last_error": last_error, "now": time.time(), "id": row_id})
 
     def close_session(self, session_id: str, status: str, audio_ms: int = 0) -> None:
         """Record the end. A stream that ended without one utterance leaves
