@@ -1,6 +1,6 @@
 """Transcript history in PostgreSQL, for several edges sharing one history.
 
-The same schema, queries and guarantees as SQLite (history_sql.py; a final
+The same schema, queries and guarantees as SQLite (sql.py, outbox.py; a final
 is committed before its client hears of it), plus what several edges need:
 - substring search through pg_trgm indexes (Chinese and Japanese too);
 - each edge holds an advisory lock while it lives, so a starting edge marks

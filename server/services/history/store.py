@@ -1,7 +1,7 @@
 """Transcript history: the SQLite store (one file, one server), `open_store`
 for a path or a postgresql:// URL, and `AsyncHistory`, through which the
-server calls either. The schema and the shared queries are in history_sql.py,
-PostgreSQL's parts in history_pg.py.
+server calls either. The schema is in schema.py, the shared queries in sql.py and outbox.py,
+PostgreSQL's parts in postgres.py.
 
 Plain synchronous code on one connection per thread; `AsyncHistory` keeps
 writes on one thread (in order) and reads on another, so a long search never
