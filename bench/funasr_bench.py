@@ -60,7 +60,7 @@ def main() -> None:
     print(f"\npartials: one 600 ms chunk of every stream per step, after {warm} warm-up chunks")
     print("streams | ms per step (median) | ms per stream-chunk | RTF per stream | streams 2 cores keep up with")
     for batch in args.batches:
-        engine._streams.clear()
+        engine._partials.streams.clear()
         streams = [audio[(i * 7 * CHUNK) % (len(audio) - need):][:need] for i in range(batch)]
         for k in range(1, warm + 1):
             engine.decode([DecodeRequest(s[:k * CHUNK], "partial", stream=f"b{i}") for i, s in enumerate(streams)])
@@ -72,8 +72,8 @@ def main() -> None:
         step = statistics.median(times)
         per = step / batch
         print(f"{batch:7d} | {step * 1000:20.0f} | {per * 1000:19.0f} | {per / 0.6:14.3f} | {int(0.6 / per):d}")
-    cache_mb = sum(t.numel() * t.element_size() for s in engine._streams.values()
-                   for t in _tensors(s.cache)) / 2**20 / max(1, len(engine._streams))
+    cache_mb = sum(t.numel() * t.element_size() for s in engine._partials.streams.values()
+                   for t in _tensors(s.cache)) / 2**20 / max(1, len(engine._partials.streams))
     print(f"caches per stream: {cache_mb:.1f} MB")
 
     print("\nfinals: 5 s utterances, offline model")

@@ -17,8 +17,8 @@ pytest.importorskip("funasr", reason="the funasr extra is not installed: .venv/b
 from lingting_testkit.corpus import dev_clips, read_wav  # noqa: E402
 from lingting_testkit.funasr_checkpoints import build_pair  # noqa: E402
 from lingting_server.wire.recognition import DecodeRequest  # noqa: E402
-from lingting_server.engines.funasr_engine import (FunasrEngine, FunasrUnavailable, cache_signature,  # noqa: E402
-                                          import_funasr, split_caches, stack_caches)
+from lingting_server.engines.funasr_engine import FunasrEngine, FunasrUnavailable, import_funasr  # noqa: E402
+from lingting_server.engines.funasr_streaming import cache_signature, split_caches, stack_caches  # noqa: E402
 
 CHUNK = 9600   # 600 ms
 
@@ -77,7 +77,7 @@ def test_loads_through_automodel(engine, model_dirs):
 def test_partials_equal_funasrs_own_streaming_inference(engine, model_dirs, clips):
     """Odd-sized requests (1.3 s) cut chunks across call boundaries: the
     caches and the carried-over samples must make that invisible."""
-    engine._streams.clear()
+    engine._partials.streams.clear()
     ours = stream_through(engine, clips[:2], 20800, batched=False)
     for audio, text in zip(clips[:2], ours):
         reference = funasr_reference(model_dirs[0], audio)
@@ -86,40 +86,40 @@ def test_partials_equal_funasrs_own_streaming_inference(engine, model_dirs, clip
 
 
 def test_batched_streams_give_the_tokens_of_one_by_one(engine, clips):
-    engine._streams.clear()
+    engine._partials.streams.clear()
     alone = stream_through(engine, clips, 16000, batched=False)
-    engine._streams.clear()
+    engine._partials.streams.clear()
     together = stream_through(engine, clips, 16000, batched=True)
     assert all(alone) and together == alone
 
 
 def test_a_stream_that_fell_behind_catches_up(engine, clips):
-    engine._streams.clear()
+    engine._partials.streams.clear()
     steady = stream_through(engine, clips[:1], CHUNK, batched=True)[0]
-    engine._streams.clear()
+    engine._partials.streams.clear()
     # One request with the whole utterance: every chunk in one call.
     caught_up = engine.decode([DecodeRequest(clips[0], "partial", stream="s0/0")])[0].text
     assert caught_up == steady
 
 
 def test_cache_shapes_and_lifecycle(engine, clips):
-    engine._streams.clear()
+    engine._partials.streams.clear()
     audio = clips[0]
     engine.decode([DecodeRequest(audio[:CHUNK], "partial", stream="a/0")])
-    first = engine._streams["a/0"]
+    first = engine._partials.streams["a/0"]
     assert first.fed == CHUNK
     assert first.cache["encoder"]["feats"].shape == (1, 5, 80 * 7)   # 5 LFR frames of overlap
     layer0 = first.cache["encoder"]["opt"][0]
     assert layer0["k"].shape[0] == 1 and layer0["k"].shape[2] == 10   # one chunk of look-back so far
     engine.decode([DecodeRequest(audio[:6 * CHUNK + 100], "partial", stream="a/0")])
-    assert engine._streams["a/0"].fed == 6 * CHUNK
-    assert engine._streams["a/0"].cache["encoder"]["opt"][0]["k"].shape[2] == 40   # full: 4 chunks
+    assert engine._partials.streams["a/0"].fed == 6 * CHUNK
+    assert engine._partials.streams["a/0"].cache["encoder"]["opt"][0]["k"].shape[2] == 40   # full: 4 chunks
     # A shorter request is a new utterance under the same key: fresh caches.
     engine.decode([DecodeRequest(audio[:CHUNK], "partial", stream="a/0")])
-    assert engine._streams["a/0"].fed == CHUNK
+    assert engine._partials.streams["a/0"].fed == CHUNK
     # The final decodes the whole utterance with the offline model and ends the caches.
     final = engine.decode([DecodeRequest(audio, "final", stream="a/0")])[0]
-    assert final.text and "a/0" not in engine._streams
+    assert final.text and "a/0" not in engine._partials.streams
 
 
 def test_finals_batched_equal_one_by_one(engine, clips):
@@ -165,10 +165,10 @@ def test_stream_caches_are_bounded(model_dirs, clips):
     small = FunasrEngine(str(offline), str(online), options=FunasrOptions(max_streams=3, stale_s=0.5))
     for n in range(5):
         small.decode([DecodeRequest(clips[0][:CHUNK], "partial", stream=f"k{n}/0")])
-    assert list(small._streams) == ["k2/0", "k3/0", "k4/0"]
+    assert list(small._partials.streams) == ["k2/0", "k3/0", "k4/0"]
     time.sleep(0.6)     # streams that ended without a final go after stale_s
     small.decode([DecodeRequest(clips[0][:CHUNK], "partial", stream="k5/0")])
-    assert list(small._streams) == ["k5/0"]
+    assert list(small._partials.streams) == ["k5/0"]
 
 
 def test_stack_and_split_round_trip():

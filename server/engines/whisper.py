@@ -10,18 +10,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..wire.words import IS_CJK, collapse_repeats, join_units
+from ..wire.words import IS_CJK, collapse_repeats
 from ..text.hotwords import mentions_any
 from ..text.phonetic import sounds_present
 from ..wire.audio import MODEL_RATE
 from ..wire.recognition import DecodeRequest, DecodeResult, Word
 from .guard import decode_by_kind
 from .base import out_of_memory_as_engine_error
-from .guard import looks_hallucinated
+from .whisper_guard import second_chances
 
 log = logging.getLogger("lingting.whisper")
 
@@ -37,9 +37,6 @@ _CJK_LANGUAGES = {"zh", "ja", "ko", "yue"}
 # "see minus" to "T minus" is kept, one that wrote "abort" over unrelated
 # speech (it happens on noisy audio) is not.
 STEER_MIN_SOUND = 0.6
-REST_MIN_MS = 2500          # a final whose words end this long before its audio: the rest is decoded too
-REST_MAX_NO_SPEECH = 0.6    # ...and kept unless Whisper thinks it holds no speech
-MAX_REST_DECODES = 2
 
 
 @dataclass(frozen=True)
@@ -130,46 +127,8 @@ class WhisperEngine:
     def _decode_group(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         with out_of_memory_as_engine_error():
             results = self._decode_group_unsafe(requests, self.options.window)
-            return [self._guard(request, result) for request, result in zip(requests, results)]
-
-    def _guard(self, request: DecodeRequest, result: DecodeResult) -> DecodeResult:
-        """A final that looped or has words no audio backs is decoded once more,
-        alone, in Whisper's own 30 s window: the silence padding a short window
-        (or a longer batch partner) is what it hallucinates on. What still
-        looks wrong is trimmed by decode_by_kind; partials are only trimmed."""
-        if request.kind != "final":
-            return result
-        audio_ms = len(request.audio) * 1000 // MODEL_RATE
-        if result.extra.get("loop_cut") or looks_hallucinated(result, audio_ms):
-            retry = self._decode_group_unsafe([request], "full")[0]
-            log.info("a final looked hallucinated (%d words); decoded again in a full window: %d words%s",
-                     len(result.text.split()), len(retry.text.split()),
-                     ", still trimmed" if looks_hallucinated(retry, audio_ms) else "")
-            result = replace(retry, extra={**retry.extra, "redecoded": True})
-        return self._with_the_rest(request, result, audio_ms)
-
-    def _with_the_rest(self, request: DecodeRequest, result: DecodeResult, audio_ms: int) -> DecodeResult:
-        """Whisper sometimes ends its text at the first sentence of a long final
-        (16 s of two speakers gave the first 5 s: the rest was lost). Where the
-        words stop well before the audio does, the audio after the last word is
-        decoded on its own and what it holds is appended."""
-        for _ in range(MAX_REST_DECODES):
-            if not result.words or audio_ms - result.words[-1].end_ms < REST_MIN_MS:
-                return result
-            heard_ms = result.words[-1].end_ms
-            rest = self._decode_group_unsafe(
-                [replace(request, audio=request.audio[heard_ms * MODEL_RATE // 1000:], hotwords=request.hotwords)],
-                self.options.window)[0]
-            if (not rest.text.strip() or not rest.words or rest.no_speech_prob > REST_MAX_NO_SPEECH
-                    or looks_hallucinated(rest, audio_ms - heard_ms)):
-                return result
-            log.info("a final's words ended %d ms before its audio: the rest held %d more words",
-                     audio_ms - heard_ms, len(rest.words))
-            words = [*result.words, *(replace(w, start_ms=w.start_ms + heard_ms, end_ms=w.end_ms + heard_ms)
-                                      for w in rest.words)]
-            result = replace(result, text=join_units([result.text.strip(), rest.text.strip()]), words=words,
-                             extra={**result.extra, "rest_decoded": True})
-        return result
+            return [second_chances(request, result, self._decode_group_unsafe, self.options.window)
+                    for request, result in zip(requests, results)]
 
     def _decode_group_unsafe(self, requests: list[DecodeRequest], window: str) -> list[DecodeResult]:
         model = self._model
@@ -241,23 +200,12 @@ class WhisperEngine:
         outputs: list = [None] * len(prompts)
         for members in groups.values():
             results = self._model.model.generate(
-                self._rows(encoder_output, [rows[j] for j in members]), [prompts[j] for j in members],
+                _encoder_rows(encoder_output, [rows[j] for j in members]), [prompts[j] for j in members],
                 return_scores=True, return_no_speech_prob=True, suppress_blank=True,
                 suppress_tokens=[-1], **options)
             for j, result in zip(members, results):
                 outputs[j] = result
         return outputs
-
-    @staticmethod
-    def _rows(encoder_output, rows: list[int]):
-        """The encoder output with its rows in `rows` order (repeats allowed)."""
-        import ctranslate2
-        if rows == list(range(encoder_output.shape[0])):
-            return encoder_output
-        if encoder_output.device != "cpu":
-            encoder_output = encoder_output.to_device(ctranslate2.Device.cpu)
-        array = np.asarray(encoder_output)[rows]
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
 
     def _read(self, out, language: str, prompt_length: int, max_length: int, keep_phrases: bool = False):
         """(text, tokens, raw output, whether a decoding loop was cut) of one generation result."""
@@ -280,7 +228,7 @@ class WhisperEngine:
         try:
             # Alignment takes one sequence start for all items: align this one alone.
             aligned = self._model.find_alignment(self._tokenizer(language), [tokens],
-                                                 self._rows(encoder_output, [index]), num_frames)
+                                                 _encoder_rows(encoder_output, [index]), num_frames)
         except Exception:  # timings are a bonus: never lose the text over them
             log.exception("word alignment failed")
             return None
@@ -293,6 +241,17 @@ class WhisperEngine:
                 text = self._t2s.convert(text)
             words.append(Word(text, int(w["start"] * 1000), int(w["end"] * 1000), round(float(w["probability"]), 3)))
         return words
+
+
+def _encoder_rows(encoder_output, rows: list[int]):
+    """The encoder output with its rows in `rows` order (repeats allowed)."""
+    import ctranslate2
+    if rows == list(range(encoder_output.shape[0])):
+        return encoder_output
+    if encoder_output.device != "cpu":
+        encoder_output = encoder_output.to_device(ctranslate2.Device.cpu)
+    array = np.asarray(encoder_output)[rows]
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
 
 
 def _for_language(hotwords: tuple[str, ...], language: str) -> tuple[str, ...]:
