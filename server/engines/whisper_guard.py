@@ -16,6 +16,7 @@ log = logging.getLogger("lingting.whisper")
 
 REST_MIN_MS = 2500          # a final whose words end this long before its audio: the rest is decoded too
 REST_MAX_NO_SPEECH = 0.6    # ...and kept unless Whisper thinks it holds no speech
+REST_MIN_WORDS = 5          # ...or it is a short phrase: what a crowd's noise after a speech gives ("I don't know.")
 MAX_REST_DECODES = 2
 
 # The engine's decode of a group in a window ("fit" or "full"), without the guards.
@@ -52,11 +53,12 @@ def _with_the_rest(request: DecodeRequest, result: DecodeResult, audio_ms: int, 
         rest = decode(
             [replace(request, audio=request.audio[heard_ms * MODEL_RATE // 1000:], hotwords=request.hotwords)],
             window)[0]
-        if (not rest.text.strip() or not rest.words or rest.no_speech_prob > REST_MAX_NO_SPEECH
+        spoken = [w for w in rest.words or () if any(c.isalnum() for c in w.word)]
+        if (len(spoken) < REST_MIN_WORDS or rest.no_speech_prob > REST_MAX_NO_SPEECH
                 or looks_hallucinated(rest, audio_ms - heard_ms)):
             return result
-        log.info("a final's words ended %d ms before its audio: the rest held %d more words",
-                 audio_ms - heard_ms, len(rest.words))
+        log.info("a final's words ended %d ms before its audio: the rest held %d more words (no speech %.2f, "
+                 "log prob %.2f)", audio_ms - heard_ms, len(spoken), rest.no_speech_prob, rest.avg_logprob)
         words = [*result.words, *(replace(w, start_ms=w.start_ms + heard_ms, end_ms=w.end_ms + heard_ms)
                                   for w in rest.words)]
         result = replace(result, text=join_units([result.text.strip(), rest.text.strip()]), words=words,
