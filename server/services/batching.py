@@ -3,17 +3,9 @@ the model workers (each owns the model on its device and decodes one batch at
 a time: on a CPU one worker per core, which decodes faster than one worker on
 all cores; on a GPU one worker, whose batches pay).
 
-Work is taken by the deadline it serves (Priority): a final whose endpoint
-fired, then a speculative final (trailing silence: due when the endpoint
-fires), then the first partial of an utterance (nothing on screen yet), then
-refreshes of partials that already show text; oldest first within each.
-Finals are never dropped. A lane (one stream's channel) has at most one
-partial waiting: a newer one replaces it (only the newest hypothesis
-matters), so under overload partial cadence degrades while finals keep
-flowing, and the oldest waiting partial goes first, so no stream starves.
-Offline files' finals ("background") yield to live finals and take turns with
-live partials batch by batch, so a file never holds up live captions by more
-than one batch and live load never stalls a file for good.
+Which waiting job goes next (finals first, a lane's newest partial only, files
+taking turns with live partials) is decode_queue.py's policy; this module runs
+the workers and turns their results into Recognized.
 
 A result's text work (hotwords, ITN, watch phrases) runs on the text thread
 while the model goes on with the next batch; futures resolve to Recognized."""
@@ -23,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,16 +23,10 @@ from ..engines.base import Engine, EngineFailed, EngineOutOfMemory
 from ..text.itn import warm_up as warm_up_itn
 from ..wire.recognition import DecodeResult
 from ..text.postprocess import TextWork, postprocess
-from ..streaming.commands import DecodeJob, Priority
+from ..streaming.commands import DecodeJob
+from .decode_queue import DecodeQueue, Waiting
 
 log = logging.getLogger("lingting.batching")
-
-
-@dataclass
-class _Waiting:
-    job: DecodeJob
-    future: asyncio.Future
-    since: float
 
 
 @dataclass
@@ -76,11 +62,7 @@ class BatchCollector:
         self.max_wait = max_wait_ms / 1000
         self.stats = CollectorStats()
         self.metrics = metrics          # a .metrics.Metrics, or None
-        self._finals: deque[_Waiting] = deque()
-        self._speculative: dict[tuple[str, int | None], _Waiting] = {}   # by lane: its open utterance's
-        self._background: deque[_Waiting] = deque()
-        self._background_turn = True
-        self._partials: dict[tuple[str, int | None], _Waiting] = {}   # by lane: the newest only
+        self._queue = DecodeQueue()
         self._wakeup = asyncio.Event()
         self._idle = list(range(len(self.engines)))[::-1]             # workers free for a batch
         self._executor = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lingting-model")
@@ -110,99 +92,41 @@ class BatchCollector:
 
     @property
     def queue_depth(self) -> dict:
-        return {"final": len(self._finals), "speculative": len(self._speculative), "partial": len(self._partials),
-                "background": len(self._background)}
+        return self._queue.depth
 
     # ---- submitting ---------------------------------------------------
     def submit(self, job: DecodeJob) -> asyncio.Future:
         """Future of the job's Recognized result; a partial replaced by a newer
         one resolves to None."""
         future = asyncio.get_running_loop().create_future()
-        waiting = _Waiting(job, future, time.monotonic())
-        stale = self._partials.pop(job.lane, None)
-        if stale is not None:      # a newer partial, or the final, supersedes it
+        if self._queue.add(Waiting(job, future, time.monotonic())):
             self.stats.partials_dropped += 1
             if self.metrics:
                 self.metrics.partials_dropped.inc()
-            if not stale.future.done():
-                stale.future.set_result(None)
-            # The session has waited since its first unserved partial: keep
-            # its place in line, or a busy session would never get a turn.
-            waiting.since = stale.since
-        if job.priority is Priority.SPECULATIVE:
-            self._speculative[job.lane] = waiting
-        elif job.kind == "final":
-            (self._background if job.background else self._finals).append(waiting)
-        else:
-            self._partials[job.lane] = waiting
         self._wakeup.set()
         return future
 
     def expedite(self, job: DecodeJob) -> None:
         """A speculative final's endpoint fired: if it still waits, it is now a final."""
-        waiting = self._speculative.get(job.lane)
-        if waiting is not None and waiting.job is job:
-            del self._speculative[job.lane]
-            self._finals.append(waiting)
+        if self._queue.expedite(job):
             self._wakeup.set()
 
     def cancel(self, job: DecodeJob) -> None:
         """Speech resumed: a speculative final that still waits need not run
         (it resolves to None; one already decoding is ignored by its session)."""
-        waiting = self._speculative.get(job.lane)
-        if waiting is not None and waiting.job is job:
-            del self._speculative[job.lane]
-            if not waiting.future.done():
-                waiting.future.set_result(None)
+        self._queue.cancel(job)
 
     def cancel_session(self, session_id: str) -> None:
         """The client left: its waiting partial and file finals need not run.
         (Its live finals still run: history keeps them.)"""
-        for lane in [lane for lane in self._partials if lane[0] == session_id]:
-            stale = self._partials.pop(lane)
-            if not stale.future.done():
-                stale.future.cancel()
-        for lane in [lane for lane in self._speculative if lane[0] == session_id]:
-            self._finals.append(self._speculative.pop(lane))   # it may be the last final: history keeps it
-        for waiting in self._background:
-            if waiting.job.session_id == session_id:
-                waiting.future.cancel()
+        self._queue.cancel_session(session_id)
 
     # ---- the loop -----------------------------------------------------
-    def _take_batch(self) -> list[_Waiting]:
+    def _take_batch(self) -> list[Waiting]:
         # Several workers share max_batch_size: eight finals due at once go to
         # two workers as 4 + 4, not 8 + 0 (one worker, one GPU: the whole batch).
-        limit = -(-self.max_batch_size // len(self.engines))
-        batch = self._take_finals(self._finals, limit)
-        if len(batch) < limit and self._speculative:    # same kind of decode: same batch
-            batch += self._take_oldest(self._speculative, limit - len(batch))
-        if batch:
-            return batch
-        if self._background and (self._background_turn or not self._partials):
-            self._background_turn = False
-            if batch := self._take_finals(self._background, self.max_file_batch_size):
-                return batch
-        self._background_turn = True
-        return self._take_oldest(self._partials, self.max_partial_batch_size)
-
-    @staticmethod
-    def _take_oldest(lanes: dict, limit: int) -> list[_Waiting]:
-        """By deadline: the most urgent kind first (a first partial before
-        refreshes), the longest waiting first within it."""
-        batch = []
-        for lane in sorted(lanes, key=lambda k: (lanes[k].job.priority, lanes[k].since))[:limit]:
-            waiting = lanes.pop(lane)
-            if not waiting.future.done():
-                batch.append(waiting)
-        return batch
-
-    def _take_finals(self, queue: deque[_Waiting], limit: int) -> list[_Waiting]:
-        batch: list[_Waiting] = []
-        while queue and len(batch) < limit:
-            waiting = queue.popleft()
-            if not waiting.future.done():
-                batch.append(waiting)
-        return batch
+        finals = -(-self.max_batch_size // len(self.engines))
+        return self._queue.take(finals, self.max_file_batch_size, self.max_partial_batch_size)
 
     @property
     def worker_restarts(self) -> int:
@@ -213,17 +137,13 @@ class BatchCollector:
     def workers_busy(self) -> int:
         return len(self.engines) - len(self._idle)
 
-    @property
-    def _waiting(self) -> int:
-        return len(self._finals) + len(self._speculative) + len(self._partials) + len(self._background)
-
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._idle:
                 continue                             # a worker that finishes wakes us again
-            if self.max_wait and self._waiting < self.max_batch_size:
+            if self.max_wait and len(self._queue) < self.max_batch_size:
                 await asyncio.sleep(self.max_wait)   # let more sessions join this batch
             while self._idle and (batch := self._take_batch()):
                 if self.metrics:
@@ -235,7 +155,7 @@ class BatchCollector:
                 self._busy.add(task)
                 task.add_done_callback(self._busy.discard)
 
-    async def _work(self, worker: int, batch: list[_Waiting]) -> None:
+    async def _work(self, worker: int, batch: list[Waiting]) -> None:
         try:
             await self._decode(asyncio.get_running_loop(), self.engines[worker], batch)
         finally:
@@ -243,10 +163,10 @@ class BatchCollector:
             self._wakeup.set()
 
     @staticmethod
-    def _kind(batch: list[_Waiting]) -> str:
+    def _kind(batch: list[Waiting]) -> str:
         return "file" if batch[0].job.background else batch[0].job.kind
 
-    async def _decode(self, loop, engine: Engine, batch: list[_Waiting], retried: bool = False) -> None:
+    async def _decode(self, loop, engine: Engine, batch: list[Waiting], retried: bool = False) -> None:
         kind = self._kind(batch)
         started = time.perf_counter()
         try:
@@ -291,7 +211,7 @@ class BatchCollector:
             self.metrics.decode_seconds.labels(kind).observe(seconds)
         self._postprocess(batch, results)
 
-    def _postprocess(self, batch: list[_Waiting], results: list) -> None:
+    def _postprocess(self, batch: list[Waiting], results: list) -> None:
         done = self.text.run([(w.job.text, w.job.kind, result) for w, result in zip(batch, results)])
 
         def deliver(future: asyncio.Future) -> None:
@@ -306,7 +226,7 @@ class BatchCollector:
                     waiting.future.set_result(recognized)
         done.add_done_callback(deliver)
 
-    def _fail(self, batch: list[_Waiting], reason: str) -> None:
+    def _fail(self, batch: list[Waiting], reason: str) -> None:
         self.stats.failures += len(batch)
         if self.metrics:
             self.metrics.decode_failures.inc(len(batch))

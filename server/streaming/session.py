@@ -19,13 +19,11 @@ from ..text.postprocess import Recognized
 from ..protocols.messages import Audio, ClientMessage, Clear, Dtmf, Flush, KeepAlive, Mark, Start, StartConfig, Stop, Update
 from ..wire import events
 from ..wire.audio import samples_to_ms as ms
-from .channels import Channels, speaker_of
+from .channels import Channels
 from .commands import GOING_AWAY, INTERNAL_ERROR, NORMAL, POLICY, Close, DecodeJob, Output, Transcribe
 from .file import FileTranscription
 from .live import LiveStream
-
-
-MAX_SIGNALS = 1000     # DTMF keys and marks kept per stream unless limits say (--max-signals)
+from .signals import MAX_SIGNALS, Signals
 
 
 class State(enum.StrEnum):
@@ -59,7 +57,7 @@ class Session:
         self.config: StartConfig | None = None
         self.stream: LiveStream | Channels | FileTranscription | None = None
         self.errors = 0
-        self.signals = 0               # DTMF keys and marks taken (each is stored: capped)
+        self.signals = Signals(self.limits.get("max_signals", MAX_SIGNALS))
         self.ending: End | None = None
         # How it ended, for history: stopped (every final delivered), shutdown,
         # disconnected, or failed (closed on an error).
@@ -119,7 +117,7 @@ class Session:
             return self.stream.file_bytes(message.data) if self.offline else self.stream.audio(message.data,
                                                                                                message.channel)
         if isinstance(message, (Dtmf, Mark)):
-            return self._signal(message)
+            return self.signals.take(message, self.stream, self.config, ms(self.audio_samples))
         if isinstance(message, Update):
             return self.stream.update(message)
         if isinstance(message, (Flush, Clear)):
@@ -155,24 +153,6 @@ class Session:
         return Output().send(events.Ready(self.id, self.model, config.mode, config.language, self.limits,
                                           config.sample_rate if live else None, config.encoding if live else None,
                                           labels, (config.room or self.id) if live else None))
-
-    def _signal(self, message: Dtmf | Mark) -> Output:
-        """A telephony event, on the stream's clock. PCI redaction withholds the
-        key (a caller may be typing a card number)."""
-        cap = self.limits.get("max_signals", MAX_SIGNALS)
-        self.signals += 1
-        if self.signals > cap:
-            # Said once, not fatal: a long call's transcript matters more than its marks, and a
-            # platform that keeps sending should not close the call through max_errors.
-            return Output() if self.signals > cap + 1 else Output().send(ProtocolError(
-                ErrorCode.TOO_LARGE, f"this stream has sent {cap} DTMF keys and marks, this server's limit "
-                "(--max-signals): later ones are dropped, not sent or stored").event())
-        at = ms(self.audio_samples)
-        if isinstance(message, Mark):
-            return Output().send(events.Mark(message.name, at))
-        channel, speaker = speaker_of(self.stream, message.channel)
-        withheld = bool(self.config.redact & {"pci", "numbers"})
-        return Output().send(events.Dtmf(None if withheld else message.digit, at, channel, speaker, withheld))
 
     def _stop(self, reason: str) -> Output:
         if self.offline:
