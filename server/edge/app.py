@@ -136,28 +136,26 @@ class Lingting:
         """Sockets that have not shown a key yet take no stream slot, but their own
         pool is small and shared out by address, so keyless ones cannot fill it."""
         limits = self.settings.limits
-        if self.shutting_down:
-            raise AccessDenied(503, ErrorCode.SHUTTING_DOWN, "server is shutting down", retry_after=10)
-        if len(self.unauthenticated) >= limits.max_unauthenticated:
-            raise AccessDenied(503, ErrorCode.OVERLOADED, f"{limits.max_unauthenticated} streams are already waiting "
-                               "to present their key (--max-unauthenticated); retry later", retry_after=5)
-        per_ip = limits.max_unauthenticated_per_ip
-        if ip and sum(1 for s in self.unauthenticated.values() if s.ip == ip) >= per_ip:
-            raise AccessDenied(429, ErrorCode.IP_LIMIT, f"{ip} has {per_ip} streams waiting to present their key "
-                               "(--max-unauthenticated-per-ip)", retry_after=5)
+        self._check_pool(self.unauthenticated, ip, limits.max_unauthenticated, limits.max_unauthenticated_per_ip,
+                         f"{limits.max_unauthenticated} streams are already waiting to present their key "
+                         "(--max-unauthenticated); retry later",
+                         "streams waiting to present their key (--max-unauthenticated-per-ip)")
 
     def check_limits(self, ip: str | None, key: ApiKey | None) -> None:
         limits = self.settings.limits
+        self._check_pool(self.streams, ip, limits.max_connections, limits.max_connections_per_ip,
+                         f"server is at its limit of {limits.max_connections} streams; retry later",
+                         "streams open, this server's limit per address")
+        self.access.admit(key)
+
+    def _check_pool(self, pool: dict, ip: str | None, limit: int, per_ip: int, full: str, address_full: str) -> None:
+        """Shutting down, the pool full, or this address's share of it taken: AccessDenied."""
         if self.shutting_down:
             raise AccessDenied(503, ErrorCode.SHUTTING_DOWN, "server is shutting down", retry_after=10)
-        if len(self.streams) >= limits.max_connections:
-            raise AccessDenied(503, ErrorCode.OVERLOADED, f"server is at its limit of {limits.max_connections} "
-                               "streams; retry later", retry_after=5)
-        per_ip = limits.max_connections_per_ip
-        if ip and sum(1 for s in self.streams.values() if s.ip == ip) >= per_ip:
-            raise AccessDenied(429, ErrorCode.IP_LIMIT, f"{ip} has {per_ip} streams open, this server's limit "
-                               "per address", retry_after=5)
-        self.access.admit(key)
+        if len(pool) >= limit:
+            raise AccessDenied(503, ErrorCode.OVERLOADED, full, retry_after=5)
+        if ip and sum(1 for s in pool.values() if s.ip == ip) >= per_ip:
+            raise AccessDenied(429, ErrorCode.IP_LIMIT, f"{ip} has {per_ip} {address_full}", retry_after=5)
 
     # ---- the streams --------------------------------------------------------
     def new_session(self) -> Session:

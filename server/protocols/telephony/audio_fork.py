@@ -31,27 +31,31 @@ RATES = {"8k": 8000, "16k": 16000}
 LABELS = ("caller", "callee")
 
 
+def _whole_number(value) -> int | None:
+    """A platform's number, sent as a number or a string ("8000"); None if it is neither."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 def _format(params: dict) -> dict:
     """sample_rate and channels from the query or metadata (8000 and mono unless said)."""
     out = {}
     rate = params.get("sample_rate", params.get("sampleRate"))
     if rate is not None:
         rate = RATES.get(rate, rate) if isinstance(rate, str) else rate
-        try:
-            if not isinstance(rate, (str, int)) or isinstance(rate, bool):
-                raise TypeError
-            out["sample_rate"] = int(rate)
-        except (TypeError, ValueError):
-            raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {rate!r}: use 8000 or 16000", fatal=True) from None
+        if (out_rate := _whole_number(rate)) is None:
+            raise ProtocolError(ErrorCode.UNSUPPORTED, f"sample_rate {rate!r}: use 8000 or 16000", fatal=True)
+        out["sample_rate"] = out_rate
     mix = params.get("mix_type", params.get("mixType"))
     channels = params.get("channels", 2 if mix == "stereo" else None)
     if channels is not None:
-        try:
-            if not isinstance(channels, (str, int)) or isinstance(channels, bool):
-                raise TypeError
-            out["channels"] = int(channels)
-        except (TypeError, ValueError):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"channels {channels!r}: use 1 or 2", fatal=True) from None
+        if (out_channels := _whole_number(channels)) is None:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"channels {channels!r}: use 1 or 2", fatal=True)
+        out["channels"] = out_channels
     return out
 
 
